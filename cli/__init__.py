@@ -1,0 +1,1 @@
+"""The ``zikade`` command line."""
