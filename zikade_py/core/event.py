@@ -1,0 +1,47 @@
+"""The base of every core event and state.
+
+Events and states are frozen, slotted dataclasses. Each carries a
+:class:`~zikade_py.core.trace.Trace` as the keyword-only field ``trace``; the
+properties :attr:`Event.span_context` and :attr:`Event.deadline` read it.
+Machines handle their event unions with ``match`` and ``typing.assert_never``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass
+from enum import Enum
+
+from opentelemetry.trace import SpanContext
+
+from zikade_py.core.trace import NO_TRACE, Trace
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened, with the trace of the operation it belongs to."""
+
+    _: KW_ONLY
+    trace: Trace = NO_TRACE
+
+    @property
+    def span_context(self) -> SpanContext:
+        """The OpenTelemetry span context of the operation (may be invalid)."""
+        return self.trace.span_context
+
+    @property
+    def deadline(self) -> float | None:
+        """Absolute deadline of the operation, or ``None`` for none."""
+        return self.trace.deadline
+
+
+class FinishReason(Enum):
+    """Why a query, broadcast or routing walk ended: every ending has one (rule 2)."""
+
+    DONE = "done"
+    """The query reached its goal or ran out of nodes to ask."""
+    TIMEOUT = "timeout"
+    """The query's deadline or the pool's query timeout passed."""
+    CANCELLED = "cancelled"
+    """The caller stopped it."""
+    FAILED = "failed"
+    """It could not run (for example, no node to start from)."""
