@@ -1,0 +1,1 @@
+"""Generated protobuf code for the p2p layer (regenerate with ``scripts/gen-protos``)."""
