@@ -1,0 +1,453 @@
+"""Yamux session: many flow-controlled streams over one secured connection (WIRE.md §5).
+
+Three tasks per session: a reader that decodes frames and dispatches them without ever
+blocking, a writer that owns the connection's write side (so frames never interleave and
+the reader never waits on a slow peer), and an optional keep-alive pinger. Any protocol
+violation closes the whole session with GoAway(protocol error); everything a peer can send
+is bounded by stream windows, the stream limit and the accept backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from zikade_py.p2p.io import BufferedReader, ByteStream, IncompleteReadError
+from zikade_py.p2p.yamux_errors import (
+    GoAwayError,
+    PingTimeoutError,
+    SessionClosedError,
+    StreamClosedError,
+    StreamResetError,
+    YamuxError,
+    YamuxProtocolError,
+)
+from zikade_py.p2p.yamux_frame import (
+    HEADER_SIZE,
+    MAX_UINT32,
+    Flag,
+    FrameHeader,
+    FrameType,
+    GoAwayCode,
+    decode_header,
+    encode_header,
+)
+from zikade_py.p2p.yamux_stream import INITIAL_STREAM_WINDOW, YamuxStream
+
+__all__ = [
+    "YAMUX_PROTOCOL_ID",
+    "GoAwayError",
+    "PingTimeoutError",
+    "SessionClosedError",
+    "StreamClosedError",
+    "StreamLimitError",
+    "StreamResetError",
+    "YamuxConfig",
+    "YamuxError",
+    "YamuxProtocolError",
+    "YamuxSession",
+    "YamuxStream",
+]
+
+YAMUX_PROTOCOL_ID = "/yamux/1.0.0"
+
+_log = logging.getLogger(__name__)
+
+_WRITE_BATCH = 256 * 1024  # bytes of queued frames joined into one connection write
+_MAX_URGENT_BACKLOG = 8192  # queued control frames; more means the peer stopped reading
+_MAX_PENDING_PONGS = 32  # go-yamux PingBacklog: ping answers beyond this are dropped
+_MAX_CLOSE_WAIT = 5.0  # cap on flushing GoAway and closing the connection
+
+
+class StreamLimitError(YamuxError):
+    """Local: opening another stream would exceed ``max_streams``."""
+
+
+@dataclass(frozen=True, slots=True)
+class YamuxConfig:
+    """Session tunables; defaults follow go-yamux / js-libp2p-yamux (WIRE.md §5)."""
+
+    initial_window: int = INITIAL_STREAM_WINDOW
+    max_window: int = 16 * 1024 * 1024
+    max_streams: int = 1000
+    max_unacked_inbound: int = 256
+    keepalive_interval: float | None = 30.0
+    ping_timeout: float = 10.0
+    max_frame_data: int = 16 * 1024 * 1024
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings the protocol or this implementation cannot honour."""
+        if not INITIAL_STREAM_WINDOW <= self.initial_window <= self.max_window:
+            raise ValueError("need 256 KiB <= initial_window <= max_window")
+        if self.max_window > MAX_UINT32:
+            raise ValueError("max_window must fit in 32 bits")
+        if self.max_streams < 1 or self.max_unacked_inbound < 1:
+            raise ValueError("max_streams and max_unacked_inbound must be positive")
+        if self.keepalive_interval is not None and self.keepalive_interval <= 0:
+            raise ValueError("keepalive_interval must be positive or None")
+        if self.ping_timeout <= 0:
+            raise ValueError("ping_timeout must be positive")
+        if self.max_frame_data < self.max_window:
+            raise ValueError("max_frame_data must be at least max_window")
+
+
+class YamuxSession:
+    """A Yamux session over ``conn``; ``is_client`` is the TCP dialer (odd stream ids)."""
+
+    def __init__(
+        self, conn: ByteStream, *, is_client: bool, config: YamuxConfig = YamuxConfig()
+    ) -> None:
+        config.validate()
+        self._conn = conn
+        self.is_client = is_client
+        self.config = config
+        self._next_stream_id = 1 if is_client else 2
+        self._streams: dict[int, YamuxStream] = {}
+        self._backlog: deque[YamuxStream] = deque()
+        self._accept_event = asyncio.Event()
+        self._urgent: deque[bytes] = deque()
+        self._queue: deque[tuple[bytes, asyncio.Future[None] | None]] = deque()
+        self._wake_writer = asyncio.Event()
+        self._pongs_queued = 0
+        self._pings: dict[int, asyncio.Future[None]] = {}
+        self._next_ping_id = 1
+        self._rtt = 0.0
+        self._remote_goaway: int | None = None
+        self._closing = False
+        self._close_reason: YamuxError | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writer_task: asyncio.Task[None] | None = None
+        self._finisher: asyncio.Task[None] | None = None
+        self._started = False
+        self.last_activity = time.monotonic()
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the session started shutting down; no new streams or frames."""
+        return self._closing
+
+    @property
+    def close_reason(self) -> YamuxError | None:
+        """Why the session ended (protocol error, EOF, keep-alive timeout, local close)."""
+        return self._close_reason
+
+    @property
+    def num_streams(self) -> int:
+        """Streams currently open in either direction (not fully closed or reset)."""
+        return len(self._streams)
+
+    @property
+    def rtt(self) -> float:
+        """Round-trip time of the last answered ping, 0.0 before the first."""
+        return self._rtt
+
+    @property
+    def max_window(self) -> int:
+        """Receive-window auto-tuning cap, for the streams."""
+        return self.config.max_window
+
+    @property
+    def remote_goaway(self) -> int | None:
+        """The error code of the peer's GoAway, or None if it sent none."""
+        return self._remote_goaway
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the reader, writer and (if configured) keep-alive tasks."""
+        if self._started:
+            raise YamuxError("session already started")
+        if self._closing:
+            raise SessionClosedError("session is closed")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._writer_task = loop.create_task(self._write_loop(), name="yamux-writer")
+        self._tasks = [self._writer_task, loop.create_task(self._read_loop(), name="yamux-reader")]
+        if self.config.keepalive_interval is not None:
+            self._tasks.append(loop.create_task(self._keepalive_loop(), name="yamux-keepalive"))
+
+    async def close(self, *, error_code: int = GoAwayCode.NORMAL) -> None:
+        """Send GoAway(``error_code``), close the connection, fail all streams, stop all tasks."""
+        self._fail(SessionClosedError("session closed locally"), error_code)
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait until the session has fully shut down (connection closed, tasks finished)."""
+        while self._finisher is None:
+            self._accept_event.clear()
+            await self._accept_event.wait()
+        await asyncio.shield(self._finisher)
+
+    # -- streams ----------------------------------------------------------------------------
+
+    async def open_stream(self) -> YamuxStream:
+        """Open an outbound stream; the SYN goes out at once, the ACK is not awaited."""
+        if self._closing:
+            raise SessionClosedError("session is closed")
+        if self._remote_goaway is not None:
+            raise GoAwayError(self._remote_goaway)
+        if len(self._streams) >= self.config.max_streams:
+            raise StreamLimitError(f"{len(self._streams)} streams open (max_streams)")
+        stream_id = self._next_stream_id
+        if stream_id > MAX_UINT32:
+            raise StreamLimitError("stream ids exhausted")
+        self._next_stream_id += 2
+        stream = YamuxStream(self, stream_id, is_outbound=True)
+        self._streams[stream_id] = stream
+        self._enqueue(stream._open_frame(Flag.SYN, self.config.initial_window), urgent=True)
+        return stream
+
+    async def accept_stream(self) -> YamuxStream:
+        """The next inbound stream, ACKed now; :class:`SessionClosedError` once the session ends."""
+        while True:
+            if self._closing:
+                raise SessionClosedError("session is closed")
+            if self._backlog:
+                stream = self._backlog.popleft()
+                if not stream.is_reset:
+                    ack = stream._open_frame(Flag.ACK, self.config.initial_window)
+                    self._enqueue(ack, urgent=True)
+                return stream
+            self._accept_event.clear()
+            await self._accept_event.wait()
+
+    async def ping(self) -> float:
+        """Round-trip time in seconds; :class:`PingTimeoutError` after ``ping_timeout``."""
+        if self._closing:
+            raise SessionClosedError("session is closed")
+        ping_id = self._next_ping_id
+        self._next_ping_id = ping_id % MAX_UINT32 + 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pings[ping_id] = future
+        start = time.monotonic()
+        self._enqueue(encode_header(FrameType.PING, Flag.SYN, 0, ping_id), urgent=True)
+        try:
+            async with asyncio.timeout(self.config.ping_timeout):
+                await future
+        except TimeoutError:
+            raise PingTimeoutError(f"no ping answer within {self.config.ping_timeout}s") from None
+        finally:
+            self._pings.pop(ping_id, None)
+        self._rtt = time.monotonic() - start
+        return self._rtt
+
+    # -- stream link (used by YamuxStream) ----------------------------------------------------
+
+    def _enqueue(self, frame: bytes, *, urgent: bool) -> None:
+        """Queue a frame without waiting; urgent frames overtake queued data frames."""
+        if self._closing:
+            return
+        if urgent:
+            if len(self._urgent) >= _MAX_URGENT_BACKLOG:
+                self._fail(SessionClosedError("peer stopped reading"), GoAwayCode.INTERNAL_ERROR)
+                return
+            self._urgent.append(frame)
+        else:
+            self._queue.append((frame, None))
+        self._wake_writer.set()
+
+    async def _send_data(self, frame: bytes) -> None:
+        """Queue a data frame and wait until it was written (backpressure for writers)."""
+        if self._closing:
+            raise SessionClosedError("session is closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((frame, future))
+        self._wake_writer.set()
+        await future
+
+    def _remove_stream(self, stream: YamuxStream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._urgent and not self._queue:
+                if self._closing:
+                    return
+                self._wake_writer.clear()
+                await self._wake_writer.wait()
+                continue
+            parts = list(self._urgent)
+            self._urgent.clear()
+            self._pongs_queued = 0
+            futures: list[asyncio.Future[None]] = []
+            size = 0
+            while self._queue and size < _WRITE_BATCH:
+                frame, future = self._queue.popleft()
+                parts.append(frame)
+                size += len(frame)
+                if future is not None:
+                    futures.append(future)
+            try:
+                await self._conn.write(b"".join(parts))
+            except Exception as exc:  # the connection is gone, whatever the transport raised
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(SessionClosedError("connection write failed"))
+                self._fail(SessionClosedError(f"connection write failed: {exc!r}"), None)
+                return
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _read_loop(self) -> None:
+        reader = BufferedReader(self._conn)
+        try:
+            while not self._closing:
+                header = decode_header(await reader.read_exactly(HEADER_SIZE))
+                self.last_activity = time.monotonic()
+                body = b""
+                if header.type is FrameType.DATA and header.length:
+                    if header.length > self._data_limit(header):
+                        raise YamuxProtocolError(
+                            f"data frame of {header.length} bytes on stream "
+                            f"{header.stream_id} exceeds the receive window"
+                        )
+                    body = await reader.read_exactly(header.length)
+                self._handle_frame(header, body)
+        except IncompleteReadError:
+            self._fail(SessionClosedError("connection closed by peer"), None)
+        except YamuxProtocolError as exc:
+            _log.debug("yamux protocol error: %s", exc)
+            self._fail(exc, GoAwayCode.PROTOCOL_ERROR)
+        except Exception as exc:  # a broken transport or a bug: end this session only
+            _log.debug("yamux reader failed", exc_info=True)
+            err = SessionClosedError(f"yamux reader failed: {exc!r}")
+            self._fail(err, GoAwayCode.INTERNAL_ERROR)
+
+    async def _keepalive_loop(self) -> None:
+        interval = self.config.keepalive_interval
+        assert interval is not None
+        while not self._closing:
+            try:
+                await self.ping()
+            except PingTimeoutError:
+                self._fail(SessionClosedError("keep-alive ping timed out"), None)
+                return
+            except SessionClosedError:
+                return
+            await asyncio.sleep(interval)
+
+    # -- frame dispatch ---------------------------------------------------------------------
+
+    def _data_limit(self, header: FrameHeader) -> int:
+        stream = self._streams.get(header.stream_id)
+        if stream is not None:
+            return stream._data_limit()
+        if header.stream_id == 0:
+            raise YamuxProtocolError("data frame on stream 0")
+        if header.has(Flag.SYN):
+            return INITIAL_STREAM_WINDOW
+        return self.config.max_frame_data  # late data for a closed stream: read and drop
+
+    def _handle_frame(self, header: FrameHeader, body: bytes) -> None:
+        if header.type is FrameType.PING:
+            self._on_ping(header)
+            return
+        if header.type is FrameType.GO_AWAY:
+            self._remote_goaway = header.length
+            return
+        stream_id = header.stream_id
+        if stream_id == 0:
+            raise YamuxProtocolError(f"{header.type.name} frame on stream 0")
+        stream = self._streams.get(stream_id)
+        if header.has(Flag.SYN):
+            if (stream_id % 2 == 1) == self.is_client:
+                raise YamuxProtocolError(f"SYN for stream {stream_id} of our own parity")
+            if stream is not None:
+                raise YamuxProtocolError(f"SYN for existing stream {stream_id}")
+            stream = self._on_inbound_syn(stream_id)
+        if stream is None:
+            return  # a late frame for a stream already closed or reset: ignore
+        if header.has(Flag.ACK):
+            stream._on_ack()
+        if header.type is FrameType.DATA:
+            stream._on_data(body)
+        elif not header.has(Flag.RST):  # go-yamux v5 puts an error code in an RST's length
+            stream._on_window_update(header.length)
+        if header.has(Flag.FIN):
+            stream._on_remote_fin()
+        if header.has(Flag.RST):
+            stream._on_remote_reset()
+
+    def _on_inbound_syn(self, stream_id: int) -> YamuxStream | None:
+        if (
+            len(self._streams) >= self.config.max_streams
+            or len(self._backlog) >= self.config.max_unacked_inbound
+        ):
+            rst = encode_header(FrameType.WINDOW_UPDATE, Flag.RST, stream_id, 0)
+            self._enqueue(rst, urgent=True)
+            return None
+        stream = YamuxStream(self, stream_id, is_outbound=False)
+        self._streams[stream_id] = stream
+        self._backlog.append(stream)
+        self._accept_event.set()
+        return stream
+
+    def _on_ping(self, header: FrameHeader) -> None:
+        if header.has(Flag.SYN):
+            if self._pongs_queued >= _MAX_PENDING_PONGS:
+                return
+            self._pongs_queued += 1
+            self._enqueue(encode_header(FrameType.PING, Flag.ACK, 0, header.length), urgent=True)
+        elif header.has(Flag.ACK):
+            future = self._pings.get(header.length)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _fail(self, reason: YamuxError, goaway_code: int | None) -> None:
+        """Start shutting down (idempotent): fail everything now, close the connection later."""
+        if self._closing:
+            return
+        self._closing = True
+        self._close_reason = reason
+        for _, future in self._queue:
+            if future is not None and not future.done():
+                future.set_exception(SessionClosedError("session closed"))
+        self._queue.clear()
+        self._urgent.clear()
+        if goaway_code is not None and self._writer_task is not None:
+            self._urgent.append(encode_header(FrameType.GO_AWAY, 0, 0, goaway_code))
+        self._wake_writer.set()
+        for stream in self._streams.values():
+            stream._on_session_closed()
+        for stream in self._backlog:
+            stream._on_session_closed()
+        self._streams.clear()
+        self._backlog.clear()
+        for future in self._pings.values():
+            if not future.done():
+                future.set_exception(SessionClosedError("session closed"))
+        self._finisher = asyncio.get_running_loop().create_task(
+            self._finish(), name="yamux-close"
+        )
+        self._accept_event.set()
+
+    async def _finish(self) -> None:
+        flush_timeout = min(self.config.ping_timeout, _MAX_CLOSE_WAIT)
+        writer = self._writer_task
+        if writer is not None and not writer.done():
+            await asyncio.wait({writer}, timeout=flush_timeout)
+        try:
+            async with asyncio.timeout(flush_timeout):
+                await self._conn.close()
+        except TimeoutError:
+            abort = getattr(self._conn, "abort", None)
+            if callable(abort):
+                abort()
+        except Exception:  # closing a broken transport may fail; it is closed either way
+            _log.debug("closing the yamux connection failed", exc_info=True)
+        current = asyncio.current_task()
+        pending = [t for t in self._tasks if t is not current and not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
