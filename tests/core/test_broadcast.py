@@ -1,0 +1,167 @@
+"""Broadcast state machines (FollowUp, Static, Optimistic) with explicit time."""
+
+from __future__ import annotations
+
+from zikade_py.core.broadcast import (
+    BcastCancelRequest,
+    BcastFindCloser,
+    BcastFinished,
+    BcastLookupFailure,
+    BcastLookupResponse,
+    BcastPoll,
+    BcastState,
+    BcastStop,
+    BcastStoreFailure,
+    BcastStoreRecord,
+    BcastStoreSuccess,
+    BcastWaiting,
+    Broadcast,
+    BroadcastConfig,
+    FollowUp,
+    Optimistic,
+    Static,
+)
+from zikade_py.core.event import FinishReason
+from zikade_py.core.key import Key
+from zikade_py.core.query import QueryConfig
+from zikade_py.core.trace import Trace
+
+
+def k(i: int) -> Key:
+    return Key.from_int(i << 248, preimage=bytes([i]))
+
+
+SELF = k(0xFF)
+TARGET = k(0)
+CFG = BroadcastConfig(num_replicas=3, store_concurrency=2, query=QueryConfig(concurrency=3))
+
+
+def settle(b: Broadcast, now: float, first: BcastState | None = None) -> list[BcastState]:
+    out: list[BcastState] = [] if first is None else [first]
+    if isinstance(first, BcastWaiting | BcastFinished):
+        return out
+    for _ in range(500):
+        state = b.advance(BcastPoll(), now)
+        out.append(state)
+        if isinstance(state, BcastWaiting | BcastFinished):
+            return out
+    raise AssertionError("broadcast never settled")
+
+
+def test_follow_up_looks_up_then_stores_to_the_closest() -> None:
+    b = FollowUp("p", SELF, TARGET, "ADD_PROVIDER", [k(1), k(2), k(3), k(4)], CFG)
+    states = settle(b, 0.0)
+    asked = [s.node for s in states if isinstance(s, BcastFindCloser)]
+    assert asked == [k(1), k(2), k(3)]
+    assert not any(isinstance(s, BcastStoreRecord) for s in states)
+    for node in asked[:2]:
+        settle(b, 1.0, b.advance(BcastLookupResponse(node), 1.0))
+    states = settle(b, 1.0, b.advance(BcastLookupResponse(k(3)), 1.0))
+    stores = [s.node for s in states if isinstance(s, BcastStoreRecord)]
+    assert stores == [k(1), k(2)]  # store concurrency 2
+    assert all(s.message == "ADD_PROVIDER" for s in states if isinstance(s, BcastStoreRecord))
+    states = settle(b, 2.0, b.advance(BcastStoreSuccess(k(1)), 2.0))
+    assert [s.node for s in states if isinstance(s, BcastStoreRecord)] == [k(3)]
+    settle(b, 2.0, b.advance(BcastStoreFailure(k(2), "reset"), 2.0))
+    end = b.advance(BcastStoreSuccess(k(3)), 3.0)
+    assert isinstance(end, BcastFinished)
+    assert end.reason is FinishReason.DONE
+    assert end.contacted == (k(1), k(3))
+    assert end.errors == ((k(2), "reset"),)
+
+
+def test_static_stores_to_seeds_only() -> None:
+    b = Static("p", SELF, TARGET, "PUT", [k(5), SELF, k(6)], CFG)
+    states = settle(b, 0.0)
+    assert [s.node for s in states if isinstance(s, BcastStoreRecord)] == [k(5), k(6)]
+    b.advance(BcastStoreSuccess(k(5)), 1.0)
+    end = b.advance(BcastStoreSuccess(k(6)), 1.0)
+    assert isinstance(end, BcastFinished) and end.contacted == (k(5), k(6))
+
+
+def test_nobody_to_store_to_fails() -> None:
+    end = Static("p", SELF, TARGET, "PUT", [], CFG).advance(BcastPoll(), 0.0)
+    assert isinstance(end, BcastFinished) and end.reason is FinishReason.FAILED
+    end = FollowUp("p", SELF, TARGET, "PUT", [], CFG).advance(BcastPoll(), 0.0)
+    assert isinstance(end, BcastFinished) and end.reason is FinishReason.FAILED
+
+
+def test_stop_during_lookup_cancels_lookup_requests() -> None:
+    b = FollowUp("p", SELF, TARGET, "PUT", [k(1), k(2), k(3)], CFG)
+    settle(b, 0.0)
+    state = b.advance(BcastStop(), 0.5)
+    cancels = []
+    while isinstance(state, BcastCancelRequest):
+        assert not state.store
+        cancels.append(state.node)
+        state = b.advance(BcastPoll(), 0.5)
+    assert sorted(c.value for c in cancels) == sorted(k(i).value for i in (1, 2, 3))
+    assert isinstance(state, BcastFinished) and state.reason is FinishReason.CANCELLED
+    assert b.advance(BcastPoll(), 1.0) is state
+
+
+def test_stop_during_stores_cancels_store_requests() -> None:
+    b = Static("p", SELF, TARGET, "PUT", [k(1), k(2), k(3)], CFG)
+    settle(b, 0.0)
+    state = b.advance(BcastStop(), 0.5)
+    cancels = []
+    while isinstance(state, BcastCancelRequest):
+        assert state.store
+        cancels.append(state.node)
+        state = b.advance(BcastPoll(), 0.5)
+    assert cancels == [k(1), k(2)]
+    assert isinstance(state, BcastFinished) and state.reason is FinishReason.CANCELLED
+    assert {n for n, _ in state.errors} == {k(1), k(2), k(3)}
+
+
+def test_store_timeout_cancels_and_counts_as_error() -> None:
+    cfg = BroadcastConfig(num_replicas=3, store_concurrency=1, store_timeout=5.0)
+    b = Static("p", SELF, TARGET, "PUT", [k(1), k(2)], cfg)
+    settle(b, 0.0)
+    assert b.next_due() == 5.0
+    state = b.advance(BcastPoll(), 5.0)
+    assert isinstance(state, BcastCancelRequest) and state.node == k(1) and state.store
+    state = b.advance(BcastPoll(), 5.0)
+    assert isinstance(state, BcastStoreRecord) and state.node == k(2)
+    end = b.advance(BcastStoreSuccess(k(2)), 6.0)
+    assert isinstance(end, BcastFinished) and end.errors == ((k(1), "timeout"),)
+
+
+def test_deadline_ends_broadcast_with_timeout() -> None:
+    b = FollowUp("p", SELF, TARGET, "PUT", [k(1)], CFG, trace=Trace(deadline=2.0))
+    settle(b, 0.0)
+    state = b.advance(BcastPoll(), 2.0)
+    while isinstance(state, BcastCancelRequest):
+        state = b.advance(BcastPoll(), 2.0)
+    assert isinstance(state, BcastFinished) and state.reason is FinishReason.TIMEOUT
+
+
+def test_lookup_failures_are_skipped() -> None:
+    b = FollowUp("p", SELF, TARGET, "PUT", [k(1), k(2)], BroadcastConfig(num_replicas=1))
+    settle(b, 0.0)
+    settle(b, 1.0, b.advance(BcastLookupFailure(k(1), "refused"), 1.0))
+    states = settle(b, 1.0, b.advance(BcastLookupResponse(k(2)), 1.0))
+    assert [s.node for s in states if isinstance(s, BcastStoreRecord)] == [k(2)]
+
+
+def test_optimistic_stores_before_the_lookup_ends_and_covers_the_final_set() -> None:
+    cfg = BroadcastConfig(num_replicas=2, store_concurrency=5, query=QueryConfig(concurrency=2))
+    b = Optimistic("p", SELF, TARGET, "PUT", [k(10), k(11)], cfg)
+    settle(b, 0.0)
+    # both answer and point at closer nodes; the lookup goes on
+    settle(b, 1.0, b.advance(BcastLookupResponse(k(10), (k(3),)), 1.0))
+    states = settle(b, 1.0, b.advance(BcastLookupResponse(k(11), (k(2),)), 1.0))
+    early = [s.node for s in states if isinstance(s, BcastStoreRecord)]
+    assert early == [k(10), k(11)]  # stored while k(2), k(3) are still being asked
+    assert any(isinstance(s, BcastFindCloser) for s in states) or not b.finished
+    for node in (k(10), k(11)):
+        b.advance(BcastStoreSuccess(node), 1.5)
+    states = settle(b, 2.0, b.advance(BcastLookupResponse(k(3)), 2.0))
+    states += settle(b, 2.0, b.advance(BcastLookupResponse(k(2)), 2.0))
+    late = [s.node for s in states if isinstance(s, BcastStoreRecord)]
+    assert set(late) == {k(2), k(3)}
+    end: BcastState = BcastWaiting("p")
+    for node in late:
+        end = b.advance(BcastStoreSuccess(node), 3.0)
+    assert isinstance(end, BcastFinished)
+    assert set(end.contacted) >= {k(2), k(3)}
