@@ -1,0 +1,313 @@
+"""Reference-counted connections with idle close and limits (DESIGN.md §4).
+
+Whoever needs a peer's connection to stay up (a DHT query in progress, a
+session) calls :meth:`ConnectionManager.acquire` and later
+:meth:`ConnectionManager.release`. A connection whose peer nobody holds and
+that carries no streams closes after ``idle_timeout``; when the total reaches
+``max_connections`` the least recently used unheld idle connection is trimmed
+to make room. Dead connections need no help here: yamux keep-alive pings fail,
+the session closes, and the host removes it.
+
+The bookkeeping is pure (every decision takes ``now``); :meth:`run` is the thin
+asyncio timer that acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from zikade_py.p2p.peer_id import PeerID
+
+
+class ManagedConnection(Protocol):
+    """What the manager needs from a connection (``connection.Connection`` has it)."""
+
+    @property
+    def remote_peer(self) -> PeerID:
+        """The authenticated peer at the other end."""
+        ...
+
+    @property
+    def num_streams(self) -> int:
+        """Streams currently open on the connection."""
+        ...
+
+    @property
+    def last_used(self) -> float:
+        """When a stream last opened or closed (monotonic seconds)."""
+        ...
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection has ended."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
+C = TypeVar("C", bound=ManagedConnection)
+
+
+class ConnectionLimitError(Exception):
+    """No room for another connection: every connection is held or busy."""
+
+
+class ReleaseError(ValueError):
+    """``release`` without a matching ``acquire`` (local misuse)."""
+
+
+@dataclass(slots=True)
+class _Entry(Generic[C]):
+    conn: C
+    added: float
+
+
+class ConnectionManager(Generic[C]):
+    """Tracks open connections per peer, holders per peer, and who may be closed when."""
+
+    __slots__ = (
+        "_clock",
+        "_conns",
+        "_holds",
+        "_released",
+        "_wake",
+        "idle_timeout",
+        "max_connections",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 400,
+        idle_timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_connections < 1 or idle_timeout <= 0:
+            raise ValueError("max_connections must be >= 1 and idle_timeout > 0")
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._conns: dict[PeerID, list[_Entry[C]]] = {}
+        self._holds: dict[PeerID, int] = {}
+        self._released: dict[PeerID, float] = {}
+        self._wake = asyncio.Event()
+
+    def _now(self, now: float | None) -> float:
+        return self._clock() if now is None else now
+
+    # --- connections -----------------------------------------------------------------------
+
+    def add(self, conn: C, now: float | None = None) -> None:
+        """Start tracking an upgraded connection."""
+        self._conns.setdefault(conn.remote_peer, []).append(_Entry(conn, self._now(now)))
+        self._wake.set()
+
+    def remove(self, conn: C) -> bool:
+        """Stop tracking ``conn``; return whether it was the peer's last connection."""
+        entries = self._conns.get(conn.remote_peer)
+        if entries is None:
+            return False
+        entries[:] = [e for e in entries if e.conn is not conn]
+        if entries:
+            return False
+        del self._conns[conn.remote_peer]
+        if self._holds.get(conn.remote_peer, 0) == 0:
+            self._released.pop(conn.remote_peer, None)
+        return True
+
+    def get(self, peer: PeerID) -> C | None:
+        """The newest open connection to ``peer``, if any."""
+        for entry in reversed(self._conns.get(peer, ())):
+            if not entry.conn.is_closed:
+                return entry.conn
+        return None
+
+    def connections(self, peer: PeerID | None = None) -> list[C]:
+        """Every tracked connection, or those to ``peer``."""
+        if peer is not None:
+            return [e.conn for e in self._conns.get(peer, ())]
+        return [e.conn for entries in self._conns.values() for e in entries]
+
+    def peers(self) -> list[PeerID]:
+        """Peers with at least one tracked connection."""
+        return list(self._conns)
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._conns.values())
+
+    def __iter__(self) -> Iterator[C]:
+        return iter(self.connections())
+
+    # --- holders ---------------------------------------------------------------------------
+
+    def acquire(self, peer: PeerID) -> int:
+        """Hold ``peer``'s connections open (also ones made later); return the new count."""
+        count = self._holds.get(peer, 0) + 1
+        self._holds[peer] = count
+        return count
+
+    def release(self, peer: PeerID, now: float | None = None) -> int:
+        """Drop one hold on ``peer``; at zero the idle timer starts. Return the new count."""
+        count = self._holds.get(peer, 0)
+        if count == 0:
+            raise ReleaseError(f"release of {peer} without acquire")
+        count -= 1
+        if count:
+            self._holds[peer] = count
+        else:
+            del self._holds[peer]
+            self._released[peer] = self._now(now)
+            self._wake.set()
+        return count
+
+    def holders(self, peer: PeerID) -> int:
+        """How many holds ``peer`` has."""
+        return self._holds.get(peer, 0)
+
+    def total_holds(self) -> int:
+        """The sum of all holds (zero once every holder released)."""
+        return sum(self._holds.values())
+
+    @contextlib.asynccontextmanager
+    async def hold(self, peer: PeerID) -> AsyncIterator[None]:
+        """``async with connmgr.hold(peer):`` = acquire, then release on the way out."""
+        self.acquire(peer)
+        try:
+            yield
+        finally:
+            self.release(peer)
+
+    # --- decisions (pure) ------------------------------------------------------------------
+
+    def _idle_since(self, entry: _Entry[C]) -> float | None:
+        conn = entry.conn
+        peer = conn.remote_peer
+        if self._holds.get(peer, 0) or conn.num_streams or conn.is_closed:
+            return None
+        return max(entry.added, conn.last_used, self._released.get(peer, -math.inf))
+
+    def expired(self, now: float | None = None) -> list[C]:
+        """Connections whose idle time has reached ``idle_timeout`` at ``now``."""
+        t = self._now(now)
+        out = []
+        for entries in self._conns.values():
+            for entry in entries:
+                since = self._idle_since(entry)
+                if since is not None and t - since >= self.idle_timeout:
+                    out.append(entry.conn)
+        return out
+
+    def next_due(self) -> float | None:
+        """The earliest time an idle connection would expire, if any is idle now."""
+        due = [
+            since + self.idle_timeout
+            for entries in self._conns.values()
+            for entry in entries
+            if (since := self._idle_since(entry)) is not None
+        ]
+        return min(due) if due else None
+
+    def trim_candidate(self) -> C | None:
+        """The unheld idle connection that was used least recently, or ``None``."""
+        best: tuple[float, C] | None = None
+        for entries in self._conns.values():
+            for entry in entries:
+                since = self._idle_since(entry)
+                if since is not None and (best is None or since < best[0]):
+                    best = (since, entry.conn)
+        return best[1] if best is not None else None
+
+    def has_room(self) -> bool:
+        """Whether one more connection fits under ``max_connections``."""
+        return len(self) < self.max_connections
+
+    async def make_room(self) -> None:
+        """Ensure one more connection fits, trimming one idle connection if needed.
+
+        Raises :class:`ConnectionLimitError` if every connection is held or busy.
+        """
+        if self.has_room():
+            return
+        victim = self.trim_candidate()
+        if victim is None:
+            raise ConnectionLimitError(f"{len(self)} connections, all held or busy")
+        self.remove(victim)
+        await victim.close()
+
+    # --- driver ----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Re-evaluate timers now (after streams closed, for instance)."""
+        self._wake.set()
+
+    async def run(self, poll_interval: float | None = None) -> None:
+        """Close idle connections when they expire, until cancelled.
+
+        Stream activity does not wake this loop, so it also polls every
+        ``poll_interval`` (default: half the idle timeout, at most 5 s).
+        """
+        poll = poll_interval or min(self.idle_timeout / 2, 5.0)
+        while True:
+            now = self._clock()
+            for conn in self.expired(now):
+                await conn.close()
+            due = self.next_due()
+            delay = poll if due is None else min(poll, max(due - self._clock(), 0.0))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.001))
+
+
+
+class InboundRateLimiter:
+    """A token bucket per remote IP: at most ``rate`` new inbound connections per second,
+    with bursts of ``burst``, so one address cannot make us run handshakes without end.
+
+    Pure bookkeeping; the caller passes ``now``. Full buckets are forgotten, so the
+    table only holds addresses that connected recently.
+    """
+
+    __slots__ = ("_buckets", "burst", "rate")
+
+    MAX_TRACKED = 4096
+    """Addresses tracked before full buckets are pruned."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, tuple[float, float]] = {}  # ip -> (tokens, updated)
+
+    def _tokens(self, ip: str, now: float) -> float:
+        tokens, updated = self._buckets.get(ip, (float(self.burst), now))
+        return min(float(self.burst), tokens + max(now - updated, 0.0) * self.rate)
+
+    def allow(self, ip: str, now: float) -> bool:
+        """Take a token for ``ip`` if one is left; return whether the connection may proceed."""
+        tokens = self._tokens(ip, now)
+        if len(self._buckets) >= self.MAX_TRACKED:
+            self._prune(now)
+        if tokens < 1.0:
+            self._buckets[ip] = (tokens, now)
+            return False
+        self._buckets[ip] = (tokens - 1.0, now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        full = [ip for ip in self._buckets if self._tokens(ip, now) >= self.burst]
+        for ip in full:
+            del self._buckets[ip]
+        while len(self._buckets) >= self.MAX_TRACKED:  # all busy: drop the oldest
+            del self._buckets[next(iter(self._buckets))]
+
+    def __len__(self) -> int:
+        return len(self._buckets)

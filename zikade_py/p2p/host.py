@@ -1,0 +1,456 @@
+"""The libp2p host: listens, dials, upgrades, dispatches streams, identifies and pings peers.
+
+Everything above the wire (the DHT) talks to a :class:`Host`: it opens streams
+with :meth:`Host.new_stream`, serves protocols with
+:meth:`Host.set_stream_handler`, keeps connections with ``host.connmgr`` and
+learns about peers from ``host.peerstore`` and :meth:`Host.events`. It knows
+nothing of Kademlia.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zikade_py.p2p.connection import Connection, Stream, upgrade_inbound, upgrade_outbound
+from zikade_py.p2p.connmgr import ConnectionLimitError, ConnectionManager, InboundRateLimiter
+from zikade_py.p2p.crypto import PrivateKey, PublicKey
+from zikade_py.p2p.events import Direction, HostEvent, PeerConnected, PeerDisconnected
+from zikade_py.p2p.identify import (
+    IDENTIFY_PROTOCOL_ID,
+    IDENTIFY_PUSH_PROTOCOL_ID,
+    IdentifyInfo,
+    IdentifyService,
+)
+from zikade_py.p2p.io import BufferedReader, TcpStream
+from zikade_py.p2p.mss import handle_negotiation
+from zikade_py.p2p.multiaddr import Multiaddr
+from zikade_py.p2p.nbqueue import DEFAULT_QUEUE_LIMIT, NonBlockingQueue
+from zikade_py.p2p.netif import interface_addresses
+from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.peerstore import (
+    CONNECTED_ADDR_TTL,
+    RECENTLY_CONNECTED_ADDR_TTL,
+    PeerStore,
+)
+from zikade_py.p2p.ping import PING_PROTOCOL_ID, PingHandler, ping_stream
+from zikade_py.p2p.yamux import YamuxConfig
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[Stream], Awaitable[None]]
+"""Serves one inbound stream of a protocol; the stream is reset if it raises."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Limits and timeouts of a host. The defaults suit a DHT server on the public network."""
+
+    max_connections: int = 400
+    """Open connections at most; beyond it idle unheld ones are trimmed, else new ones refused."""
+    max_streams_per_connection: int = 1000
+    """Yamux streams per connection, both directions together (js-yamux allows 1000 each)."""
+    inbound_per_ip_rate: float = 5.0
+    """New inbound connections per second from one IP address (token bucket rate)."""
+    inbound_per_ip_burst: int = 20
+    """... and the bucket size: that many may arrive at once."""
+    max_pending_handshakes: int = 64
+    """Inbound connections being upgraded at once; more are dropped until some finish."""
+    dial_timeout: float = 10.0
+    """Default budget of :meth:`Host.connect` (all addresses, TCP and upgrade)."""
+    handshake_timeout: float = 10.0
+    """mss + Noise + mss + yamux start on one connection."""
+    negotiation_timeout: float = 10.0
+    """multistream-select on one stream (inbound and outbound)."""
+    idle_timeout: float = 60.0
+    """An unheld connection without streams closes after this many seconds."""
+    keepalive_interval: float | None = 30.0
+    """Yamux pings that detect dead connections (go and js use 30 s)."""
+    ping_timeout: float = 10.0
+    """A keep-alive ping unanswered for this long closes the connection."""
+
+    def yamux_config(self) -> YamuxConfig:
+        """The yamux settings these limits imply."""
+        return YamuxConfig(
+            max_streams=self.max_streams_per_connection,
+            keepalive_interval=self.keepalive_interval,
+            ping_timeout=self.ping_timeout,
+        )
+
+
+class DialError(Exception):
+    """No address of the peer led to an upgraded connection (each failure is listed)."""
+
+
+class HostClosedError(Exception):
+    """The host is not running (never started, or closed): local misuse."""
+
+
+class Host:
+    """A libp2p host over TCP with Noise and Yamux (WIRE.md §0)."""
+
+    def __init__(self, key: PrivateKey, config: HostConfig | None = None) -> None:
+        self.config = config or HostConfig()
+        self._key = key
+        self.peer_id = PeerID.from_public_key(key.public_key)
+        self.peerstore = PeerStore()
+        self.connmgr: ConnectionManager[Connection] = ConnectionManager(
+            max_connections=self.config.max_connections, idle_timeout=self.config.idle_timeout
+        )
+        self._yamux = self.config.yamux_config()
+        self._rate = InboundRateLimiter(
+            self.config.inbound_per_ip_rate, self.config.inbound_per_ip_burst
+        )
+        self._handlers: dict[str, StreamHandler] = {}
+        self._subscribers: list[NonBlockingQueue[HostEvent]] = []
+        self._servers: list[asyncio.Server] = []
+        self._listen_addrs: list[Multiaddr] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conn_tasks: dict[Connection, set[asyncio.Task[Any]]] = {}
+        self._dials: dict[PeerID, asyncio.Task[Connection]] = {}
+        self._pending_handshakes = 0
+        self._running = False
+        self._closing = False
+        self.identify = IdentifyService(self)
+        self._handlers[IDENTIFY_PROTOCOL_ID] = self.identify.handle_identify
+        self._handlers[IDENTIFY_PUSH_PROTOCOL_ID] = self.identify.handle_push
+        self._handlers[PING_PROTOCOL_ID] = PingHandler()
+
+    # --- identity and addresses ------------------------------------------------------------
+
+    @property
+    def public_key(self) -> PublicKey:
+        """Our identity key, as sent in Noise and identify."""
+        return self._key.public_key
+
+    @property
+    def private_key(self) -> PrivateKey:
+        """Our identity key pair (for signing records)."""
+        return self._key
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        """Concrete, dialable addresses we listen on (wildcards expanded), without ``/p2p``."""
+        return list(self._listen_addrs)
+
+    @property
+    def protocols(self) -> list[str]:
+        """Protocols we accept inbound streams for (what identify advertises)."""
+        return list(self._handlers)
+
+    @property
+    def is_running(self) -> bool:
+        """Between :meth:`start` and :meth:`close`."""
+        return self._running and not self._closing
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, listen_addrs: Sequence[Multiaddr] = ()) -> None:
+        """Listen on each ``/ip4|ip6/<ip>/tcp/<port>`` (port 0 picks one) and start serving.
+
+        An empty list makes a dial-only host. Raises ``ValueError`` for an
+        address that is not a TCP IP address, ``OSError`` if binding fails.
+        """
+        if self._running or self._closing:
+            raise HostClosedError("host already started")
+        self._running = True
+        try:
+            for addr in listen_addrs:
+                await self._listen(addr)
+        except BaseException:
+            await self.close()
+            raise
+        self._spawn(self.connmgr.run(), name="connmgr")
+
+    async def _listen(self, addr: Multiaddr) -> None:
+        endpoint = addr.tcp_endpoint()
+        ip = addr.ip_address()
+        if endpoint is None or ip is None:
+            raise ValueError(f"cannot listen on {addr}: need /ip4|ip6/<ip>/tcp/<port>")
+        server = await asyncio.start_server(self._on_accept, str(ip), endpoint[1])
+        self._servers.append(server)
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            hosts = interface_addresses(ip.version) if ip.is_unspecified else [host]
+            for h in hosts:
+                bound = Multiaddr.from_tcp(h, port)
+                if bound not in self._listen_addrs:
+                    self._listen_addrs.append(bound)
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, cancel every task this host started."""
+        if self._closing:
+            return
+        self._closing = True
+        for server in self._servers:
+            server.close()
+        for task in list(self._dials.values()):
+            task.cancel()
+        await self.identify.close()
+        conns = list(self.connmgr.connections())
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+        tasks = list(self._tasks) + [t for ts in self._conn_tasks.values() for t in ts]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for server in self._servers:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await server.wait_closed()
+        self._servers.clear()
+        for queue in self._subscribers:
+            queue.close()
+        self._subscribers.clear()
+        self._running = False
+
+    async def __aenter__(self) -> Host:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _spawn(
+        self, coro: Coroutine[Any, Any, Any], *, name: str, conn: Connection | None = None
+    ) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        group = self._tasks if conn is None else self._conn_tasks.setdefault(conn, set())
+        group.add(task)
+        task.add_done_callback(group.discard)
+        return task
+
+    # --- events ----------------------------------------------------------------------------
+
+    def events(self, limit: int = DEFAULT_QUEUE_LIMIT) -> NonBlockingQueue[HostEvent]:
+        """Subscribe to peer events; close the queue to unsubscribe. A slow reader loses
+        events (counted in ``queue.dropped``) rather than slowing the host."""
+        queue: NonBlockingQueue[HostEvent] = NonBlockingQueue(limit, name="host_events")
+        if self._closing:
+            queue.close()
+        else:
+            self._subscribers.append(queue)
+        return queue
+
+    def publish(self, event: HostEvent) -> None:
+        """Hand ``event`` to every open subscription (never waits)."""
+        if any(q.closed for q in self._subscribers):
+            self._subscribers = [q for q in self._subscribers if not q.closed]
+        for queue in self._subscribers:
+            queue.push(event)
+
+    # --- protocol handlers -----------------------------------------------------------------
+
+    def set_stream_handler(self, protocol_id: str, handler: StreamHandler) -> None:
+        """Serve ``protocol_id``; connected peers learn of it through identify push."""
+        self._handlers[protocol_id] = handler
+        if self.is_running:
+            self.identify.schedule_push()
+
+    def remove_stream_handler(self, protocol_id: str) -> None:
+        """Stop serving ``protocol_id`` (and tell connected peers)."""
+        if self._handlers.pop(protocol_id, None) is not None and self.is_running:
+            self.identify.schedule_push()
+
+    # --- inbound ---------------------------------------------------------------------------
+
+    def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tcp = TcpStream(reader, writer)
+        remote = tcp.remote_address
+        if self._closing or remote is None:
+            tcp.abort()
+            return
+        if not self._rate.allow(remote[0], time.monotonic()):
+            log.debug("inbound rate limit for %s", remote[0])
+            tcp.abort()
+            return
+        if self._pending_handshakes >= self.config.max_pending_handshakes:
+            tcp.abort()
+            return
+        self._pending_handshakes += 1
+        self._spawn(self._upgrade_inbound(tcp), name="upgrade-inbound")
+
+    async def _upgrade_inbound(self, tcp: TcpStream) -> None:
+        try:
+            try:
+                await self.connmgr.make_room()
+            except ConnectionLimitError:
+                tcp.abort()
+                return
+            conn = await upgrade_inbound(
+                tcp, self._key, yamux_config=self._yamux, timeout=self.config.handshake_timeout
+            )
+        except Exception as exc:  # whatever a broken peer caused; the socket is closed
+            log.debug("inbound upgrade from %s failed: %r", tcp.remote_address, exc)
+            return
+        finally:
+            self._pending_handshakes -= 1
+        await self._add_connection(conn)
+
+    async def _add_connection(self, conn: Connection) -> None:
+        if self._closing:
+            await conn.close()
+            return
+        peer = conn.remote_peer
+        self.connmgr.add(conn)
+        self.peerstore.set_public_key(peer, conn.remote_public_key)
+        if conn.direction is Direction.OUTBOUND and conn.remote_addr is not None:
+            self.peerstore.add_addrs(peer, [conn.remote_addr], CONNECTED_ADDR_TTL)
+        self._spawn(self._serve(conn), name="serve-connection", conn=conn)
+        self.identify.identify(conn)
+        self.publish(PeerConnected(peer, conn.remote_addr, conn.direction))
+
+    async def _serve(self, conn: Connection) -> None:
+        """Accept the peer's streams until the session ends, then clean up."""
+        try:
+            while True:
+                inner = await conn.accept_stream()
+                self._spawn(self._handle_stream(conn, inner), name="stream", conn=conn)
+        except Exception:  # SessionClosedError: the connection ended (any reason)
+            pass
+        finally:
+            await self._remove_connection(conn)
+
+    async def _remove_connection(self, conn: Connection) -> None:
+        await conn.close()
+        self.identify.forget(conn)
+        tasks = [t for t in self._conn_tasks.pop(conn, ()) if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if self.connmgr.remove(conn):
+            self.peerstore.set_addrs_ttl(conn.remote_peer, RECENTLY_CONNECTED_ADDR_TTL)
+            self.publish(PeerDisconnected(conn.remote_peer))
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handle_stream(self, conn: Connection, inner: Any) -> None:
+        try:
+            async with asyncio.timeout(self.config.negotiation_timeout):
+                protocol, reader = await handle_negotiation(
+                    inner, self._handlers.__contains__, reader=BufferedReader(inner)
+                )
+        except Exception as exc:
+            log.debug("stream negotiation with %s failed: %r", conn.remote_peer, exc)
+            with contextlib.suppress(Exception):
+                await inner.reset()
+            return
+        handler = self._handlers.get(protocol)
+        stream = Stream(inner, reader, protocol, conn)
+        if handler is None:
+            await stream.reset()
+            return
+        try:
+            await handler(stream)
+        except Exception as exc:
+            log.debug("%s handler for %s failed: %r", protocol, conn.remote_peer, exc)
+            await stream.reset()
+        else:
+            await stream.close()
+
+    # --- outbound --------------------------------------------------------------------------
+
+    async def connect(
+        self, peer: PeerID | None, addrs: Sequence[Multiaddr] = (), *, timeout: float | None = None
+    ) -> Connection:
+        """A connection to ``peer``: an existing one, a dial already under way, or a new dial
+        of ``addrs`` (or, if empty, the peerstore's addresses).
+
+        With ``peer=None`` the addresses are dialed and any identity is accepted.
+        Raises :class:`DialError`, ``TimeoutError``, or :class:`ConnectionLimitError`.
+        """
+        if not self.is_running:
+            raise HostClosedError("host is not running")
+        if peer == self.peer_id:
+            raise DialError("cannot dial ourselves")
+        budget = self.config.dial_timeout if timeout is None else timeout
+        if peer is not None:
+            existing = self.connmgr.get(peer)
+            if existing is not None:
+                return existing
+        for addr in addrs:
+            owner = addr.peer_id()
+            if peer is None and owner is not None:
+                peer = owner
+        if peer is None:
+            return await self._dial(None, list(addrs), budget)
+        if peer not in self._dials:
+            task = asyncio.get_running_loop().create_task(
+                self._dial(peer, list(addrs) or self.peerstore.addrs(peer), budget),
+                name=f"dial-{peer}",
+            )
+            self._dials[peer] = task
+            task.add_done_callback(self._dial_finished)
+        async with asyncio.timeout(budget):
+            return await asyncio.shield(self._dials[peer])
+
+    def _dial_finished(self, task: asyncio.Task[Connection]) -> None:
+        for peer, pending in list(self._dials.items()):
+            if pending is task:
+                del self._dials[peer]
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers saw it
+
+    async def _dial(self, peer: PeerID | None, addrs: list[Multiaddr], budget: float) -> Connection:
+        deadline = time.monotonic() + budget
+        candidates = [
+            a for a in addrs if a.tcp_endpoint() is not None and a.peer_id() in (None, peer)
+        ]
+        if not candidates:
+            raise DialError(f"no dialable TCP address for {peer or 'the peer'}")
+        await self.connmgr.make_room()
+        errors: list[str] = []
+        for addr in candidates:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                errors.append(f"{addr}: dial timeout")
+                break
+            try:
+                conn = await self._dial_addr(peer, addr, remaining)
+            except Exception as exc:
+                errors.append(f"{addr}: {exc or type(exc).__name__}")
+                continue
+            existing = self.connmgr.get(conn.remote_peer)
+            if existing is not None:  # the peer dialed us meanwhile: keep that one
+                await conn.close()
+                return existing
+            await self._add_connection(conn)
+            return conn
+        raise DialError(f"dial to {peer or 'peer'} failed: " + "; ".join(errors))
+
+    async def _dial_addr(self, peer: PeerID | None, addr: Multiaddr, budget: float) -> Connection:
+        endpoint = addr.tcp_endpoint()
+        assert endpoint is not None
+        async with asyncio.timeout(budget):
+            reader, writer = await asyncio.open_connection(endpoint[0], endpoint[1])
+        tcp = TcpStream(reader, writer)
+        timeout = max(min(budget, self.config.handshake_timeout), 0.001)
+        return await upgrade_outbound(
+            tcp, self._key, peer, yamux_config=self._yamux, timeout=timeout
+        )
+
+    async def new_stream(
+        self, peer: PeerID, protocol_ids: Sequence[str], *, timeout: float | None = None
+    ) -> Stream:
+        """A stream to ``peer`` speaking the first of ``protocol_ids`` it accepts, connecting
+        from the peerstore's addresses if needed."""
+        budget = self.config.dial_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        conn = await self.connect(peer, timeout=budget)
+        remaining = max(deadline - time.monotonic(), 0.001)
+        return await conn.open_stream(protocol_ids, timeout=remaining)
+
+    # --- identify and ping -----------------------------------------------------------------
+
+    async def identify_peer(self, peer: PeerID, *, timeout: float | None = None) -> IdentifyInfo:
+        """Identify of ``peer`` over its connection (waits for the exchange run at connect)."""
+        conn = await self.connect(peer, timeout=timeout)
+        return await self.identify.identify(conn)
+
+    async def ping(
+        self, peer: PeerID, count: int = 1, *, timeout: float | None = None
+    ) -> list[float]:
+        """``count`` libp2p pings on one stream; round-trip times in seconds."""
+        stream = await self.new_stream(peer, [PING_PROTOCOL_ID], timeout=timeout)
+        return [rtt async for rtt in ping_stream(stream, count)]
