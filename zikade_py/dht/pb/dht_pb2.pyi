@@ -1,3 +1,4 @@
+# mypy: disable-error-code="type-arg"
 from zikade_py.dht.pb import record_pb2 as _record_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
