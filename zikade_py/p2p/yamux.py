@@ -160,10 +160,10 @@ class YamuxSession:
 
     async def start(self) -> None:
         """Start the reader, writer and (if configured) keep-alive tasks."""
-        if self._started:
-            raise YamuxError("session already started")
         if self._closing:
             raise SessionClosedError("session is closed")
+        if self._started:
+            raise YamuxError("session already started")
         self._started = True
         loop = asyncio.get_running_loop()
         self._writer_task = loop.create_task(self._write_loop(), name="yamux-writer")
