@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -154,7 +155,10 @@ async def session_pair(
     assert yamux_tasks() == []
 
 
-async def serve(session: YamuxSession, handler: Callable[[YamuxStream], Awaitable[None]]) -> None:
+Handler = Callable[[YamuxStream], Coroutine[Any, Any, None]]
+
+
+async def serve(session: YamuxSession, handler: Handler) -> None:
     """Accept streams until the session ends, one handler task each; cancel them on exit."""
     tasks: set[asyncio.Task[None]] = set()
     try:
