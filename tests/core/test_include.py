@@ -1,0 +1,202 @@
+"""Include: candidate queue, concurrency, check timeouts, table updates."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from opentelemetry.trace import SpanContext, TraceFlags
+
+from zikade_py.core.key import Key
+from zikade_py.core.routing.cpl import random_digest_with_cpl
+from zikade_py.core.routing.include import (
+    Include,
+    IncludeAddCandidate,
+    IncludeCancelCheck,
+    IncludeCheckFailure,
+    IncludeCheckSuccess,
+    IncludeConfig,
+    IncludeConnectivityCheck,
+    IncludeIdle,
+    IncludePoll,
+    IncludeRoutingUpdated,
+    IncludeState,
+    IncludeWaitingAtCapacity,
+    IncludeWaitingFull,
+    IncludeWaitingWithCapacity,
+)
+from zikade_py.core.routing_table import RoutingTable
+from zikade_py.core.trace import Trace
+
+SELF = Key.from_preimage(b"self")
+
+
+def node(i: int, cpl: int = 0) -> Key:
+    return random_digest_with_cpl(SELF, cpl, random.Random(i))
+
+
+def make(**cfg: float) -> tuple[Include, RoutingTable]:
+    table = RoutingTable(SELF)
+    return Include(table, IncludeConfig(**cfg)), table  # type: ignore[arg-type]
+
+
+def drain(inc: Include, now: float, limit: int = 50) -> list[IncludeState]:
+    """Poll until a waiting or idle state (bounded); return every state seen."""
+    out: list[IncludeState] = []
+    for _ in range(limit):
+        state = inc.advance(IncludePoll(), now)
+        out.append(state)
+        if not isinstance(
+            state, IncludeConnectivityCheck | IncludeCancelCheck | IncludeRoutingUpdated
+        ):
+            return out
+    raise AssertionError("include did not settle")
+
+
+def test_empty_table_first_candidate_is_checked_then_added() -> None:
+    inc, table = make()
+    a = node(1)
+    state = inc.advance(IncludeAddCandidate(a), 0.0)
+    assert state == IncludeConnectivityCheck(a, a, trace=Trace(deadline=10.0))
+    assert isinstance(inc.advance(IncludePoll(), 0.0), IncludeWaitingWithCapacity)
+    assert inc.next_due() == 10.0
+    state = inc.advance(IncludeCheckSuccess(a, closer_count=3), 1.0)
+    assert isinstance(state, IncludeRoutingUpdated) and state.node == a
+    assert table.contains(a) and table.added_at(a) == 1.0
+    assert isinstance(inc.advance(IncludePoll(), 1.0), IncludeIdle)
+    assert inc.next_due() is None
+    assert inc.stats.added == 1 and inc.stats.checks == 1
+
+
+def test_check_carries_candidate_span_context_and_its_own_deadline() -> None:
+    inc, _ = make(check_timeout=4.0)
+    ctx = SpanContext(trace_id=7, span_id=9, is_remote=False, trace_flags=TraceFlags(1))
+    state = inc.advance(IncludeAddCandidate(node(1), trace=Trace(ctx, deadline=1.0)), 2.0)
+    assert isinstance(state, IncludeConnectivityCheck)
+    assert state.span_context == ctx and state.deadline == 6.0
+    assert state.target == state.node
+
+
+def test_concurrency_cap() -> None:
+    inc, _ = make(concurrency=3)
+    states = [inc.advance(IncludeAddCandidate(node(i)), 0.0) for i in range(5)]
+    checks = [s for s in states if isinstance(s, IncludeConnectivityCheck)]
+    assert [c.node for c in checks] == [node(0), node(1), node(2)]
+    assert all(isinstance(s, IncludeWaitingAtCapacity) for s in states[3:])
+    assert inc.queued() == [node(3), node(4)]
+    # A failure frees a slot: the next queued candidate is checked, in FIFO order.
+    state = inc.advance(IncludeCheckFailure(node(1), "refused"), 1.0)
+    assert isinstance(state, IncludeConnectivityCheck) and state.node == node(3)
+    assert isinstance(inc.advance(IncludePoll(), 1.0), IncludeWaitingAtCapacity)
+
+
+def test_queue_capacity_drops_and_reports_full() -> None:
+    inc, _ = make(concurrency=1, queue_capacity=2)
+    assert isinstance(inc.advance(IncludeAddCandidate(node(0)), 0.0), IncludeConnectivityCheck)
+    assert isinstance(inc.advance(IncludeAddCandidate(node(1)), 0.0), IncludeWaitingAtCapacity)
+    assert isinstance(inc.advance(IncludeAddCandidate(node(2)), 0.0), IncludeWaitingFull)
+    assert isinstance(inc.advance(IncludeAddCandidate(node(3)), 0.0), IncludeWaitingFull)
+    assert inc.stats.dropped == 1
+    assert inc.queued() == [node(1), node(2)]
+
+
+def test_duplicates_self_and_present_nodes_are_ignored() -> None:
+    inc, table = make(concurrency=1)
+    a, b, c = node(0), node(1), node(2)
+    table.add(c, 0.0)
+    inc.advance(IncludeAddCandidate(a), 0.0)  # being checked
+    inc.advance(IncludeAddCandidate(b), 0.0)  # queued
+    for dup in (a, b, c, SELF):
+        assert isinstance(inc.advance(IncludeAddCandidate(dup), 0.0), IncludeWaitingAtCapacity)
+    assert inc.queued() == [b] and inc.checking() == [a]
+    assert inc.stats.ignored == 4 and inc.stats.queued == 2
+
+
+def test_check_timeout_at_capacity_cancels_fails_and_moves_on() -> None:
+    inc, table = make(concurrency=1, check_timeout=10.0)
+    a, b = node(0), node(1)
+    inc.advance(IncludeAddCandidate(a), 0.0)
+    inc.advance(IncludeAddCandidate(b), 5.0)
+    assert isinstance(inc.advance(IncludePoll(), 9.9), IncludeWaitingAtCapacity)
+    assert inc.next_due() == 10.0
+    states = drain(inc, 10.0)
+    assert isinstance(states[0], IncludeCancelCheck) and states[0].node == a
+    assert isinstance(states[1], IncludeConnectivityCheck) and states[1].node == b
+    assert states[1].deadline == 20.0
+    assert isinstance(states[2], IncludeWaitingAtCapacity)
+    assert inc.stats.timeouts == 1 and inc.stats.failures == 1
+    # The late answer of the timed-out check is ignored.
+    assert isinstance(inc.advance(IncludeCheckSuccess(a, 5), 11.0), IncludeWaitingAtCapacity)
+    assert not table.contains(a)
+
+
+def test_check_timeout_below_capacity() -> None:
+    inc, table = make(concurrency=3, check_timeout=10.0)
+    a = node(0)
+    inc.advance(IncludeAddCandidate(a), 0.0)
+    assert isinstance(inc.advance(IncludePoll(), 3.0), IncludeWaitingWithCapacity)
+    states = drain(inc, 12.0)
+    assert [type(s) for s in states] == [IncludeCancelCheck, IncludeIdle]
+    assert states[0].trace.deadline == 10.0
+    assert inc.stats.timeouts == 1 and not table.contains(a) and inc.next_due() is None
+
+
+def test_timeout_is_noticed_whatever_event_arrives() -> None:
+    inc, _ = make(concurrency=3, check_timeout=10.0)
+    a, b = node(0), node(1)
+    inc.advance(IncludeAddCandidate(a), 0.0)
+    state = inc.advance(IncludeAddCandidate(b), 15.0)
+    assert isinstance(state, IncludeCancelCheck) and state.node == a
+
+
+def test_answer_without_closer_nodes_is_a_failure() -> None:
+    inc, table = make()
+    a = node(0)
+    inc.advance(IncludeAddCandidate(a), 0.0)
+    assert isinstance(inc.advance(IncludeCheckSuccess(a, closer_count=0), 1.0), IncludeIdle)
+    assert not table.contains(a) and inc.stats.failures == 1
+
+
+def test_unknown_and_duplicate_answers_are_ignored() -> None:
+    inc, table = make()
+    a, stranger = node(0), node(1)
+    inc.advance(IncludeAddCandidate(a), 0.0)
+    assert isinstance(
+        inc.advance(IncludeCheckSuccess(stranger, 1), 1.0), IncludeWaitingWithCapacity
+    )
+    assert isinstance(inc.advance(IncludeCheckSuccess(a, 1), 1.0), IncludeRoutingUpdated)
+    assert isinstance(inc.advance(IncludeCheckSuccess(a, 1), 1.0), IncludeIdle)
+    assert not table.contains(stranger) and inc.stats.added == 1
+
+
+def test_full_bucket_parks_checked_candidate_as_replacement() -> None:
+    table = RoutingTable(SELF, bucket_size=1, replacement_capacity=1)
+    inc = Include(table)
+    seated, cand, extra = node(0), node(1), node(2)
+    table.add(seated, 0.0)
+    assert isinstance(inc.advance(IncludeAddCandidate(cand), 0.0), IncludeConnectivityCheck)
+    assert isinstance(inc.advance(IncludeCheckSuccess(cand, 2), 1.0), IncludeIdle)
+    assert table.bucket(0) == [seated] and table.replacements(0) == [cand]
+    assert inc.stats.cached == 1
+    # Bucket and replacement cache are both full: no check is spent on another node.
+    assert isinstance(inc.advance(IncludeAddCandidate(extra), 2.0), IncludeIdle)
+    assert inc.stats.ignored == 1
+    # Once a seat frees up, the parked candidate takes it.
+    table.remove(seated)
+    assert table.take_promoted() == [cand]
+
+
+def test_table_change_while_queued_skips_the_check() -> None:
+    inc, table = make(concurrency=1)
+    a, b = node(0), node(1)
+    inc.advance(IncludeAddCandidate(a), 0.0)
+    inc.advance(IncludeAddCandidate(b), 0.0)
+    table.add(b, 0.5)  # someone else added it meanwhile
+    inc.advance(IncludeCheckFailure(a), 1.0)
+    assert inc.checking() == [] and inc.queued() == []
+
+
+def test_config_validation() -> None:
+    for bad in ({"queue_capacity": 0}, {"concurrency": 0}, {"check_timeout": 0.0}):
+        with pytest.raises(ValueError):
+            IncludeConfig(**bad).validate()  # type: ignore[arg-type]
