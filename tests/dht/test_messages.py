@@ -86,6 +86,7 @@ def test_unknown_message_type_is_a_message_error() -> None:
         b"\x0f",  # wire type 7 does not exist
         b"\x1a\x03\x0a\x05a",  # truncated nested record
         b"\x1a\x03\x2a\x01\xff",  # timeReceived (string) that is not UTF-8
+        b"\xa3\x01" * 10_000,  # unknown groups nested 10,000 deep
     ],
 )
 def test_malformed_bodies_raise_message_error(data: bytes) -> None:

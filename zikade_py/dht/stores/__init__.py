@@ -14,9 +14,11 @@ from zikade_py.dht.stores.base import (
     REPUBLISH_INTERVAL,
     PeerStore,
     ProviderStore,
+    StoreError,
     ValueStore,
 )
 from zikade_py.dht.stores.memory import MemoryPeerStore, MemoryProviderStore, MemoryValueStore
+from zikade_py.dht.stores.sqlite import SqliteDatastore
 
 __all__ = [
     "MAX_RECORD_AGE",
@@ -28,5 +30,7 @@ __all__ = [
     "MemoryValueStore",
     "PeerStore",
     "ProviderStore",
+    "SqliteDatastore",
+    "StoreError",
     "ValueStore",
 ]
