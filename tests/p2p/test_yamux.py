@@ -727,6 +727,10 @@ VIOLATIONS: dict[str, bytes] = {
     "duplicate SYN": encode_header(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0) * 2,
     "data on stream 0": encode_header(FrameType.DATA, 0, 0, 3) + b"abc",
     "window update on stream 0": encode_header(FrameType.WINDOW_UPDATE, 0, 0, 3),
+    "overflow announced, body never sent": (
+        encode_header(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0)
+        + encode_header(FrameType.DATA, 0, 1, WINDOW + 1)
+    ),
     "overflow after updates": (
         encode_header(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0)
         + encode_header(FrameType.DATA, 0, 1, WINDOW)

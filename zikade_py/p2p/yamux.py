@@ -68,7 +68,17 @@ class StreamLimitError(YamuxError):
 
 @dataclass(frozen=True, slots=True)
 class YamuxConfig:
-    """Session tunables; defaults follow go-yamux / js-libp2p-yamux (WIRE.md §5)."""
+    """Session tunables; defaults follow go-yamux / js-libp2p-yamux (WIRE.md §5).
+
+    ``initial_window``: receive window granted per stream (the protocol starts every stream
+    at 256 KiB; more is granted with the SYN/ACK). ``max_window``: auto-tuning cap.
+    ``max_streams``: open streams per session, both directions. ``max_unacked_inbound``:
+    inbound streams waiting for :meth:`YamuxSession.accept_stream` (ACK is sent on accept,
+    like go-yamux); further SYNs are answered with RST. ``keepalive_interval``: ping period
+    (None disables; the first ping goes out at start to measure RTT), ``ping_timeout``: how
+    long a ping may stay unanswered before the session is closed. ``max_frame_data``: largest
+    Data frame read at all (for streams we no longer know; known streams use their window).
+    """
 
     initial_window: int = INITIAL_STREAM_WINDOW
     max_window: int = 16 * 1024 * 1024
@@ -117,6 +127,7 @@ class YamuxSession:
         self._rtt = 0.0
         self._remote_goaway: int | None = None
         self._closing = False
+        self._closing_event = asyncio.Event()
         self._close_reason: YamuxError | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._writer_task: asyncio.Task[None] | None = None
@@ -178,9 +189,8 @@ class YamuxSession:
 
     async def wait_closed(self) -> None:
         """Wait until the session has fully shut down (connection closed, tasks finished)."""
-        while self._finisher is None:
-            self._accept_event.clear()
-            await self._accept_event.wait()
+        await self._closing_event.wait()
+        assert self._finisher is not None
         await asyncio.shield(self._finisher)
 
     # -- streams ----------------------------------------------------------------------------
@@ -431,6 +441,7 @@ class YamuxSession:
             self._finish(), name="yamux-close"
         )
         self._accept_event.set()
+        self._closing_event.set()
 
     async def _finish(self) -> None:
         flush_timeout = min(self.config.ping_timeout, _MAX_CLOSE_WAIT)
