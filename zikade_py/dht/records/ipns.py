@@ -162,7 +162,9 @@ def parse_ipns_record(data: bytes) -> IpnsRecord:
     """Parse an IpnsEntry and its CBOR ``data`` without checking the signature or expiry.
 
     Raises :class:`InvalidRecordError` for anything that boxo ``UnmarshalRecord``
-    and the field accessors would refuse.
+    and the field accessors would refuse. ``Sequence`` is required (the spec says
+    MUST; boxo's ``Validate`` skips it but its ``Select`` fails without one), while
+    ``TTL`` and ``Value`` may be absent, as in boxo.
     """
     if len(data) > MAX_RECORD_SIZE:
         raise InvalidRecordError(f"IPNS record of {len(data)} bytes exceeds {MAX_RECORD_SIZE}")
