@@ -199,4 +199,4 @@ def test_table_change_while_queued_skips_the_check() -> None:
 def test_config_validation() -> None:
     for bad in ({"queue_capacity": 0}, {"concurrency": 0}, {"check_timeout": 0.0}):
         with pytest.raises(ValueError):
-            IncludeConfig(**bad).validate()  # type: ignore[arg-type]
+            IncludeConfig(**bad).validate()

@@ -213,4 +213,4 @@ def test_many_notices_do_not_grow_the_schedule_without_bound() -> None:
 def test_config_validation() -> None:
     for bad in ({"check_interval": 0.0}, {"concurrency": 0}, {"timeout": 0.0}):
         with pytest.raises(ValueError):
-            ProbeConfig(**bad).validate()  # type: ignore[arg-type]
+            ProbeConfig(**bad).validate()
