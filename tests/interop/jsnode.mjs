@@ -41,7 +41,7 @@ const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht')
 const {
   generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf, publicKeyToProtobuf
 } = await import('@libp2p/crypto/keys')
-const { peerIdFromString, peerIdFromPrivateKey } = await import('@libp2p/peer-id')
+const { peerIdFromString, peerIdFromPrivateKey, peerIdFromCID } = await import('@libp2p/peer-id')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { CID } = await import('multiformats/cid')
 const Digest = await import('multiformats/hashes/digest')
@@ -439,6 +439,56 @@ const commands = {
       multihashHex: hex(id.toMultihash().bytes),
       publicKeyB64: b64(publicKeyToProtobuf(key.publicKey)),
       privateKeyB64: b64(privateKeyToProtobuf(key))
+    }
+  },
+
+  // The Delegated Routing V1 HTTP client (@helia/delegated-routing-v1-http-api-client)
+  // against a server at `url` (127.0.0.0/8 only). op: getProviders (cid | multihashHex),
+  // getPeers (peer), getClosestPeers (cid | peer), getIPNS (peer), putIPNS (peer, recordB64).
+  async routingV1 (args, signal) {
+    const url = new URL(String(args.url))
+    if (!url.hostname.startsWith('127.')) throw new Error(`refusing non-loopback url ${url}`)
+    // loaded on first use: most nodes never need it and startup time matters
+    const { defaultLogger } = await import('@libp2p/logger')
+    const { delegatedRoutingV1HttpApiClient } = await import('@helia/delegated-routing-v1-http-api-client')
+    const client = delegatedRoutingV1HttpApiClient({
+      url, cacheTTL: 0, timeout: Number(args.timeoutMs ?? DEFAULT_TIMEOUT_MS)
+    })({ logger: defaultLogger() })
+    await client.start()
+    try {
+      const peerCid = () => targetPeerId(args.peer).toCID()
+      const records = async (it) => {
+        const max = Number(args.count ?? Infinity)
+        const out = []
+        for await (const r of it) {
+          out.push({
+            schema: r.Schema,
+            id: peerIdFromCID(r.ID).toString(),
+            addrs: (r.Addrs ?? []).map(String),
+            protocols: r.Protocols ?? []
+          })
+          if (out.length >= max) break
+        }
+        return out
+      }
+      switch (args.op) {
+        case 'getProviders':
+          return await records(client.getProviders(parseCid(args), { signal }))
+        case 'getPeers':
+          return await records(client.getPeers(peerCid(), { signal }))
+        case 'getClosestPeers':
+          return await records(client.getClosestPeers(
+            args.peer == null ? parseCid(args) : peerCid(), { signal }))
+        case 'getIPNS':
+          return b64(await client.getIPNS(peerCid(), { signal }))
+        case 'putIPNS':
+          await client.putIPNS(peerCid(), Buffer.from(String(args.recordB64), 'base64'), { signal })
+          return null
+        default:
+          throw new Error(`unknown routingV1 op: ${args.op}`)
+      }
+    } finally {
+      await client.stop()
     }
   },
 

@@ -36,6 +36,7 @@ from .jsnode_types import (
     PeerStoreEntry,
     ProvideResult,
     PutResult,
+    RoutingV1Record,
 )
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "PeerStoreEntry",
     "ProvideResult",
     "PutResult",
+    "RoutingV1Record",
     "Topology",
     "connect_js_nodes",
     "js_available",
@@ -111,7 +113,7 @@ class JsNode:
         self,
         options: JsNodeOptions | None = None,
         *,
-        start_timeout: float = 20.0,
+        start_timeout: float = 60.0,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.options = options or JsNodeOptions()
@@ -477,6 +479,50 @@ class JsNode:
             public_key=base64.b64decode(res["publicKeyB64"]),
             private_key=base64.b64decode(res["privateKeyB64"]),
         )
+
+    async def routing_v1_records(
+        self,
+        url: str,
+        op: Literal["getProviders", "getPeers", "getClosestPeers"],
+        *,
+        cid: str | None = None,
+        multihash: bytes | None = None,
+        peer: str | None = None,
+        count: int | None = None,
+        timeout_ms: int | None = None,
+    ) -> list[RoutingV1Record]:
+        """Ask a Delegated Routing V1 server at ``url`` (loopback) through the js client.
+
+        getProviders takes ``cid``/``multihash``, getPeers ``peer``, getClosestPeers either.
+        """
+        args: dict[str, Any] = {"url": url, "op": op}
+        if cid is not None or multihash is not None:
+            args.update(_cid_args(cid, multihash))
+        if peer is not None:
+            args["peer"] = peer
+        if count is not None:
+            args["count"] = count
+        res = await self.call("routingV1", timeout_ms=timeout_ms, **args)
+        return cast(list[RoutingV1Record], res)
+
+    async def routing_v1_ipns(
+        self, url: str, peer: str, record: bytes | None = None, *, timeout_ms: int | None = None
+    ) -> bytes | None:
+        """GET (``record`` None) or PUT the IPNS record of ``peer`` via the js HTTP client."""
+        if record is None:
+            res = await self.call(
+                "routingV1", url=url, op="getIPNS", peer=peer, timeout_ms=timeout_ms
+            )
+            return base64.b64decode(res)
+        await self.call(
+            "routingV1",
+            url=url,
+            op="putIPNS",
+            peer=peer,
+            recordB64=base64.b64encode(record).decode(),
+            timeout_ms=timeout_ms,
+        )
+        return None
 
     async def info(self) -> dict[str, Any]:
         """peerId, current listen addrs and registered protocols."""

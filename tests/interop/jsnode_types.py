@@ -156,3 +156,12 @@ class PutResult(TypedDict):
 
     storedAt: list[str]
     errors: list[str]
+
+
+class RoutingV1Record(TypedDict):
+    """A peer record from the Delegated Routing V1 HTTP client (ID as a peer id string)."""
+
+    schema: str
+    id: str
+    addrs: list[str]
+    protocols: list[str]

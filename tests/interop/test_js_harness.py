@@ -12,6 +12,7 @@ import os
 import signal
 
 import pytest
+from aiohttp import web
 
 from .conftest import StartJsNodes
 from .jsnode import (
@@ -92,7 +93,10 @@ async def test_dht_line_find_peer_and_providers(start_js_nodes: StartJsNodes) ->
 
 
 async def test_dht_pk_record_put_get(start_js_nodes: StartJsNodes) -> None:
-    a, _b, c = await start_js_nodes(3, "line")
+    a, b, c = await start_js_nodes(3, "line")
+    ident = await a.wait_event("peer:identify", lambda e: e["peer"] == b.peer_id, timeout=10)
+    assert "/ipfs/kad/1.0.0" in ident["protocols"]
+    assert c.peer_id in await a.add_peer(c.addrs[0], timeout_ms=10_000)
     kp = await a.keygen()
     assert kp.multihash.startswith(b"\x00\x24\x08\x01\x12\x20")  # identity mh of Ed25519 key
     assert kp.pk_record_key == b"/pk/" + kp.multihash
@@ -125,8 +129,10 @@ async def test_jsnode_process_hygiene() -> None:
     with pytest.raises(JsNodeExitedError):
         await again.info()
 
-    # a js process that dies fails pending and later calls instead of hanging
     async with JsNode() as doomed:
+        # timeoutMs bounds a lookup; for findProviders a timeout is an empty answer
+        assert await doomed.find_providers(multihash=sha256_multihash(b"y"), timeout_ms=300) == []
+        # a js process that dies fails pending and later calls instead of hanging
         # no peers: the lookup waits for a routing table that never fills
         pending = asyncio.create_task(doomed.find_providers(multihash=sha256_multihash(b"x")))
         await asyncio.sleep(0.2)
@@ -139,5 +145,43 @@ async def test_jsnode_process_hygiene() -> None:
     assert doomed.returncode == -signal.SIGKILL
 
 
-async def test_find_providers_timeout_is_an_empty_answer(js_node: JsNode) -> None:
-    assert await js_node.find_providers(multihash=sha256_multihash(b"y"), timeout_ms=500) == []
+async def test_routing_v1_http_client_against_a_stub(js_node: JsNode) -> None:
+    """The js Delegated Routing V1 client command reaches a loopback server and parses it."""
+    kp = await js_node.keygen()
+    mh = sha256_multihash(b"z")
+    seen: list[str] = []
+
+    async def providers(request: web.Request) -> web.Response:
+        seen.append(request.match_info["cid"])
+        provider = {
+            "Schema": "peer",
+            "ID": kp.peer_id,
+            "Addrs": ["/ip4/127.0.0.1/tcp/4001"],
+            "Protocols": ["transport-bitswap"],
+        }
+        return web.json_response({"Providers": [provider]})
+
+    app = web.Application()
+    app.router.add_get("/routing/v1/providers/{cid}", providers)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        recs = await js_node.routing_v1_records(
+            f"http://127.0.0.1:{port}", "getProviders", multihash=mh, timeout_ms=5_000
+        )
+    finally:
+        await runner.cleanup()
+    assert len(seen) == 1 and seen[0].startswith("b")  # the CIDv1 (raw) of mh, base32
+    assert recs == [
+        {
+            "schema": "peer",
+            "id": kp.peer_id,
+            "addrs": ["/ip4/127.0.0.1/tcp/4001"],
+            "protocols": ["transport-bitswap"],
+        }
+    ]
+    with pytest.raises(JsCommandError, match="non-loopback"):
+        await js_node.routing_v1_records("http://10.0.0.1:1", "getProviders", multihash=mh)
