@@ -142,9 +142,11 @@ class GroupDiversityFilter:
 class _Entry:
     """Per-node bookkeeping; plain slotted class to keep 10,000 tables small."""
 
-    __slots__ = ("added_at", "last_seen")
+    __slots__ = ("added_at", "key", "last_seen", "value")
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, key: Key, now: float) -> None:
+        self.key = key
+        self.value = key.value
         self.added_at = now
         self.last_seen = now
 
@@ -173,7 +175,8 @@ class RoutingTable:
         self.replacement_capacity = replacement_capacity
         self.node_filter = node_filter
         self._self_value = self_key.value
-        self._buckets: dict[int, dict[Key, _Entry]] = {}
+        # Buckets map a key's integer value to its entry: nearest() sorts plain ints.
+        self._buckets: dict[int, dict[int, _Entry]] = {}
         self._nonempty: list[int] = []
         self._replacements: dict[int, dict[Key, float]] = {}
         self._promoted: list[Key] = []
@@ -194,15 +197,16 @@ class RoutingTable:
     def contains(self, node: Key) -> bool:
         """Whether ``node`` is in the table (replacement candidates are not)."""
         bucket = self._buckets.get(self.cpl(node))
-        return bucket is not None and node in bucket
+        return bucket is not None and node.value in bucket
 
     def nodes(self) -> list[Key]:
         """Every node, bucket by bucket from CPL 0, oldest first within a bucket."""
-        return [node for i in self._nonempty for node in self._buckets[i]]
+        return [e.key for i in self._nonempty for e in self._buckets[i].values()]
 
     def bucket(self, cpl: int) -> list[Key]:
         """The nodes of bucket ``cpl``, oldest first."""
-        return list(self._buckets.get(cpl, ()))
+        bucket = self._buckets.get(cpl)
+        return [e.key for e in bucket.values()] if bucket is not None else []
 
     def bucket_sizes(self) -> list[int]:
         """Sizes of buckets 0 up to the last non-empty one (``[]`` for an empty table)."""
@@ -238,7 +242,7 @@ class RoutingTable:
             return AddResult.SELF
         cpl = self.cpl(node)
         bucket = self._buckets.get(cpl)
-        if bucket is not None and node in bucket:
+        if bucket is not None and node.value in bucket:
             return AddResult.ALREADY_PRESENT
         if self.node_filter is not None and not self.node_filter.allow(self, node):
             return AddResult.FILTERED
@@ -280,16 +284,18 @@ class RoutingTable:
         second.reverse()
         out: list[Key] = []
 
-        def by_distance(k: Key) -> int:
-            return k.value ^ t
+        def by_distance(e: _Entry) -> int:
+            return e.value ^ t
 
         for i in first + second:
-            bucket = self._buckets[i]
+            entries = self._buckets[i].values()
             need = n - len(out)
-            if len(bucket) < need:
-                out.extend(sorted(bucket, key=by_distance))
+            if len(entries) <= need:
+                out.extend([e.key for e in sorted(entries, key=by_distance)])
+                if len(out) == n:
+                    break
             else:
-                out.extend(heapq.nsmallest(need, bucket, key=by_distance))
+                out.extend([e.key for e in heapq.nsmallest(need, entries, key=by_distance)])
                 break
         return out
 
@@ -318,7 +324,7 @@ class RoutingTable:
             return False
         cpl = self.cpl(node)
         bucket = self._buckets.get(cpl)
-        if bucket is None or len(bucket) < self.bucket_size or node in bucket:
+        if bucket is None or len(bucket) < self.bucket_size or node.value in bucket:
             return False
         cache = self._replacements.setdefault(cpl, {})
         cache.pop(node, None)
@@ -346,9 +352,9 @@ class RoutingTable:
         if cache is not None:
             cache.pop(node, None)
         bucket = self._buckets.get(cpl)
-        if bucket is None or node not in bucket:
+        if bucket is None or node.value not in bucket:
             return False
-        del bucket[node]
+        del bucket[node.value]
         self._size -= 1
         if self.node_filter is not None:
             self.node_filter.on_remove(self, node)
@@ -373,14 +379,14 @@ class RoutingTable:
 
     def _entry(self, node: Key) -> _Entry | None:
         bucket = self._buckets.get(self.cpl(node))
-        return bucket.get(node) if bucket is not None else None
+        return bucket.get(node.value) if bucket is not None else None
 
     def _insert(self, node: Key, cpl: int, now: float) -> None:
         bucket = self._buckets.get(cpl)
         if bucket is None:
             bucket = self._buckets[cpl] = {}
             bisect.insort(self._nonempty, cpl)
-        bucket[node] = _Entry(now)
+        bucket[node.value] = _Entry(node, now)
         self._size += 1
         cache = self._replacements.get(cpl)
         if cache is not None:
