@@ -86,6 +86,11 @@ class HostConfig:
 class DialError(Exception):
     """No address of the peer led to an upgraded connection (each failure is listed)."""
 
+    def __init__(self, message: str, errors: Sequence[tuple[Multiaddr, Exception]] = ()) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+        """Each address tried and why it failed (``PeerIDMismatchError``, ``OSError``, ...)."""
+
 
 class HostClosedError(Exception):
     """The host is not running (never started, or closed): local misuse."""
@@ -400,16 +405,16 @@ class Host:
         if not candidates:
             raise DialError(f"no dialable TCP address for {peer or 'the peer'}")
         await self.connmgr.make_room()
-        errors: list[str] = []
+        errors: list[tuple[Multiaddr, Exception]] = []
         for addr in candidates:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                errors.append(f"{addr}: dial timeout")
+                errors.append((addr, TimeoutError("dial timeout")))
                 break
             try:
                 conn = await self._dial_addr(peer, addr, remaining)
             except Exception as exc:
-                errors.append(f"{addr}: {exc or type(exc).__name__}")
+                errors.append((addr, exc))
                 continue
             existing = self.connmgr.get(conn.remote_peer)
             if existing is not None:  # the peer dialed us meanwhile: keep that one
@@ -417,7 +422,8 @@ class Host:
                 return existing
             await self._add_connection(conn)
             return conn
-        raise DialError(f"dial to {peer or 'peer'} failed: " + "; ".join(errors))
+        detail = "; ".join(f"{a}: {e or type(e).__name__}" for a, e in errors)
+        raise DialError(f"dial to {peer or 'peer'} failed: {detail}", errors)
 
     async def _dial_addr(self, peer: PeerID | None, addr: Multiaddr, budget: float) -> Connection:
         endpoint = addr.tcp_endpoint()

@@ -95,9 +95,12 @@ class NonBlockingQueue(Generic[T]):
             self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
+            except asyncio.CancelledError:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+                elif self._items:
+                    self._wake_one()  # we were woken for an item we will not take
+                raise
         item = self._items.popleft()
         if self._items:
             self._wake_one()
