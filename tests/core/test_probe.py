@@ -214,3 +214,12 @@ def test_config_validation() -> None:
     for bad in ({"check_interval": 0.0}, {"concurrency": 0}, {"timeout": 0.0}):
         with pytest.raises(ValueError):
             ProbeConfig(**bad).validate()
+
+
+def test_remove_without_a_check_reports_the_failure_at_once() -> None:
+    a, b = node(1), node(2)
+    probe = make(a, b)
+    assert probe.advance(ProbeRemove(a), 3.0) == ProbeNodeFailure(a, ())
+    assert not probe.table.contains(a) and probe.scheduled(a) is None
+    assert isinstance(probe.advance(ProbeRemove(a), 4.0), ProbeIdle)  # already gone: silent
+    assert probe.next_due() == INTERVAL  # b is still scheduled
