@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cli.p2p_commands import COMMANDS as P2P_COMMANDS
 from zikade_py import __version__
 
 
@@ -11,6 +12,10 @@ from zikade_py import __version__
 @click.version_option(__version__, prog_name="zikade")
 def cli() -> None:
     """A Kademlia DHT node that speaks the libp2p protocol."""
+
+
+for _command in P2P_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:
