@@ -250,6 +250,11 @@ class RoutingTable:
             return AddResult.BUCKET_FULL
         return AddResult.ADDED
 
+    def is_replacement(self, node: Key) -> bool:
+        """Whether ``node`` is parked in its bucket's replacement cache."""
+        cache = self._replacements.get(self.cpl(node))
+        return cache is not None and node in cache
+
     def replacement_has_room(self, node: Key) -> bool:
         """Whether a full bucket's replacement cache would take ``node`` without evicting."""
         if self.replacement_capacity == 0:

@@ -225,7 +225,13 @@ class Include:
         verdict = self.table.would_add(node)
         if verdict is AddResult.ADDED:
             return True
-        return verdict is AddResult.BUCKET_FULL and self.table.replacement_has_room(node)
+        # A parked replacement already passed its check: checking it again on every
+        # contact would turn each inbound request into a FIND_NODE back.
+        return (
+            verdict is AddResult.BUCKET_FULL
+            and not self.table.is_replacement(node)
+            and self.table.replacement_has_room(node)
+        )
 
     def _on_success(self, event: IncludeCheckSuccess, now: float) -> IncludeRoutingUpdated | None:
         if self._checks.pop(event.node, None) is None:
