@@ -43,6 +43,9 @@ from zikade_py.p2p.yamux import YamuxConfig
 
 log = logging.getLogger(__name__)
 
+PEERSTORE_PRUNE_INTERVAL = 60.0
+"""Seconds between sweeps of expired peerstore addresses."""
+
 StreamHandler = Callable[[Stream], Awaitable[None]]
 """Serves one inbound stream of a protocol; the stream is reset if it raises."""
 
@@ -171,6 +174,7 @@ class Host:
             await self.close()
             raise
         self._spawn(self.connmgr.run(), name="connmgr")
+        self._spawn(self._prune_peerstore(), name="peerstore-prune")
 
     async def _listen(self, addr: Multiaddr) -> None:
         endpoint = addr.tcp_endpoint()
@@ -186,6 +190,12 @@ class Host:
                 bound = Multiaddr.from_tcp(h, port)
                 if bound not in self._listen_addrs:
                     self._listen_addrs.append(bound)
+
+    async def _prune_peerstore(self) -> None:
+        """Forget expired addresses (and peers left with none) now and then."""
+        while True:
+            await asyncio.sleep(PEERSTORE_PRUNE_INTERVAL)
+            self.peerstore.prune(keep=self.connmgr.peers())
 
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every task this host started."""
