@@ -32,14 +32,18 @@ class Key:
     digest: bytes
     preimage: bytes = field(default=b"", compare=False)
     value: int = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.digest) != KEY_BITS // 8:
             raise ValueError(f"a key digest is {KEY_BITS // 8} bytes, got {len(self.digest)}")
-        object.__setattr__(self, "value", int.from_bytes(self.digest, "big"))
+        value = int.from_bytes(self.digest, "big")
+        object.__setattr__(self, "value", value)
+        # Keys live in dicts and sets on every hot path: hash the 256-bit int once.
+        object.__setattr__(self, "_hash", hash(value))
 
     def __hash__(self) -> int:
-        return hash(self.value)
+        return self._hash
 
     @classmethod
     def from_preimage(cls, preimage: bytes) -> Key:
