@@ -12,7 +12,7 @@ import pytest
 
 from zikade_py.p2p.connection import Stream
 from zikade_py.p2p.crypto import PrivateKey
-from zikade_py.p2p.events import Direction, PeerConnected, PeerDisconnected
+from zikade_py.p2p.events import Direction, HostEvent, PeerConnected, PeerDisconnected
 from zikade_py.p2p.host import DialError, Host, HostClosedError, HostConfig
 from zikade_py.p2p.mss import ProtocolNotSupportedError
 from zikade_py.p2p.multiaddr import Multiaddr
@@ -42,7 +42,9 @@ async def echo(stream: Stream) -> None:
         await stream.write(data)
 
 
-async def next_event(queue: NonBlockingQueue[object], kind: type, timeout: float = 5.0) -> object:
+async def next_event(
+    queue: NonBlockingQueue[HostEvent], kind: type, timeout: float = 5.0
+) -> object:
     async with asyncio.timeout(timeout):
         while True:
             event = await queue.get()
@@ -127,12 +129,12 @@ async def test_hundred_concurrent_streams() -> None:
         b.set_stream_handler(ECHO, echo)
         a.peerstore.add_addrs(b.peer_id, b.listen_addrs, 60)
 
-        async def one(i: int) -> bytes:
+        async def one(i: int) -> bool:
             stream = await a.new_stream(b.peer_id, [ECHO])
             payload = f"stream {i} ".encode() * (i + 1)
             await stream.write(payload)
             await stream.close()
-            return await read_all(stream) == payload and payload
+            return await read_all(stream) == payload
 
         results = await asyncio.gather(*(one(i) for i in range(100)))
         assert all(results)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from zikade_py.p2p.connection import Stream
 from zikade_py.p2p.crypto import PrivateKey
-from zikade_py.p2p.events import PeerIdentified, ProtocolsUpdated
+from zikade_py.p2p.events import HostEvent, PeerIdentified, ProtocolsUpdated
 from zikade_py.p2p.host import Host
 from zikade_py.p2p.identify import (
     AGENT_VERSION,
@@ -137,7 +137,7 @@ async def pair() -> AsyncIterator[tuple[Host, Host]]:
         await b.close()
 
 
-async def wait_for(queue: NonBlockingQueue[object], kind: type) -> object:
+async def wait_for(queue: NonBlockingQueue[HostEvent], kind: type) -> object:
     async with asyncio.timeout(5):
         while not isinstance(event := await queue.get(), kind):
             pass
