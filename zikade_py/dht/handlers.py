@@ -1,0 +1,528 @@
+"""The inbound side of the Kademlia protocol: :class:`KadServer` answers ``/ipfs/kad/1.0.0``.
+
+Semantics follow what go, js and rust servers actually do (WIRE.md §8.3–8.4):
+several requests per inbound stream with an idle timeout, closer peers that are
+dialable servers, records validated and selected before they are stored, and
+ADD_PROVIDER never answered. Anything a peer gets wrong becomes a
+:class:`~zikade_py.dht.protocol.KadRequestError` and a reset of that one stream;
+the server keeps serving everyone else.
+
+The per-RPC logic is synchronous (:meth:`KadServer.dispatch`) so it can be
+tested and fuzzed without a network; :meth:`KadServer.handle_stream` is the
+asyncio loop around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opentelemetry.metrics import Counter, Histogram
+
+from zikade_py import telemetry
+from zikade_py.dht.messages import (
+    MAX_MESSAGE_SIZE,
+    MAX_PROVIDER_KEY_SIZE,
+    MessageError,
+    MessageType,
+    PeerInfo,
+    decode_message,
+    encode_message,
+    format_time_received,
+    make_record,
+    message_type,
+    read_message,
+)
+from zikade_py.dht.pb import dht_pb2
+from zikade_py.dht.protocol import (
+    KAD_PROTOCOL,
+    RESPONSE_SIZE_TARGET,
+    KadRequestError,
+    KadServerStateError,
+    MalformedRequestError,
+    RejectedProviderError,
+    RejectedRecordError,
+    distinct_peers,
+    fit_peers,
+    kad_digest,
+)
+from zikade_py.dht.records import InvalidRecordError, NamespacedValidator
+from zikade_py.dht.stores import ProviderStore, ValueStore
+from zikade_py.p2p.connection import Stream
+from zikade_py.p2p.host import Host
+from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.yamux import YamuxError
+
+log = logging.getLogger(__name__)
+
+Message = dht_pb2.Message
+
+
+class RoutingView(Protocol):
+    """What the server needs from the Node: a read-only view of its routing knowledge.
+
+    The server never changes the routing table itself; the two ``on_*`` hooks
+    let the Node react to what arrives (routing candidates, the Notifier).
+    """
+
+    def closest_peers(self, key: bytes, n: int) -> list[PeerInfo]:
+        """Up to ``n`` routing-table peers with known addresses, closest to ``key`` first.
+
+        ``key`` is the 32-byte keyspace point (SHA-256 of the wire key), i.e.
+        ``Key(digest=key)``, not the preimage.
+        """
+        ...
+
+    def self_info(self) -> PeerInfo:
+        """Our own peer id with the addresses we can be dialed on."""
+        ...
+
+    def peer_info(self, peer: PeerID) -> PeerInfo | None:
+        """The addresses we know of ``peer`` (address book / peerstore), None if unknown."""
+        ...
+
+    def on_inbound_request(self, peer: PeerID, msg_type: MessageType) -> None:
+        """``peer`` sent a well-formed request: a routing candidate hint (never admit
+        it on this alone; clients query servers too, WIRE.md §10 pt 15)."""
+        ...
+
+    def on_provider_added(self, key: bytes, provider: PeerInfo) -> None:
+        """An ADD_PROVIDER for multihash ``key`` was stored: feed the Notifier and keep
+        ``provider.addrs`` in the address book."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class KadServerConfig:
+    """Limits of the inbound side; defaults follow go/js/rust (WIRE.md §9)."""
+
+    stream_idle_timeout: float = 60.0
+    """A stream silent this long (between or inside messages) is reset (go: 1 min)."""
+    max_message_size: int = MAX_MESSAGE_SIZE
+    """Largest request read; the length prefix is checked before the body (go/js: 4 MiB)."""
+    bucket_size: int = 20
+    """k: closer peers per response."""
+    max_concurrent_streams_per_peer: int = 32
+    """Inbound kad streams one peer may hold open at once (js/rust: 32); more are reset."""
+    write_timeout: float = 10.0
+    """A response the peer does not read within this time resets the stream."""
+    response_size_target: int = RESPONSE_SIZE_TARGET
+    """Peers are trimmed from responses to stay within this (rust reads ≤ 16 KiB)."""
+    max_providers_per_response: int = 100
+    """Provider entries read from the store for one GET_PROVIDERS (then trimmed to size)."""
+    max_provider_addrs: int = 32
+    """Addresses kept per ADD_PROVIDER entry."""
+
+
+@dataclass(slots=True)
+class KadServerStats:
+    """Counters of the inbound side (mutable, owned by the server; read them, never write)."""
+
+    received: dict[MessageType, int] = field(default_factory=dict)
+    """Decoded requests by type (including those later refused)."""
+    answered: dict[MessageType, int] = field(default_factory=dict)
+    """Requests handled successfully by type (ADD_PROVIDER: stored, no response sent)."""
+    errors: int = 0
+    """Requests or streams that ended in a reset because of the peer."""
+    error_reasons: dict[str, int] = field(default_factory=dict)
+    """``errors`` by :attr:`KadRequestError.reason` (plus ``idle_timeout``, ``write_timeout``)."""
+    internal_errors: int = 0
+    """Bugs on our side (an unexpected exception while handling); the stream was reset."""
+    streams_opened: int = 0
+    streams_refused: int = 0
+    """Streams reset at once: over the per-peer limit, or arriving while detached."""
+    streams_active: int = 0
+    bytes_received: int = 0
+    """Request bodies (without length prefixes)."""
+    bytes_sent: int = 0
+    """Responses including length prefixes."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Instruments:
+    received: Counter
+    errors: Counter
+    received_bytes: Histogram
+    latency: Histogram
+
+
+@functools.cache
+def _instruments() -> _Instruments:
+    """Created once per process: many servers (simulations, tests) share the instruments."""
+    meter = telemetry.meter()
+    return _Instruments(
+        received=meter.create_counter(
+            "received_messages", description="Kad requests received, by message_type"
+        ),
+        errors=meter.create_counter(
+            "received_message_errors", description="Kad requests or streams reset, by reason"
+        ),
+        received_bytes=meter.create_histogram(
+            "received_bytes", unit="By", description="Size of kad requests received"
+        ),
+        latency=meter.create_histogram(
+            "inbound_request_latency",
+            unit="ms",
+            description="From a kad request read to its response written",
+        ),
+    )
+
+
+class KadServer:
+    """Serves /ipfs/kad/1.0.0 streams (server mode only).
+
+    The Node builds one, calls :meth:`attach` when it runs in server mode and
+    :meth:`detach` when it switches to client mode; :meth:`close` on shutdown.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: Host,
+        view: RoutingView,
+        providers: ProviderStore,
+        values: ValueStore,
+        validator: NamespacedValidator,
+        clock: Callable[[], float] = time.time,
+        config: KadServerConfig | None = None,
+    ) -> None:
+        self._host = host
+        self._view = view
+        self._providers = providers
+        self._values = values
+        self._validator = validator
+        self._clock = clock
+        self.config = config or KadServerConfig()
+        self.stats = KadServerStats()
+        self._attached = False
+        self._closed = False
+        self._streams: set[Stream] = set()
+        self._per_peer: dict[PeerID, int] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._resets: set[asyncio.Task[None]] = set()
+        self._handlers: dict[MessageType, Callable[[PeerID, Message], Message | None]] = {
+            MessageType.FIND_NODE: self._find_node,
+            MessageType.GET_VALUE: self._get_value,
+            MessageType.PUT_VALUE: self._put_value,
+            MessageType.ADD_PROVIDER: self._add_provider,
+            MessageType.GET_PROVIDERS: self._get_providers,
+            MessageType.PING: self._ping,
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        """Whether the host currently routes kad streams to this server."""
+        return self._attached
+
+    def attach(self) -> None:
+        """Serve :data:`KAD_PROTOCOL` on the host (identify then advertises it)."""
+        if self._closed:
+            raise KadServerStateError("the kad server is closed")
+        if not self._attached:
+            self._host.set_stream_handler(KAD_PROTOCOL, self.handle_stream)
+            self._attached = True
+
+    def detach(self) -> None:
+        """Stop serving: remove the handler and reset every open inbound kad stream."""
+        if self._attached:
+            self._host.remove_stream_handler(KAD_PROTOCOL)
+            self._attached = False
+        loop = asyncio.get_running_loop() if self._streams else None
+        for stream in list(self._streams):
+            assert loop is not None
+            task = loop.create_task(stream.reset(), name="kad-detach-reset")
+            self._resets.add(task)
+            task.add_done_callback(self._resets.discard)
+
+    async def close(self) -> None:
+        """Detach and wait until every inbound stream handler has ended."""
+        self._closed = True
+        self.detach()
+        await asyncio.gather(*self._resets, return_exceptions=True)
+        await self._idle.wait()
+
+    # --- the stream loop -------------------------------------------------------------------
+
+    async def handle_stream(self, stream: Stream) -> None:
+        """Serve one inbound kad stream: read, handle and answer requests until EOF.
+
+        go reuses one stream per peer, so the loop goes on after each response
+        (WIRE.md §8.3). The stream is reset on any protocol error, on idle timeout,
+        when over the per-peer limit, or when the server is detached.
+        """
+        peer = stream.remote_peer
+        open_now = self._per_peer.get(peer, 0)
+        if not self._attached or open_now >= self.config.max_concurrent_streams_per_peer:
+            self.stats.streams_refused += 1
+            await stream.reset()
+            return
+        self._per_peer[peer] = open_now + 1
+        self._streams.add(stream)
+        self._idle.clear()
+        self.stats.streams_opened += 1
+        self.stats.streams_active += 1
+        try:
+            await self._serve(stream, peer)
+        finally:
+            self.stats.streams_active -= 1
+            self._streams.discard(stream)
+            left = self._per_peer.pop(peer) - 1
+            if left:
+                self._per_peer[peer] = left
+            if not self._streams:
+                self._idle.set()
+
+    async def _serve(self, stream: Stream, peer: PeerID) -> None:
+        cfg = self.config
+        instruments = _instruments()
+        while True:
+            try:
+                async with asyncio.timeout(cfg.stream_idle_timeout):
+                    request = await read_message(stream.reader, cfg.max_message_size)
+            except TimeoutError:
+                await self._reset(stream, "idle_timeout")
+                return
+            except MessageError as exc:
+                log.debug("bad kad message from %s: %s", peer, exc)
+                await self._reset(stream, "malformed")
+                return
+            except YamuxError:  # reset by the peer or the connection ended
+                return
+            if request is None:  # the peer closed its side; the host closes ours
+                return
+            started = time.perf_counter()
+            size = request.ByteSize()
+            self.stats.bytes_received += size
+            instruments.received_bytes.record(size)
+            try:
+                response = self.dispatch(peer, request)
+            except KadRequestError as exc:
+                log.debug("kad request from %s refused: %s", peer, exc)
+                await stream.reset()
+                return
+            except Exception:
+                log.exception("kad handler failed on a request from %s", peer)
+                self.stats.internal_errors += 1
+                await stream.reset()
+                return
+            if response is not None and not await self._respond(stream, response):
+                return
+            instruments.latency.record((time.perf_counter() - started) * 1000.0)
+
+    async def _respond(self, stream: Stream, response: Message) -> bool:
+        """Write ``response``; False (stream done) if the peer went away or stopped reading."""
+        data = encode_message(response, max(MAX_MESSAGE_SIZE, self.config.max_message_size))
+        try:
+            async with asyncio.timeout(self.config.write_timeout):
+                await stream.write(data)
+        except TimeoutError:
+            await self._reset(stream, "write_timeout")
+            return False
+        except YamuxError:
+            return False
+        self.stats.bytes_sent += len(data)
+        return True
+
+    async def _reset(self, stream: Stream, reason: str) -> None:
+        self._count_error(reason)
+        await stream.reset()
+
+    def _count_error(self, reason: str, kind: MessageType | None = None) -> None:
+        self.stats.errors += 1
+        self.stats.error_reasons[reason] = self.stats.error_reasons.get(reason, 0) + 1
+        attrs: dict[str, Any] = {"reason": reason}
+        if kind is not None:
+            attrs["message_type"] = kind.name
+        _instruments().errors.add(1, attrs)
+
+    # --- dispatch --------------------------------------------------------------------------
+
+    def dispatch_bytes(self, remote: PeerID, body: bytes) -> Message | None:
+        """Decode one message body from ``remote`` and :meth:`dispatch` it."""
+        try:
+            request = decode_message(body)
+        except MessageError as exc:
+            self._count_error("malformed")
+            raise MalformedRequestError("malformed", str(exc)) from None
+        return self.dispatch(remote, request)
+
+    def dispatch(self, remote: PeerID, request: Message) -> Message | None:
+        """Handle one request from ``remote``; the response to write, or None (ADD_PROVIDER).
+
+        Raises only :class:`KadRequestError` subclasses for anything the peer got
+        wrong (the caller resets the stream). Stores are updated before returning.
+        """
+        try:
+            kind = message_type(request)
+        except MessageError as exc:
+            self._count_error("unknown_type")
+            raise MalformedRequestError("unknown_type", str(exc)) from None
+        self.stats.received[kind] = self.stats.received.get(kind, 0) + 1
+        _instruments().received.add(1, {"message_type": kind.name})
+        attrs = {
+            "remote_id": str(remote),
+            "message_type": kind.name,
+            "key": telemetry.key_attribute(request.key[:MAX_PROVIDER_KEY_SIZE]),
+        }
+        with telemetry.tracer().start_as_current_span(f"DHT.Handle.{kind.name}", attributes=attrs):
+            try:
+                response = self._handlers[kind](remote, request)
+            except KadRequestError as exc:
+                self._count_error(exc.reason, kind)
+                raise
+        self.stats.answered[kind] = self.stats.answered.get(kind, 0) + 1
+        self._view.on_inbound_request(remote, kind)
+        return response
+
+    # --- closer peers ----------------------------------------------------------------------
+
+    def _closer(self, remote: PeerID, key: bytes, skip: tuple[PeerID, ...] = ()) -> list[PeerInfo]:
+        """The k closest dialable table peers to ``key``, never ourselves or the requester."""
+        k = self.config.bucket_size
+        me = self._view.self_info().peer_id
+        candidates = self._view.closest_peers(kad_digest(key), k + 2 + len(skip))
+        return distinct_peers(candidates, (me, remote, *skip))[:k]
+
+    def _fill(
+        self,
+        response: Message,
+        providers: list[PeerInfo] | tuple[()] = (),
+        closer: list[PeerInfo] | tuple[()] = (),
+    ) -> Message:
+        provider_pbs, closer_pbs = fit_peers(
+            response, providers, closer, limit=self.config.response_size_target
+        )
+        response.providerPeers.extend(provider_pbs)
+        response.closerPeers.extend(closer_pbs)
+        return response
+
+    # --- the RPCs --------------------------------------------------------------------------
+
+    def _find_node(self, remote: PeerID, request: Message) -> Message:
+        """k closest servers; ourselves first if asked for our id (WIRE.md §10 pt 13), or the
+        target first if we know its addresses (go; ipfs spec "Discovering non-DHT Servers")."""
+        key = request.key
+        if not key:
+            raise MalformedRequestError("empty_key", "FIND_NODE without a key")
+        me = self._view.self_info()
+        first: list[PeerInfo] = []
+        if key == me.peer_id.multihash:
+            first.append(me)
+        else:
+            with contextlib.suppress(ValueError):
+                target = self._view.peer_info(PeerID.from_bytes(key))
+                if target is not None and target.addrs:
+                    first.append(target)
+        closer = self._closer(remote, key, tuple(p.peer_id for p in first))
+        return self._fill(Message(type=Message.FIND_NODE), (), first + closer)
+
+    def _get_value(self, remote: PeerID, request: Message) -> Message:
+        """The stored record (if younger than 48 h; not validated again, as go) + closer peers."""
+        key = request.key
+        if not key:
+            raise MalformedRequestError("empty_key", "GET_VALUE without a key")
+        response = Message(type=Message.GET_VALUE, key=key)
+        found = self._values.get(key, self._clock())
+        if found is not None:
+            value, received = found
+            response.record.CopyFrom(make_record(key, value, format_time_received(received)))
+        return self._fill(response, (), self._closer(remote, key))
+
+    def _put_value(self, remote: PeerID, request: Message) -> Message:
+        """Validate, keep the better of the incoming and the stored record, echo the request."""
+        if not request.HasField("record"):
+            raise MalformedRequestError("missing_record", "PUT_VALUE without a record")
+        key, value = request.record.key, request.record.value
+        if key != request.key:
+            raise MalformedRequestError("key_mismatch", "PUT_VALUE key differs from record key")
+        try:
+            self._validator.validate(key, value)
+        except InvalidRecordError as exc:
+            raise RejectedRecordError("invalid_record", str(exc)) from None
+        now = self._clock()
+        existing = self._values.get(key, now)
+        if existing is not None and existing[0] != value and self._is_valid(key, existing[0]):
+            try:
+                best = self._validator.select(key, [value, existing[0]])
+            except InvalidRecordError:
+                best = 0
+            if best != 0:
+                raise RejectedRecordError("worse_record", "we hold a better record")
+        self._values.put(key, value, now)
+        response = Message(type=Message.PUT_VALUE, key=key)
+        response.record.CopyFrom(make_record(key, value, format_time_received(now)))
+        return response
+
+    def _is_valid(self, key: bytes, value: bytes) -> bool:
+        """Whether a stored record is still valid: an expired IPNS record loses to any valid one."""
+        try:
+            self._validator.validate(key, value)
+        except InvalidRecordError:
+            return False
+        return True
+
+    def _add_provider(self, remote: PeerID, request: Message) -> None:
+        """Store every entry that names the sender and has an address; never answered."""
+        key = request.key
+        if not 0 < len(key) <= MAX_PROVIDER_KEY_SIZE:
+            raise MalformedRequestError("bad_provider_key", f"provider key of {len(key)} bytes")
+        now = self._clock()
+        stored = False
+        for entry in request.providerPeers:
+            if entry.id != remote.multihash:
+                continue  # go ignores entries naming another peer
+            try:
+                info = PeerInfo.from_pb(entry)
+            except MessageError:
+                continue
+            if not info.addrs:
+                continue
+            addrs = tuple(dict.fromkeys(info.addrs))[: self.config.max_provider_addrs]
+            provider = PeerInfo(remote, addrs)
+            self._providers.add(key, provider, now)
+            self._view.on_provider_added(key, provider)
+            stored = True
+            break
+        if not stored:
+            raise RejectedProviderError(
+                "no_valid_provider", "no provider entry names the sender with an address"
+            )
+        return None
+
+    def _get_providers(self, remote: PeerID, request: Message) -> Message:
+        """Known providers (ourselves included, with current addresses) + closer peers."""
+        key = request.key
+        if not 0 < len(key) <= MAX_PROVIDER_KEY_SIZE:
+            raise MalformedRequestError("bad_provider_key", f"provider key of {len(key)} bytes")
+        me = self._view.self_info()
+        providers: list[PeerInfo] = []
+        for info in self._providers.get(key, self._clock(), self.config.max_providers_per_response):
+            if info.peer_id == me.peer_id:
+                info = me
+            elif not info.addrs:
+                known = self._view.peer_info(info.peer_id)
+                if known is not None and known.addrs:
+                    info = PeerInfo(info.peer_id, known.addrs)
+            providers.append(info)
+        if all(p.peer_id != me.peer_id for p in providers) and key in set(
+            self._providers.list_local()
+        ):
+            providers.insert(0, me)
+        providers = distinct_peers(providers, require_addrs=False)
+        response = Message(type=Message.GET_PROVIDERS, key=key)
+        return self._fill(response, providers, self._closer(remote, key))
+
+    def _ping(self, remote: PeerID, request: Message) -> Message:
+        """Deprecated but still echoed by go and js."""
+        response = Message()
+        response.CopyFrom(request)
+        return response
