@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import assert_never
+from typing import ClassVar, assert_never
 
 from zikade_py.core.event import Event, FinishReason
 from zikade_py.core.key import Key
@@ -180,7 +180,12 @@ class _Store:
 
 
 class Broadcast:
-    """The shared machinery; the strategies differ in when stores start."""
+    """The shared machinery; the strategies (subclasses) differ in when stores start."""
+
+    LOOKUP: ClassVar[bool] = True
+    """Whether the strategy looks up the closest nodes (else it stores with the seeds)."""
+    OPTIMISTIC: ClassVar[bool] = False
+    """Whether stores start while the lookup still runs."""
 
     def __init__(
         self,
@@ -191,8 +196,6 @@ class Broadcast:
         seeds: Iterable[Key],
         config: BroadcastConfig | None = None,
         *,
-        lookup: bool,
-        optimistic: bool = False,
         trace: Trace = NO_TRACE,
     ) -> None:
         self.config = config or BroadcastConfig()
@@ -201,7 +204,7 @@ class Broadcast:
         self.target = target
         self.message = message
         self.trace = trace
-        self._optimistic = optimistic
+        self._optimistic = self.OPTIMISTIC
         self._query: Query | None = None
         self._todo: dict[Key, _Store] = {}
         self._waiting: dict[Key, _Store] = {}
@@ -211,7 +214,7 @@ class Broadcast:
         self._cancels: list[BcastCancelRequest] = []
         self._stop_reason: FinishReason | None = None
         self._result: BcastFinished | None = None
-        if lookup:
+        if self.LOOKUP:
             qcfg = self.config.query
             if qcfg.num_results != self.config.num_replicas:
                 qcfg = replace(qcfg, num_results=self.config.num_replicas)
@@ -361,63 +364,17 @@ class Broadcast:
 class FollowUp(Broadcast):
     """Look up the closest nodes, then store with all of them."""
 
-    def __init__(
-        self,
-        query_id: QueryID,
-        self_key: Key,
-        target: Key,
-        message: object,
-        seeds: Iterable[Key],
-        config: BroadcastConfig | None = None,
-        *,
-        trace: Trace = NO_TRACE,
-    ) -> None:
-        super().__init__(
-            query_id, self_key, target, message, seeds, config, lookup=True, trace=trace
-        )
+    LOOKUP = True
 
 
 class Static(Broadcast):
     """Store with exactly the given nodes."""
 
-    def __init__(
-        self,
-        query_id: QueryID,
-        self_key: Key,
-        target: Key,
-        message: object,
-        seeds: Iterable[Key],
-        config: BroadcastConfig | None = None,
-        *,
-        trace: Trace = NO_TRACE,
-    ) -> None:
-        super().__init__(
-            query_id, self_key, target, message, seeds, config, lookup=False, trace=trace
-        )
+    LOOKUP = False
 
 
 class Optimistic(Broadcast):
     """Store with likely-final closest nodes while the lookup still runs."""
 
-    def __init__(
-        self,
-        query_id: QueryID,
-        self_key: Key,
-        target: Key,
-        message: object,
-        seeds: Iterable[Key],
-        config: BroadcastConfig | None = None,
-        *,
-        trace: Trace = NO_TRACE,
-    ) -> None:
-        super().__init__(
-            query_id,
-            self_key,
-            target,
-            message,
-            seeds,
-            config,
-            lookup=True,
-            optimistic=True,
-            trace=trace,
-        )
+    LOOKUP = True
+    OPTIMISTIC = True
