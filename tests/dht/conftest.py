@@ -1,0 +1,121 @@
+"""Fixtures and helpers that start networks of our own nodes on 127.0.0.1.
+
+Reuse them from any DHT test::
+
+    from .conftest import loopback_config, start_network   # inside tests/dht
+
+    async def test_something() -> None:
+        async with start_network(5) as net:      # 1 bootstrap node + 5 nodes, all servers
+            info = await net.nodes[0].find_peer(net.nodes[4].peer_id)
+
+* :func:`loopback_config` — a :class:`NodeConfig` for loopback tests: listen on
+  ``127.0.0.1:0``, a host whose per-IP inbound rate limit allows dozens of peers
+  from the same address, no republisher. Keyword arguments override fields.
+* :func:`start_network` — an async context manager: starts a bootstrap node and
+  ``n`` nodes configured with it as their bootstrap peer, bootstraps them all
+  concurrently, waits (bounded) until every node has at least ``min_table``
+  routing-table entries, and closes everything on exit. Yields :class:`Network`.
+* :func:`wait_for` — poll a condition every 20 ms, bounded in time.
+* the ``spans`` fixture — an SDK ``InMemorySpanExporter`` that every zikade span
+  goes to during the test (``telemetry.tracer`` is patched, nothing global is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from zikade_py import telemetry
+from zikade_py.dht import Node, NodeConfig
+from zikade_py.p2p.host import HostConfig
+
+LOOPBACK_HOST = HostConfig(
+    inbound_per_ip_rate=10_000.0, inbound_per_ip_burst=10_000, max_pending_handshakes=512
+)
+"""Every peer of a loopback test dials from 127.0.0.1: lift the per-IP rate limit."""
+
+
+def loopback_config(**overrides: Any) -> NodeConfig:
+    """A NodeConfig for tests on 127.0.0.1 (fields can be overridden by keyword)."""
+    base = NodeConfig(
+        listen_addrs=["/ip4/127.0.0.1/tcp/0"], host=LOOPBACK_HOST, republish=False
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class Network:
+    """A running loopback network: ``bootstrap`` plus ``nodes`` (all bootstrapped)."""
+
+    bootstrap: Node
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def all(self) -> list[Node]:
+        """The bootstrap node first, then the others."""
+        return [self.bootstrap, *self.nodes]
+
+
+async def wait_for(
+    condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Return once ``condition()`` holds; ``TimeoutError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def start_network(
+    n: int,
+    *,
+    config: Callable[[int], NodeConfig] | None = None,
+    min_table: int = 1,
+    settle_timeout: float = 20.0,
+) -> AsyncIterator[Network]:
+    """Start a bootstrap node and ``n`` nodes joined through it (see the module docstring).
+
+    ``config(i)`` gives node ``i``'s configuration (``i = -1`` for the bootstrap
+    node); its ``bootstrap`` field is replaced with the bootstrap node's address.
+    """
+    make = config or (lambda _i: loopback_config())
+    boot = Node(make(-1))
+    await boot.start()
+    net = Network(boot)
+    try:
+        addr = [str(a) for a in boot.multiaddrs]
+        net.nodes = [Node(replace(make(i), bootstrap=addr)) for i in range(n)]
+        await asyncio.gather(*(node.start() for node in net.nodes))
+        results = await asyncio.gather(*(node.bootstrap() for node in net.nodes))
+        for result in results:
+            assert result.connected, f"bootstrap failed: {result}"
+        await wait_for(
+            lambda: all(len(node.routing_table()) >= min_table for node in net.all),
+            timeout=settle_timeout,
+        )
+        yield net
+    finally:
+        await asyncio.gather(*(node.close() for node in net.nodes), return_exceptions=True)
+        await boot.close()
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Collect every span zikade creates during the test in memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(telemetry, "tracer", lambda: provider.get_tracer("zikade_py"))
+    yield exporter
+    provider.shutdown()

@@ -1,0 +1,148 @@
+"""The Node's configuration, its result types and its errors.
+
+Kept apart from :mod:`.node` so the CLI, the HTTP API and tests can build and
+inspect configurations and results without importing the driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from zikade_py.core.coordinator import CoordinatorConfig
+from zikade_py.core.event import FinishReason
+from zikade_py.core.query import QueryStats
+from zikade_py.dht.messages import PeerInfo
+from zikade_py.p2p.crypto import PrivateKey
+from zikade_py.p2p.host import HostConfig
+from zikade_py.p2p.multiaddr import Multiaddr
+from zikade_py.p2p.peer_id import PeerID
+
+Mode = Literal["server", "client"]
+"""Server: serve /ipfs/kad/1.0.0 and advertise it. Client: query only (WIRE.md §8.5)."""
+
+IDENTITY_FILENAME = "identity.key"
+"""The identity key file inside the repo directory."""
+
+DATASTORE_FILENAME = "datastore.sqlite"
+"""The SQLite datastore inside the repo directory."""
+
+
+@dataclass
+class NodeConfig:
+    """Everything a :class:`~zikade_py.dht.node.Node` is built from; the defaults make a
+    server on an ephemeral loopback port with in-memory stores and a fresh key."""
+
+    listen_addrs: list[str | Multiaddr] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    """Where to listen (``/ip4|ip6/<ip>/tcp/<port>``; port 0 picks one)."""
+    bootstrap: list[str | Multiaddr] = field(default_factory=list)
+    """Peers :meth:`Node.bootstrap` joins through: multiaddrs ending in ``/p2p/<peer id>``."""
+    mode: Mode = "server"
+    repo: str | Path | None = None
+    """``None``: in-memory stores and a fresh key; else ``<repo>/identity.key`` and
+    ``<repo>/datastore.sqlite`` (records, providers and the routing table's peers)."""
+    private_key: PrivateKey | None = None
+    """Overrides the repo's key (and a fresh one when there is no repo)."""
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    request_timeout: float = 10.0
+    """Seconds one request may take (dial, write, read) when its event carries no deadline."""
+    query_timeout: float = 60.0
+    """Deadline of a call made with ``timeout=None``."""
+    bootstrap_timeout: float = 30.0
+    """Deadline of :meth:`Node.bootstrap` with ``timeout=None`` (dials and the self-lookup)."""
+    host: HostConfig | None = None
+    republish: bool = True
+    """Re-announce the content we provide every 22 h (WIRE.md §8.8)."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings no node can run with."""
+        if self.mode not in ("server", "client"):
+            raise ValueError(f"mode must be 'server' or 'client', not {self.mode!r}")
+        for name in ("request_timeout", "query_timeout", "bootstrap_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        self.coordinator.validate()
+
+
+class NotFoundError(LookupError):
+    """The network was searched and the peer, value or record is not there."""
+
+
+class NodeClosedError(RuntimeError):
+    """The node is not running (not started yet, or closed): local misuse."""
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """A FIND_NODE walk's outcome: the closest peers that answered, and why it ended.
+
+    ``reason`` is ``TIMEOUT`` when the deadline cut the walk short; ``peers`` are
+    then the partial results it had.
+    """
+
+    peers: list[PeerInfo]
+    reason: FinishReason
+    stats: QueryStats
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastResult:
+    """A store to the closest peers (ADD_PROVIDER or PUT_VALUE): who took it, who failed."""
+
+    reason: FinishReason
+    contacted: list[PeerID]
+    errors: list[tuple[PeerID, str]]
+
+    @property
+    def ok(self) -> bool:
+        """Whether at least one peer took the record."""
+        return bool(self.contacted)
+
+
+ProvideResult = BroadcastResult
+"""What :meth:`Node.provide` returns."""
+
+PutResult = BroadcastResult
+"""What :meth:`Node.put_value` returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapResult:
+    """How joining the network went; a timeout is reported here, not raised."""
+
+    reason: FinishReason
+    connected: list[PeerID]
+    """Seed peers we reached."""
+    failed: list[tuple[str, str]]
+    """Seed addresses we could not reach, with the error."""
+    routing_table_size: int
+    stats: QueryStats | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingEntry:
+    """One routing-table entry as the API shows it (times are wall-clock seconds)."""
+
+    peer: PeerInfo
+    cpl: int
+    added_at: float
+    last_seen: float
+
+
+__all__ = [
+    "DATASTORE_FILENAME",
+    "IDENTITY_FILENAME",
+    "BootstrapResult",
+    "BroadcastResult",
+    "FinishReason",
+    "LookupResult",
+    "Mode",
+    "NodeClosedError",
+    "NodeConfig",
+    "NotFoundError",
+    "ProvideResult",
+    "PutResult",
+    "QueryStats",
+    "RoutingEntry",
+]
