@@ -1,0 +1,177 @@
+"""Small simulations end to end, plus the simulator's own building blocks."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from zikade_py.core.key import Key
+from zikade_py.sim import run_simulation
+from zikade_py.sim.__main__ import main
+from zikade_py.sim.clock import VirtualClock
+from zikade_py.sim.keyspace import LiveKeys
+from zikade_py.sim.metrics import UNFINISHED, percentile
+from zikade_py.sim.network import LatencyConfig, Network, NetworkConfig
+from zikade_py.sim.simulation import SimConfig
+
+REQUIRED = (
+    "nodes",
+    "lookups",
+    "success_rate",
+    "closest_overlap_mean",
+    "hops_p50",
+    "hops_p95",
+    "messages_per_lookup_mean",
+    "virtual_latency_ms_p50",
+    "virtual_latency_ms_p95",
+    "wall_s",
+    "peak_rss_mb",
+)
+
+
+# -- building blocks -------------------------------------------------------------------------
+
+
+def test_clock_pops_in_time_then_scheduling_order() -> None:
+    clock = VirtualClock()
+    clock.schedule(2.0, 1, 10)
+    clock.schedule(1.0, 1, 20)
+    clock.schedule(1.0, 1, 30)
+    order = [clock.pop()[3] for _ in range(3)]
+    assert order == [20, 30, 10]
+    assert clock.now == 2.0
+    clock.schedule(0.5, 1, 40)  # the past is clamped to now
+    assert clock.pop()[0] == 2.0
+
+
+def test_live_keys_closest_matches_brute_force() -> None:
+    rng = random.Random(7)
+    live = LiveKeys()
+    values = [rng.getrandbits(256) for _ in range(300)]
+    for i, v in enumerate(values):
+        live.add(v, i)
+    for _ in range(50):
+        target = rng.getrandbits(256)
+        brute = sorted(range(len(values)), key=lambda i: values[i] ^ target)
+        assert live.closest(target, 20) == brute[:20]
+        odd = [i for i in brute if i % 2][:20]
+        assert live.closest(target, 20, lambda i: i % 2 == 1) == odd
+    live.remove(values[0])
+    assert 0 not in live.closest(values[0], 5)
+    assert len(live.closest(0, 1000)) == 299
+
+
+def test_live_keys_buckets_are_true_buckets() -> None:
+    rng = random.Random(3)
+    live = LiveKeys()
+    keys = [Key.from_int(rng.getrandbits(256)) for _ in range(400)]
+    for i, k in enumerate(keys):
+        live.add(k.value, i)
+    me = keys[0]
+    picked = live.buckets(me.value, 5, random.Random(1))
+    assert 0 not in picked
+    per_bucket: dict[int, int] = {}
+    for i in picked:
+        cpl = me.common_prefix_length(keys[i])
+        per_bucket[cpl] = per_bucket.get(cpl, 0) + 1
+    for cpl in range(256):
+        true_size = sum(1 for k in keys[1:] if me.common_prefix_length(k) == cpl)
+        assert per_bucket.get(cpl, 0) == min(5, true_size)
+
+
+def test_network_latency_is_stable_symmetric_and_spread() -> None:
+    net = Network(NetworkConfig(latency=LatencyConfig(0.05, 0.5)), random.Random(1))
+    assert net.latency(3, 9) == net.latency(9, 3) == net.latency(3, 9)
+    samples = sorted(net.latency(0, j) for j in range(1, 2001))
+    median = samples[len(samples) // 2]
+    assert 0.04 < median < 0.06
+    assert samples[0] < 0.03 and samples[-1] > 0.1
+    fixed = Network(NetworkConfig(latency=LatencyConfig(0.02, 0.0)), random.Random(1))
+    assert {fixed.latency(0, j) for j in range(1, 50)} == {0.02}
+
+
+def test_network_loss_rate_and_validation() -> None:
+    net = Network(NetworkConfig(loss=0.25), random.Random(5))
+    lost = sum(net.lost() for _ in range(10_000))
+    assert 2_200 < lost < 2_800
+    with pytest.raises(ValueError):
+        NetworkConfig(loss=1.0).validate()
+    with pytest.raises(ValueError):
+        NetworkConfig(unresponsive=-0.1).validate()
+    with pytest.raises(ValueError):
+        SimConfig(nodes=1).validate()
+
+
+def test_percentile_nearest_rank() -> None:
+    assert percentile([], 50) is None
+    assert percentile([5.0, 1.0, 3.0], 50) == 3.0
+    assert percentile([float(i) for i in range(1, 101)], 95) == 95.0
+
+
+# -- whole simulations -----------------------------------------------------------------------
+
+
+def test_small_network_realistic_join_all_lookups_succeed() -> None:
+    report = run_simulation(SimConfig(nodes=50, lookups=40, seed=11, join_batch=10))
+    assert report["lookups_judged"] == 40
+    assert report["finish_reasons"] == {"done": 40}
+    assert report["success_rate"] == 1.0
+    assert report["closest_overlap_mean"] == 1.0
+    assert report["bootstrap_reasons"] == {"done": 49}
+    assert report["requests_lost"] == 0
+    table_min = report["table_size_min"]
+    assert isinstance(table_min, int) and table_min >= 20
+    for name in REQUIRED:
+        assert report[name] is not None, name
+
+
+def test_small_network_prefilled_all_lookups_succeed() -> None:
+    report = run_simulation(SimConfig(nodes=50, lookups=40, seed=12, prefill=True))
+    assert report["finish_reasons"] == {"done": 40}
+    assert report["success_rate"] == 1.0
+    assert report["bootstrap_reasons"] == {}
+    hops = report["hops_p95"]
+    assert isinstance(hops, float) and 0 <= hops <= 3
+
+
+def test_loss_churn_slow_and_silent_nodes_terminate_with_a_reason() -> None:
+    net = NetworkConfig(loss=0.1, unresponsive=0.1, slow=0.1, slow_delay=3.0, churn=0.3)
+    report = run_simulation(
+        SimConfig(nodes=80, lookups=60, seed=13, join_batch=20, lookup_interval=0.5, network=net)
+    )
+    reasons = report["finish_reasons"]
+    assert isinstance(reasons, dict)
+    assert sum(reasons.values()) == 60
+    assert UNFINISHED not in reasons  # nothing hung
+    assert set(reasons) <= {"done", "timeout", "failed", "origin-departed"}
+    assert report["requests_lost"] > 0  # type: ignore[operator]
+    assert report["requests_timed_out"] > 0  # type: ignore[operator]
+    assert report["churn_leaves"] > 0  # type: ignore[operator]
+    assert report["churn_joins"] == report["churn_leaves"]
+    for name in ("success_rate", "closest_overlap_mean"):
+        value = report[name]
+        assert isinstance(value, float) and 0.0 <= value <= 1.0
+    assert report["success_rate"] >= 0.5  # type: ignore[operator]
+    p50, p95 = report["virtual_latency_ms_p50"], report["virtual_latency_ms_p95"]
+    assert isinstance(p50, float) and isinstance(p95, float) and 0 < p50 <= p95
+
+
+def test_cli_json_prints_one_object_with_the_required_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--nodes", "30", "--lookups", "5", "--seed", "2", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    report = json.loads(out[0])
+    for name in REQUIRED:
+        assert name in report, name
+    assert report["nodes"] == 30 and report["lookups"] == 5
+
+
+def test_cli_summary_and_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--nodes", "20", "--lookups", "3", "--prefill"]) == 0
+    assert "success rate" in capsys.readouterr().out
+    assert main(["--nodes", "20", "--loss", "1.5"]) == 2
+    assert "loss" in capsys.readouterr().err
