@@ -1,0 +1,197 @@
+"""What every ``zikade`` command shares: options, one-line errors, the run loop.
+
+Kubo conventions (ECOSYSTEM.md A1): ``--repo`` / ``ZIKADE_PATH`` pick the repo,
+``--timeout`` takes Go durations (``30s``, ``1m``), ``--json`` switches to
+NDJSON, and every failure is ONE line ``Error: …`` on stderr with exit status 1
+(click's own usage errors keep status 2). :func:`run_command` runs a
+command's coroutine inside a root span ``CLI.<command>`` so a traced command
+is one trace, daemon included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from zikade_py import telemetry
+from zikade_py.http.args import ArgumentError, parse_duration
+from zikade_py.http.client import DaemonUnavailableError, RpcError
+from zikade_py.http.daemon import DaemonError
+from zikade_py.http.ops import OpError
+from zikade_py.http.repo import DEFAULT_REPO, RepoError, repo_path
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_TIMEOUT = "1m"
+"""How long a network command may take unless ``--timeout`` says otherwise."""
+
+
+class CommandError(Exception):
+    """A failure to report as one line (bad input, unreachable peer, no daemon)."""
+
+
+_ONE_LINE_ERRORS = (
+    CommandError,
+    ArgumentError,
+    OpError,
+    RpcError,
+    DaemonUnavailableError,
+    DaemonError,
+    RepoError,
+)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``Error: message`` (one line) on stderr and exit with status 1."""
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    sys.exit(1)
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """A Go-style duration (``30s``, ``1m30s``, ``500ms``) or plain seconds, as float seconds."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        """Parse ``value``; click turns a failure into a usage error (exit 2)."""
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ArgumentError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def repo_option(func: F) -> F:
+    """``--repo PATH`` (env ``ZIKADE_PATH``, default ``~/.zikade``)."""
+    return click.option(
+        "--repo",
+        envvar="ZIKADE_PATH",
+        default=DEFAULT_REPO,
+        show_default=True,
+        help="Repo directory (env ZIKADE_PATH).",
+    )(func)
+
+
+def timeout_option(func: F) -> F:
+    """``--timeout DURATION`` bounding the whole command."""
+    return click.option(
+        "--timeout",
+        type=Duration(),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help="Give up after this long (e.g. 30s, 1m).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable output (NDJSON for streams)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (NDJSON events).")(func)
+
+
+def verbose_option(func: F) -> F:
+    """``-v``: show the query live on stderr."""
+    return click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        help="Show the query live on stderr (peers asked, answers).",
+    )(func)
+
+
+def bootstrap_option(func: F) -> F:
+    """``--bootstrap MULTIADDR`` (repeatable) for the in-process node used without a daemon."""
+    return click.option(
+        "--bootstrap",
+        multiple=True,
+        metavar="MULTIADDR",
+        help="Without a daemon: join through this peer (repeatable; adds to the repo's list).",
+    )(func)
+
+
+def trace_option(func: F) -> F:
+    """``--trace [ENDPOINT]``: export spans over OTLP/HTTP (default the local Jaeger port)."""
+    return click.option(
+        "--trace",
+        is_flag=False,
+        flag_value=telemetry.DEFAULT_OTLP_HTTP_ENDPOINT,
+        default=None,
+        metavar="[ENDPOINT]",
+        help=f"Export traces over OTLP/HTTP (default {telemetry.DEFAULT_OTLP_HTTP_ENDPOINT}).",
+    )(func)
+
+
+def network_options(func: F) -> F:
+    """The options of every command that talks to the network."""
+    for option in (trace_option, bootstrap_option, json_option, timeout_option, repo_option):
+        func = option(func)
+    return func
+
+
+def print_json(doc: Any, *, indent: int | None = None) -> None:
+    """One JSON document (compact, one line, unless ``indent``)."""
+    separators = None if indent else (",", ":")
+    click.echo(json.dumps(doc, indent=indent, separators=separators))
+
+
+def run_command(
+    name: str,
+    make: Callable[[], Awaitable[T]],
+    *,
+    timeout: float | None = None,
+    trace: str | None = None,
+    service: str = "zikade",
+    root_span: bool = True,
+) -> T:
+    """Run a command's coroutine: tracing set up, root span ``CLI.<name>``, one-line errors.
+
+    ``root_span=False`` for servers (daemon, devnet) whose lifetime is no trace.
+    ``timeout`` bounds the whole coroutine; every failure becomes ``Error: …``
+    and exit status 1 (``ZIKADE_DEBUG=1`` re-raises for a traceback).
+    """
+    traced = telemetry.configure_from_env(service, force_otlp_endpoint=trace)
+
+    async def bounded() -> T:
+        if timeout is None:
+            return await make()
+        try:
+            async with asyncio.timeout(timeout):
+                return await make()
+        except TimeoutError:
+            raise CommandError(f"timed out after {timeout:g}s") from None
+
+    async def main() -> T:
+        if not root_span:  # long-running servers: their requests make their own traces
+            return await bounded()
+        with telemetry.tracer().start_as_current_span(f"CLI.{name}"):
+            return await bounded()
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted", err=True)
+        sys.exit(130)
+    except _ONE_LINE_ERRORS as exc:
+        fail(str(exc) or type(exc).__name__)
+    except Exception as exc:
+        if os.environ.get("ZIKADE_DEBUG"):
+            raise
+        fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        if traced:
+            telemetry.shutdown()
+
+
+def resolve_repo(repo: str) -> Path:
+    """The ``--repo`` text as a path."""
+    return repo_path(repo)

@@ -1,0 +1,133 @@
+"""``zikade daemon``: run the node with its RPC, metrics and Delegated Routing V1 servers.
+
+Like ``ipfs daemon``: it prints ``Swarm listening on …/p2p/<id>`` per listen
+address (copy one into ``--bootstrap`` of another node), the API address,
+then ``Daemon is ready``; it writes ``<repo>/api`` so other ``zikade``
+invocations use it, and removes it on SIGINT/SIGTERM. The repo is created on
+first run (``zikade init`` does the same explicitly).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cli.common import (
+    CommandError,
+    repo_option,
+    resolve_repo,
+    run_command,
+    trace_option,
+)
+from zikade_py import __version__
+from zikade_py.dht.config import BootstrapResult, NodeConfig
+from zikade_py.http.args import parse_multiaddr
+from zikade_py.http.client import RpcClient
+from zikade_py.http.daemon import Daemon, DaemonConfig, wait_for_signal
+from zikade_py.http.repo import init_repo, is_initialized, load_config
+
+
+def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
+    if isinstance(outcome, BaseException):
+        click.echo(f"bootstrap failed: {outcome}", err=True)
+        return
+    failed = "".join(f"\n  unreachable: {addr} ({err})" for addr, err in outcome.failed)
+    click.echo(
+        f"bootstrap: reached {len(outcome.connected)} of "
+        f"{len(outcome.connected) + len(outcome.failed)} peers, "
+        f"routing table {outcome.routing_table_size} peers{failed}",
+        err=True,
+    )
+
+
+@click.command("daemon")
+@click.option(
+    "--listen",
+    multiple=True,
+    metavar="MULTIADDR",
+    help="Swarm address to listen on (repeatable; default from the config, /ip4/0.0.0.0/tcp/4001).",
+)
+@click.option(
+    "--bootstrap",
+    multiple=True,
+    metavar="MULTIADDR",
+    help="Peer to join through (repeatable; adds to the config's bootstrap list).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["server", "client"]),
+    default=None,
+    help="DHT mode (default from the config: server).",
+)
+@click.option(
+    "--api", default=None, metavar="HOST:PORT", help="RPC API address (default 127.0.0.1:5001)."
+)
+@click.option(
+    "--routing-api",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve /routing/v1 on a separate address (default: on the API server).",
+)
+@repo_option
+@trace_option
+def daemon_command(
+    listen: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    mode: str | None,
+    api: str | None,
+    routing_api: str | None,
+    repo: str,
+    trace: str | None,
+) -> None:
+    """Run a long-lived DHT node serving the RPC API (stop with Ctrl-C)."""
+    repo_dir = resolve_repo(repo)
+
+    async def go() -> None:
+        for addr in listen:
+            parse_multiaddr(addr)
+        for addr in bootstrap:
+            parse_multiaddr(addr, need_peer=True)
+        client = RpcClient.for_repo(repo_dir)
+        if client is not None:
+            async with client:
+                if await client.alive():
+                    raise CommandError(
+                        f"another daemon is running on {repo_dir} (API at {client.base_url})"
+                    )
+        if not is_initialized(repo_dir):
+            init_repo(repo_dir)
+            click.echo(f"initialized zikade repo at {repo_dir}")
+        cfg = load_config(repo_dir)
+        node_cfg = NodeConfig(
+            listen_addrs=list(listen or cfg.swarm),
+            bootstrap=list(dict.fromkeys([*bootstrap, *cfg.bootstrap])),
+            mode="client" if (mode or cfg.mode) == "client" else "server",
+            repo=repo_dir,
+        )
+        daemon = Daemon(
+            DaemonConfig(node=node_cfg, repo=repo_dir, api=api or cfg.api, routing_api=routing_api)
+        )
+        daemon.on_bootstrap = _report_bootstrap
+        click.echo(f"zikade daemon version {__version__}")
+        await daemon.start()
+        try:
+            click.echo(f"peer identity: {daemon.node.peer_id}")
+            click.echo(f"DHT mode: {node_cfg.mode}")
+            for swarm_addr in daemon.swarm_addrs:
+                click.echo(f"Swarm listening on {swarm_addr}")
+            click.echo(f"RPC API server listening on {daemon.api_addr}")
+            click.echo(f"Routing V1 API server listening on {daemon.routing_url}/routing/v1")
+            click.echo(f"Metrics at {daemon.api_url}/metrics")
+            click.echo("Daemon is ready")
+            sig = await wait_for_signal()
+            click.echo(f"Received {sig.name}, shutting down...")
+        finally:
+            await daemon.close()
+
+    run_command("daemon", go, trace=trace, service="zikade-daemon", root_span=False)
+    sys.exit(0)
+
+
+COMMANDS = (daemon_command,)
+"""What ``cli.main`` registers."""

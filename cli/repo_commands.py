@@ -1,0 +1,152 @@
+"""``zikade init`` and ``zikade bootstrap list|add|rm``: the repo and its bootstrap list.
+
+The bootstrap list lives in ``<repo>/config`` (Kubo's ``Bootstrap``). It is
+empty by default: the public Amino bootstrap peers are one ``bootstrap add``
+away, but nothing dials the internet unless asked. With a daemon running the
+edits go through its RPC API so the running node learns new peers at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from cli.common import json_option, print_json, repo_option, resolve_repo, run_command
+from zikade_py.http.args import ArgumentError, parse_multiaddr
+from zikade_py.http.client import RpcClient
+from zikade_py.http.ops import JSONObj
+from zikade_py.http.repo import (
+    RepoError,
+    bootstrap_add,
+    bootstrap_rm,
+    init_repo,
+    is_initialized,
+    load_config,
+)
+
+
+@click.command("init")
+@click.option(
+    "--bootstrap", multiple=True, metavar="MULTIADDR", help="Initial bootstrap peer (repeatable)."
+)
+@repo_option
+@json_option
+def init_command(bootstrap: tuple[str, ...], repo: str, as_json: bool) -> None:
+    """Create the repo: identity key and config (with an empty bootstrap list by default)."""
+    repo_dir = resolve_repo(repo)
+
+    async def go() -> JSONObj:
+        for addr in bootstrap:
+            parse_multiaddr(addr, need_peer=True)
+        if is_initialized(repo_dir):
+            raise RepoError(f"zikade repo already exists at {repo_dir}")
+        cfg, _ = init_repo(repo_dir, bootstrap=list(bootstrap))
+        return {"ID": cfg.peer_id, "Repo": str(repo_dir)}
+
+    doc = run_command("init", go)
+    if as_json:
+        print_json(doc)
+        return
+    click.echo(f"initializing zikade repo at {doc['Repo']}")
+    click.echo(f"peer identity: {doc['ID']}")
+
+
+async def _via_daemon_or(
+    repo: str, command: str, args: list[str], options: dict[str, str], local: Callable[[], JSONObj]
+) -> JSONObj:
+    client = RpcClient.for_repo(resolve_repo(repo))
+    if client is not None:
+        async with client:
+            if await client.alive():
+                return await client.request(command, args, options)
+    return local()
+
+
+def _local(fn: Callable[[], list[str]]) -> JSONObj:
+    try:
+        return {"Peers": fn()}
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
+
+
+@click.group("bootstrap")
+def bootstrap_group() -> None:
+    """Show or edit the list of peers to join the network through."""
+
+
+@bootstrap_group.command("list")
+@repo_option
+@json_option
+def bootstrap_list_command(repo: str, as_json: bool) -> None:
+    """Show the bootstrap peers, one multiaddr per line."""
+    repo_dir = resolve_repo(repo)
+    doc = run_command(
+        "bootstrap-list",
+        lambda: _via_daemon_or(
+            repo, "bootstrap/list", [], {}, lambda: {"Peers": load_config(repo_dir).bootstrap}
+        ),
+    )
+    _print_peers(doc, as_json, "")
+
+
+@bootstrap_group.command("add")
+@click.argument("addrs", nargs=-1, required=True, metavar="MULTIADDR...")
+@repo_option
+@json_option
+def bootstrap_add_command(addrs: tuple[str, ...], repo: str, as_json: bool) -> None:
+    """Add peers (multiaddrs ending in /p2p/<peer-id>) to the bootstrap list."""
+    repo_dir = resolve_repo(repo)
+
+    async def go() -> JSONObj:
+        for addr in addrs:
+            parse_multiaddr(addr, need_peer=True)
+        return await _via_daemon_or(
+            repo,
+            "bootstrap/add",
+            list(addrs),
+            {},
+            lambda: _local(lambda: bootstrap_add(repo_dir, list(addrs))),
+        )
+
+    _print_peers(run_command("bootstrap-add", go), as_json, "added ")
+
+
+@bootstrap_group.command("rm")
+@click.argument("addrs", nargs=-1, metavar="MULTIADDR...")
+@click.option("--all", "remove_all", is_flag=True, help="Remove every bootstrap peer.")
+@repo_option
+@json_option
+def bootstrap_rm_command(
+    addrs: tuple[str, ...], remove_all: bool, repo: str, as_json: bool
+) -> None:
+    """Remove peers from the bootstrap list (or all of them with --all)."""
+    repo_dir = resolve_repo(repo)
+
+    async def go() -> JSONObj:
+        if not addrs and not remove_all:
+            raise ArgumentError("give the multiaddrs to remove, or --all")
+        for addr in addrs:
+            parse_multiaddr(addr, need_peer=True)
+        options = {"all": "true"} if remove_all else {}
+        return await _via_daemon_or(
+            repo,
+            "bootstrap/rm",
+            list(addrs),
+            options,
+            lambda: _local(lambda: bootstrap_rm(repo_dir, list(addrs), remove_all=remove_all)),
+        )
+
+    _print_peers(run_command("bootstrap-rm", go), as_json, "removed ")
+
+
+def _print_peers(doc: JSONObj, as_json: bool, prefix: str) -> None:
+    if as_json:
+        print_json(doc)
+        return
+    for addr in doc.get("Peers") or []:
+        click.echo(f"{prefix}{addr}")
+
+
+COMMANDS = (init_command, bootstrap_group)
+"""What ``cli.main`` registers."""
