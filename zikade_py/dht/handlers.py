@@ -118,6 +118,8 @@ class KadServerConfig:
     """Provider entries read from the store for one GET_PROVIDERS (then trimmed to size)."""
     max_provider_addrs: int = 32
     """Addresses kept per ADD_PROVIDER entry."""
+    local_provides_refresh: float = 5.0
+    """Seconds the list of keys we provide is cached between GET_PROVIDERS requests."""
 
 
 @dataclass(slots=True)
@@ -207,6 +209,7 @@ class KadServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._resets: set[asyncio.Task[None]] = set()
+        self._local_cache: tuple[float, frozenset[bytes]] | None = None
         self._handlers: dict[MessageType, Callable[[PeerID, Message], Message | None]] = {
             MessageType.FIND_NODE: self._find_node,
             MessageType.GET_VALUE: self._get_value,
@@ -513,13 +516,22 @@ class KadServer:
                 if known is not None and known.addrs:
                     info = PeerInfo(info.peer_id, known.addrs)
             providers.append(info)
-        if all(p.peer_id != me.peer_id for p in providers) and key in set(
-            self._providers.list_local()
-        ):
+        if all(p.peer_id != me.peer_id for p in providers) and key in self._local_keys():
             providers.insert(0, me)
         providers = distinct_peers(providers, require_addrs=False)
         response = Message(type=Message.GET_PROVIDERS, key=key)
         return self._fill(response, providers, self._closer(remote, key))
+
+    def _local_keys(self) -> frozenset[bytes]:
+        """The keys we provide, re-read at most every ``local_provides_refresh`` seconds:
+        the Node also stores itself as a provider, so this only covers lapsed entries, and
+        listing a large SQLite table on every GET_PROVIDERS would be wasteful."""
+        now = time.monotonic()
+        if self._local_cache is None or now - self._local_cache[0] >= (
+            self.config.local_provides_refresh
+        ):
+            self._local_cache = (now, frozenset(self._providers.list_local()))
+        return self._local_cache[1]
 
     def _ping(self, remote: PeerID, request: Message) -> Message:
         """Deprecated but still echoed by go and js."""
