@@ -128,6 +128,7 @@ async def test_metrics_endpoint_serves_node_gauges_and_dht_counters() -> None:
         await b.get_closest_peers(b"metrics test key", timeout=10)
         app = web.Application()
         add_metrics_route(app, a)
+        add_metrics_route(web.Application(), b)  # b's series appear in the same registry
         async with TestClient(TestServer(app)) as client:
             resp = await client.get("/metrics")
             assert resp.status == 200
@@ -136,5 +137,9 @@ async def test_metrics_endpoint_serves_node_gauges_and_dht_counters() -> None:
     _assert_valid_exposition(text)
     assert re.search(rf'^connected_peers\{{peer_id="{a.peer_id}"\}} [1-9]', text, re.M), text
     assert re.search(rf'^routing_table_size\{{peer_id="{a.peer_id}"\}} \d+', text, re.M)
+    for name in ("queries_running", "requests_in_flight"):
+        assert re.search(rf'^{name}\{{peer_id="{a.peer_id}"\}} \d+$', text, re.M), name
+    # b asked a: b's counters moved
+    assert re.search(rf'^sent_requests_total\{{peer_id="{b.peer_id}"\}} [1-9]', text, re.M)
     # a's KadServer answered b's FIND_NODE
     assert re.search(r'^received_messages_total\{message_type="FIND_NODE"\} [1-9]', text, re.M)

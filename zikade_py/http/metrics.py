@@ -11,8 +11,8 @@ compatibility rules do: counters end in ``_total``, the unit becomes a suffix
 
 The instruments themselves are recorded by the Node, router and handlers through
 :func:`zikade_py.telemetry.meter` (names in ZIKADE.md §5 and /work/notes/METRICS.md);
-this module adds only the gauges it can observe from the Node's public API
-(``routing_table_size``, ``connected_peers``).
+this module adds the gauges and counters it can observe from ``Node.stats()``
+(:data:`NODE_GAUGES`, :data:`NODE_COUNTERS`), labelled with the node's ``peer_id``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ from zikade_py import telemetry
 __all__ = [
     "BYTES_BUCKETS",
     "LATENCY_BUCKETS_MS",
+    "NODE_COUNTERS",
+    "NODE_GAUGES",
     "PROMETHEUS_CONTENT_TYPE",
     "MetricsNode",
     "add_metrics_route",
@@ -89,9 +91,7 @@ class MetricsNode(Protocol):
     @property
     def peer_id(self) -> Any: ...
 
-    def routing_table(self) -> Sequence[Any]: ...
-
-    def connected_peers(self) -> Sequence[Any]: ...
+    def stats(self) -> Mapping[str, int]: ...
 
 
 def _views() -> list[View]:
@@ -157,21 +157,38 @@ def metrics_reader() -> InMemoryMetricReader | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Gauges over the Node's public API
+# Gauges and counters over Node.stats()
 
 _nodes: weakref.WeakSet[MetricsNode] = weakref.WeakSet()
 _gauges_registered = False
 
+NODE_GAUGES: Final = {
+    "routing_table_size": ("routing_table_size", "Peers in the routing table"),
+    "connected_peers": ("connections", "Peers with an open libp2p connection"),
+    "queries_running": ("queries_running", "Queries (lookups, broadcasts) in progress"),
+    "requests_in_flight": ("requests_running", "Outbound kad requests awaiting an answer"),
+}
+"""Gauge name → (``Node.stats()`` key, description)."""
 
-def _observe(read: str) -> Any:
+NODE_COUNTERS: Final = {
+    "sent_requests": ("requests_sent", "Outbound kad requests sent"),
+    "sent_request_errors": ("requests_failed", "Outbound kad requests that failed"),
+    "requests_cancelled": ("requests_cancelled", "Outbound kad requests cancelled by a query"),
+    "requests_dropped": ("requests_dropped", "Requests the coordinator dropped (overload)"),
+}
+"""Monotonic counter name → (``Node.stats()`` key, description)."""
+
+
+def _observe(stat: str) -> Any:
     def callback(options: CallbackOptions) -> Iterable[Observation]:
         out: list[Observation] = []
         for node in list(_nodes):
             try:
-                value = len(getattr(node, read)())
+                value = node.stats().get(stat)
             except Exception:  # a closing node must not break the whole scrape
                 continue
-            out.append(Observation(value, {"peer_id": str(node.peer_id)}))
+            if value is not None:
+                out.append(Observation(value, {"peer_id": str(node.peer_id)}))
         return out
 
     return callback
@@ -183,16 +200,10 @@ def _register_node_gauges() -> None:
         return
     _gauges_registered = True
     meter = telemetry.meter()
-    meter.create_observable_gauge(
-        "routing_table_size",
-        callbacks=[_observe("routing_table")],
-        description="Peers in the routing table",
-    )
-    meter.create_observable_gauge(
-        "connected_peers",
-        callbacks=[_observe("connected_peers")],
-        description="Peers with an open libp2p connection",
-    )
+    for name, (stat, description) in NODE_GAUGES.items():
+        meter.create_observable_gauge(name, callbacks=[_observe(stat)], description=description)
+    for name, (stat, description) in NODE_COUNTERS.items():
+        meter.create_observable_counter(name, callbacks=[_observe(stat)], description=description)
 
 
 def add_metrics_route(
