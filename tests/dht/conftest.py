@@ -16,6 +16,9 @@ Reuse them from any DHT test::
   concurrently, waits (bounded) until every node has at least ``min_table``
   routing-table entries, and closes everything on exit. Yields :class:`Network`.
 * :func:`wait_for` — poll a condition every 20 ms, bounded in time.
+* :class:`FakeKadPeer`, :func:`black_hole`, :func:`directory` — hand-written kad
+  servers on a bare host (a peer that never answers; a peer that names a fixed
+  list of peers in every answer); :func:`stream_count` — yamux streams a node has open.
 * the ``spans`` fixture — an SDK ``InMemorySpanExporter`` that every zikade span
   goes to during the test (``telemetry.tracer`` is patched, nothing global is set).
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,7 +39,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from zikade_py import telemetry
 from zikade_py.dht import Node, NodeConfig
-from zikade_py.p2p.host import HostConfig
+from zikade_py.dht.messages import Message, MessageError, PeerInfo, encode_message, read_message
+from zikade_py.dht.protocol import KAD_PROTOCOL
+from zikade_py.p2p.connection import Stream
+from zikade_py.p2p.crypto import PrivateKey
+from zikade_py.p2p.host import Host, HostConfig
+from zikade_py.p2p.multiaddr import Multiaddr
+from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.yamux import StreamResetError
 
 LOOPBACK_HOST = HostConfig(
     inbound_per_ip_rate=10_000.0, inbound_per_ip_burst=10_000, max_pending_handshakes=512
@@ -119,3 +129,82 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     monkeypatch.setattr(telemetry, "tracer", lambda: provider.get_tracer("zikade_py"))
     yield exporter
     provider.shutdown()
+
+
+# -- hand-written kad peers ---------------------------------------------------------------------
+
+Responder = Callable[[PeerID, Message], Awaitable[Message | None]]
+"""Answers one request of a :class:`FakeKadPeer` (``None``: write nothing)."""
+
+
+class FakeKadPeer:
+    """A bare host that speaks ``/ipfs/kad/1.0.0`` through a test-provided ``responder``.
+
+    It advertises kad in identify (the handler is set before it listens), so our
+    nodes treat it as a DHT server. :func:`black_hole` reads requests and never
+    answers; :func:`directory` answers every request with a fixed peer list.
+    """
+
+    def __init__(self, responder: Responder) -> None:
+        self.host = Host(PrivateKey.generate(), LOOPBACK_HOST)
+        self.responder = responder
+        self.requests: list[Message] = []
+        self.resets = 0
+        self.host.set_stream_handler(KAD_PROTOCOL, self._handle)
+
+    async def _handle(self, stream: Stream) -> None:
+        try:
+            while (request := await read_message(stream.reader)) is not None:
+                self.requests.append(request)
+                response = await self.responder(stream.remote_peer, request)
+                if response is not None:
+                    await stream.write(encode_message(response))
+        except (StreamResetError, MessageError):
+            self.resets += 1
+
+    @property
+    def peer_id(self) -> PeerID:
+        return self.host.peer_id
+
+    @property
+    def info(self) -> PeerInfo:
+        return PeerInfo(self.host.peer_id, tuple(self.host.listen_addrs))
+
+    @property
+    def multiaddr(self) -> str:
+        return str(self.host.listen_addrs[0].with_peer_id(self.host.peer_id))
+
+    async def start(self) -> FakeKadPeer:
+        await self.host.start([Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
+        return self
+
+    async def close(self) -> None:
+        await self.host.close()
+
+
+def black_hole() -> FakeKadPeer:
+    """Accepts kad streams, reads the requests, never answers (keeps reading, so a
+    reset from the other side is seen and counted in ``resets``)."""
+
+    async def never(_peer: PeerID, _request: Message) -> Message | None:
+        return None
+
+    return FakeKadPeer(never)
+
+
+def directory(peers: Callable[[], list[PeerInfo]]) -> FakeKadPeer:
+    """Answers every request (echoing its type and key) with ``peers()`` as closer peers."""
+
+    async def answer(_peer: PeerID, request: Message) -> Message | None:
+        if request.type == Message.ADD_PROVIDER:
+            return None
+        response = Message(type=request.type, key=request.key)
+        response.closerPeers.extend(p.to_pb() for p in peers())
+        return response
+
+    return FakeKadPeer(answer)
+
+
+def stream_count(node: Node) -> int:
+    """Yamux streams open on all of ``node``'s connections."""
+    return sum(conn.num_streams for conn in node.host.connmgr.connections())
