@@ -27,7 +27,6 @@ from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.peer_id import PeerID
 
 from .conftest import (
-
     FakeKadPeer,
     black_hole,
     directory,
