@@ -7,14 +7,24 @@ import random
 
 import pytest
 
+from zikade_py.core.coordinator_events import (
+    CancelRequest,
+    CoordinatorInput,
+    CoordinatorOutput,
+    RequestFailed,
+    RequestSucceeded,
+    SendFindNode,
+)
 from zikade_py.core.key import Key
 from zikade_py.sim import run_simulation
 from zikade_py.sim.__main__ import main
 from zikade_py.sim.clock import VirtualClock
+from zikade_py.sim.driver import CoordinatorLike, RoutingTableView
+from zikade_py.sim.factory import coordinator_factory, sim_coordinator_config
 from zikade_py.sim.keyspace import LiveKeys
 from zikade_py.sim.metrics import UNFINISHED, percentile
 from zikade_py.sim.network import LatencyConfig, Network, NetworkConfig
-from zikade_py.sim.simulation import SimConfig
+from zikade_py.sim.simulation import SimConfig, Simulation
 
 REQUIRED = (
     "nodes",
@@ -175,3 +185,68 @@ def test_cli_summary_and_bad_settings(capsys: pytest.CaptureFixture[str]) -> Non
     assert "success rate" in capsys.readouterr().out
     assert main(["--nodes", "20", "--loss", "1.5"]) == 2
     assert "loss" in capsys.readouterr().err
+
+
+# -- the driver contract ---------------------------------------------------------------------
+
+
+class _Recording:
+    """Wraps a real coordinator and checks the driver answers each request exactly once."""
+
+    def __init__(self, inner: CoordinatorLike) -> None:
+        self.inner = inner
+        self.sent: dict[int, float | None] = {}
+        self.cancelled: dict[int, None] = {}
+        self.answered: dict[int, int] = {}
+
+    @property
+    def routing_table(self) -> RoutingTableView:
+        return self.inner.routing_table
+
+    def notify(self, event: CoordinatorInput, now: float) -> None:
+        if isinstance(event, RequestSucceeded | RequestFailed):
+            rid = event.request_id
+            assert rid in self.sent, "answer to a request never sent"
+            assert rid not in self.cancelled, "answer after CancelRequest"
+            self.answered[rid] = self.answered.get(rid, 0) + 1
+            assert self.answered[rid] == 1, "two answers to one request"
+            deadline = self.sent[rid]
+            assert deadline is None or now <= deadline, "answered after its deadline"
+        self.inner.notify(event, now)
+
+    def poll(self, now: float) -> CoordinatorOutput | None:
+        out = self.inner.poll(now)
+        if isinstance(out, SendFindNode):
+            self.sent[out.request_id] = out.trace.deadline
+        elif isinstance(out, CancelRequest):
+            self.cancelled[out.request_id] = None
+        return out
+
+    def next_due(self) -> float | None:
+        return self.inner.next_due()
+
+
+def test_every_request_gets_exactly_one_answer_or_is_cancelled() -> None:
+    inner = coordinator_factory(sim_coordinator_config(prefill=False))
+    made: list[_Recording] = []
+
+    def factory(key: Key, rng: random.Random, now: float) -> CoordinatorLike:
+        made.append(_Recording(inner(key, rng, now)))
+        return made[-1]
+
+    net = NetworkConfig(loss=0.1, unresponsive=0.1, slow=0.2, slow_delay=12.0, churn=0.5)
+    sim = Simulation(
+        SimConfig(nodes=40, lookups=20, seed=5, join_batch=10, lookup_interval=1.0, network=net),
+        factory,
+    )
+    sim.run()
+    end = sim.clock.now
+    total = 0
+    for node, rec in zip(sim.nodes, made, strict=True):
+        for rid, deadline in rec.sent.items():
+            total += 1
+            if rid in rec.cancelled or rid in rec.answered:
+                continue
+            # unanswered: the node went silent or left, or the answer is still due
+            assert not node.running or (deadline is not None and deadline > end - 1.0)
+    assert total > 500

@@ -51,9 +51,11 @@ def run_simulation(
     ``coordinator`` defaults to :func:`sim_coordinator_config` for the run's mode.
     """
     start = time.perf_counter()
+    cpu_start = time.process_time()
     if coordinator is None:
         coordinator = sim_coordinator_config(prefill=config.prefill)
     report = Simulation(config, coordinator_factory(coordinator)).run()
     report["wall_s"] = round(time.perf_counter() - start, 3)
+    report["cpu_s"] = round(time.process_time() - cpu_start, 3)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return report

@@ -23,12 +23,13 @@ Entry = tuple[float, int, int, int, int, Any, Any]
 class VirtualClock:
     """The current virtual time and the heap of everything scheduled after it."""
 
-    __slots__ = ("_heap", "_seq", "now")
+    __slots__ = ("_seq", "heap", "now")
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = start
         """Virtual seconds; advanced only by :meth:`pop`."""
-        self._heap: list[Entry] = []
+        self.heap: list[Entry] = []
+        """The pending entries; hot loops may read ``heap[0]`` and pop with :meth:`pop`."""
         self._seq = 0
 
     def schedule(
@@ -36,15 +37,15 @@ class VirtualClock:
     ) -> None:
         """Run entry ``kind`` at time ``at`` (clamped to now: the past cannot be scheduled)."""
         self._seq += 1
-        heapq.heappush(self._heap, (at if at > self.now else self.now, self._seq, kind, a, b, c, d))
+        heapq.heappush(self.heap, (at if at > self.now else self.now, self._seq, kind, a, b, c, d))
 
     def peek(self) -> float | None:
         """Time of the earliest entry, ``None`` when nothing is scheduled."""
-        return self._heap[0][0] if self._heap else None
+        return self.heap[0][0] if self.heap else None
 
     def pop(self) -> Entry:
         """Remove the earliest entry and move the clock to its time."""
-        entry = heapq.heappop(self._heap)
+        entry = heapq.heappop(self.heap)
         self.now = entry[0]
         return entry
 
@@ -54,4 +55,4 @@ class VirtualClock:
             self.now = at
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)

@@ -58,6 +58,8 @@ class Counters:
     timed_out: int = 0
     """Requests that reached their deadline unanswered (loss, unresponsive, too slow)."""
     cancelled: int = 0
+    admission_dropped: int = 0
+    """Requests the coordinators themselves refused (network admission limits)."""
     routing_updated: int = 0
     routing_removed: int = 0
     stuck_timers: int = 0
@@ -128,6 +130,7 @@ def build_report(
             "requests_refused": counters.refused,
             "requests_timed_out": counters.timed_out,
             "requests_cancelled": counters.cancelled,
+            "requests_dropped_admission": counters.admission_dropped,
             "routing_updated": counters.routing_updated,
             "routing_removed": counters.routing_removed,
             "bootstrap_reasons": dict(sorted(counters.bootstrap_reasons.items())),
@@ -142,7 +145,7 @@ def build_report(
     return report
 
 
-NON_DETERMINISTIC = ("wall_s", "join_wall_s", "lookup_wall_s", "peak_rss_mb")
+NON_DETERMINISTIC = ("wall_s", "cpu_s", "join_wall_s", "lookup_wall_s", "peak_rss_mb")
 """Report fields that measure the machine, not the simulation; everything else is seeded."""
 
 
@@ -166,12 +169,13 @@ def format_summary(report: dict[str, object]) -> str:
         f"table size mean / min {report.get('table_size_mean')} / {report.get('table_size_min')}",
         f"requests              {report.get('requests_total')}  lost {report.get('requests_lost')}"
         f"  timed out {report.get('requests_timed_out')}  refused {report.get('requests_refused')}"
-        f"  cancelled {report.get('requests_cancelled')}",
+        f"  cancelled {report.get('requests_cancelled')}"
+        f"  dropped {report.get('requests_dropped_admission')}",
         f"join                  {report.get('join_virtual_s')} s virtual,"
         f" {report.get('join_wall_s')} s wall",
         f"lookups               {report.get('lookup_virtual_s')} s virtual,"
         f" {report.get('lookup_wall_s')} s wall",
-        f"total                 {report.get('wall_s')} s wall,"
+        f"total                 {report.get('wall_s')} s wall, {report.get('cpu_s')} s CPU,"
         f" peak RSS {report.get('peak_rss_mb')} MB",
     ]
     return "\n".join(lines)

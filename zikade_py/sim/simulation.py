@@ -26,6 +26,7 @@ dicts are iterated in insertion order only.
 
 from __future__ import annotations
 
+import heapq
 import random
 import time
 from collections.abc import Callable
@@ -377,13 +378,15 @@ class Simulation:
     def _run(self, until: float, stop: Callable[[], bool] | None = None) -> None:
         """Process events up to virtual time ``until`` or until ``stop()`` holds."""
         clock = self.clock
+        heap = clock.heap
+        pop = heapq.heappop
         nodes = self.nodes
         counters = self.counters
-        while True:
-            due = clock.peek()
-            if due is None or due > until or (stop is not None and stop()):
+        while heap:
+            if heap[0][0] > until or (stop is not None and stop()):
                 break
-            now, _, kind, a, b, c, d = clock.pop()
+            now, _, kind, a, b, c, d = pop(heap)
+            clock.now = now
             counters.events += 1
             if kind == _REQUEST:
                 self._on_request(a, b, c, d[0], d[1], now)
@@ -566,6 +569,9 @@ class Simulation:
         wall2 = time.perf_counter()
 
         sizes = [len(self.nodes[i].coord.routing_table) for i in self._members]
+        self.counters.admission_dropped = sum(
+            int(getattr(node.coord, "requests_dropped", 0)) for node in self.nodes
+        )
         net = cfg.network
         settings: dict[str, object] = {
             "nodes": cfg.nodes,
