@@ -54,6 +54,7 @@ from zikade_py.p2p.peer_id import PeerID
 __all__ = [
     "AMINO_MAX_TTL",
     "PREFIX",
+    "TRANSFER_PROTOCOLS",
     "RoutingNode",
     "RoutingV1Config",
     "add_routing_v1_routes",
@@ -75,6 +76,13 @@ TTL_EMPTY: Final = 15
 
 IPNS_DEFAULT_TTL: Final = 60
 """``max-age`` of an IPNS record without a positive TTL."""
+
+
+TRANSFER_PROTOCOLS: Final = (
+    ("/ipfs/bitswap", "transport-bitswap"),
+    ("/fil/data-transfer", "transport-graphsync-filecoinv1"),
+)
+"""libp2p protocol id prefix → the transfer protocol name records and filters use."""
 
 
 class RoutingNode(Protocol):
@@ -193,15 +201,20 @@ class _Routes:
             raise web.HTTPUnprocessableEntity(text=f"{exc}\n") from None
 
     def _protocols(self, peer: PeerID) -> tuple[str, ...]:
-        """libp2p protocols identify told us for ``peer`` (empty when unknown)."""
+        """Transfer protocol names (``transport-bitswap``) of what identify told us ``peer``
+        speaks; empty when unknown. DHT records themselves carry none, and raw libp2p ids
+        (``/ipfs/kad/1.0.0``) are not what ``filter-protocols`` talks about."""
         host = getattr(self.node, "host", None)
         store = getattr(host, "peerstore", None)
         if store is None:
             return ()
         try:
-            return tuple(store.protocols(peer))
+            spoken = tuple(store.protocols(peer))
         except Exception:  # an unknown peer or a closing host: protocols are optional
             return ()
+        return tuple(
+            name for prefix, name in TRANSFER_PROTOCOLS if any(p.startswith(prefix) for p in spoken)
+        )
 
     def _record(self, info: PeerInfo) -> dict[str, Any]:
         return peer_record(info, self._protocols(info.peer_id))
