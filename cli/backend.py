@@ -13,15 +13,15 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cli.common import CommandError
-from zikade_py.dht.config import NodeConfig
-from zikade_py.dht.node import Node
 from zikade_py.http.args import format_duration, parse_multiaddr
-from zikade_py.http.client import RpcClient
-from zikade_py.http.ops import COMMANDS, Context, JSONObj, Request
+from zikade_py.http.client import JSONObj, RpcClient
 from zikade_py.http.repo import is_initialized, load_config
+
+if TYPE_CHECKING:
+    from zikade_py.dht.node import Node
 
 NEEDS_DAEMON = frozenset({"swarm/peers"})
 """Commands that only make sense on a long-running node (Kubo: "run 'ipfs daemon' first")."""
@@ -56,19 +56,8 @@ class RemoteBackend:
         options: Mapping[str, str] | None = None,
         body: bytes | None = None,
     ) -> AsyncIterator[JSONObj]:
-        """Stream a streaming command; ask a plain one and yield its single answer."""
-        if COMMANDS[command].streaming:
-            return self.client.stream(command, args, options, body)
-        return self._one(command, args, options, body)
-
-    async def _one(
-        self,
-        command: str,
-        args: Sequence[str],
-        options: Mapping[str, str] | None,
-        body: bytes | None,
-    ) -> AsyncIterator[JSONObj]:
-        yield await self.client.request(command, args, options, body)
+        """The command's objects, streamed or single, over HTTP."""
+        return self.client.stream(command, args, options, body)
 
 
 @dataclass
@@ -86,6 +75,8 @@ class LocalBackend:
         body: bytes | None = None,
     ) -> AsyncIterator[JSONObj]:
         """Run the command's handler on the in-process node."""
+        from zikade_py.http.ops import COMMANDS, Context, Request
+
         req = Request(args=tuple(args), options=dict(options or {}), body=body)
         return COMMANDS[command].handler(Context(self.node, self.repo), req)
 
@@ -128,6 +119,10 @@ async def open_backend(
             return
         if command in NEEDS_DAEMON:
             raise CommandError(NO_DAEMON_MESSAGE)
+        # loaded only here: talking to a daemon never needs the DHT stack
+        from zikade_py.dht.config import NodeConfig
+        from zikade_py.dht.node import Node
+
         peers = bootstrap_peers(repo, bootstrap) if join else []
         initialized = is_initialized(repo)
         config = NodeConfig(

@@ -11,6 +11,7 @@ is one trace, daemon included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -21,10 +22,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from zikade_py import telemetry
-from zikade_py.http.args import ArgumentError, parse_duration
+from zikade_py.http.args import parse_duration
 from zikade_py.http.client import DaemonUnavailableError, RpcError
-from zikade_py.http.daemon import DaemonError
-from zikade_py.http.ops import OpError
+from zikade_py.http.errors import ArgumentError, DaemonError, OpError
 from zikade_py.http.repo import DEFAULT_REPO, RepoError, repo_path
 
 T = TypeVar("T")
@@ -181,6 +181,10 @@ def run_command(
     except KeyboardInterrupt:
         click.echo("Error: interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # `zikade … | head`: the reader is gone, nothing to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except _ONE_LINE_ERRORS as exc:
         fail(str(exc) or type(exc).__name__)
     except Exception as exc:

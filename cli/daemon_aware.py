@@ -18,8 +18,7 @@ import click
 from cli.backend import open_backend, timeout_options
 from cli.common import Duration, print_json, resolve_repo, run_command
 from zikade_py.http.args import parse_peer_or_addr
-from zikade_py.http.client import RpcClient
-from zikade_py.http.ops import JSONObj
+from zikade_py.http.client import JSONObj, RpcClient
 
 
 async def _daemon_doc(repo: str, command: str) -> JSONObj | None:
@@ -118,3 +117,14 @@ def _print_ping(doc: JSONObj, as_json: bool) -> None:
         click.echo(str(doc["Text"]))
     elif doc.get("Success"):
         click.echo(f"Pong received: time={int(doc.get('Time', 0)) / 1e6:.2f} ms")
+
+
+def _build() -> tuple[click.Command, click.Command]:
+    from cli.p2p_commands import id_command as base_id
+    from cli.p2p_commands import ping_command as base_ping
+
+    return daemon_aware_id(base_id), daemon_aware_ping(base_ping)
+
+
+id_command, ping_command = _build()
+"""The ``id`` and ``ping`` commands ``cli.main`` registers."""

@@ -112,7 +112,9 @@ async def run_demo(net: Devnet, console: Console) -> None:
     provider, finder = nodes[len(nodes) // 2], nodes[-2]
 
     asked = _Asked()
-    info, took = await _timed(lambda: seeker.find_peer(target.peer_id, on_event=asked, local_first=False))
+    info, took = await _timed(
+        lambda: seeker.find_peer(target.peer_id, on_event=asked, local_first=False)
+    )
     console.print(
         f"[bold]find-peer[/]      node 1 looked up node {len(nodes) - 1} "
         f"({_short(target.peer_id)}): {len(info.addrs)} address(es) "

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from cli.backend import open_backend
 from cli.common import network_options, print_json, resolve_repo, run_command
-from zikade_py.http.ops import JSONObj
+from zikade_py.http.client import JSONObj
 
 
 async def _fetch(repo: str, command: str, timeout: float, bootstrap: tuple[str, ...]) -> JSONObj:

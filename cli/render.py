@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from enum import IntEnum
 from types import TracebackType
 from typing import Any, Self
 
@@ -19,9 +20,25 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from zikade_py.dht.query_events import QueryEventType
-from zikade_py.http.ops import JSONObj
+from zikade_py.http.client import JSONObj
 from zikade_py.p2p.peer_id import InvalidPeerIDError, PeerID
+
+
+class QueryEventType(IntEnum):
+    """Kubo's ``routing.QueryEventType`` numbers as they arrive in the JSON events.
+
+    The node's own enum lives in the DHT package; the CLI keeps the wire numbers
+    here so rendering a daemon's answer does not load the DHT stack.
+    """
+
+    SENDING_QUERY = 0
+    PEER_RESPONSE = 1
+    FINAL_PEER = 2
+    QUERY_ERROR = 3
+    PROVIDER = 4
+    VALUE = 5
+    ADDING_PEER = 6
+    DIALING_PEER = 7
 
 
 def _xor_distance(a: bytes, b: bytes) -> int:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 import click
 
 from cli.common import json_option, print_json, repo_option, resolve_repo, run_command
-from zikade_py.http.args import ArgumentError, parse_multiaddr
-from zikade_py.http.client import RpcClient
-from zikade_py.http.ops import JSONObj
+from zikade_py.http.args import parse_multiaddr
+from zikade_py.http.client import JSONObj, RpcClient
+from zikade_py.http.errors import ArgumentError
 from zikade_py.http.repo import (
     RepoError,
     bootstrap_add,

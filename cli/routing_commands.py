@@ -27,15 +27,14 @@ from cli.common import (
     run_command,
     verbose_option,
 )
-from cli.render import QueryView, event_lines
-from zikade_py.dht.query_events import QueryEventType
+from cli.render import QueryEventType, QueryView, event_lines
 from zikade_py.http.args import (
-    ArgumentError,
     parse_cid,
     parse_lookup_key,
     parse_peer_id,
     parse_record_key,
 )
+from zikade_py.http.errors import ArgumentError
 
 T = TypeVar("T")
 

@@ -12,13 +12,9 @@ import re
 
 from multiformats import CID
 
+from zikade_py.http.errors import ArgumentError
 from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
 from zikade_py.p2p.peer_id import InvalidPeerIDError, PeerID
-
-
-class ArgumentError(ValueError):
-    """Bad input from the user (a malformed peer id, CID, key, multiaddr or duration)."""
-
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -167,12 +167,19 @@ class RpcClient:
         options: Mapping[str, str] | None = None,
         body: bytes | None = None,
     ) -> AsyncIterator[JSONObj]:
-        """Call a streaming command; yield each NDJSON object; raise the trailing error object."""
+        """Call a command; yield each NDJSON object; raise the trailing error object.
+
+        A command answered with one plain JSON document (no ``X-Chunked-Output``)
+        yields that document.
+        """
         try:
             async with self._post(command, args, options or {}, body, None) as resp:
-                if resp.status != 200:
-                    await _json(resp, await resp.read())
-                    raise RpcError(f"daemon answered HTTP {resp.status}", status=resp.status)
+                if resp.status != 200 or resp.headers.get("X-Chunked-Output") != "1":
+                    doc = await _json(resp, await resp.read())
+                    if not isinstance(doc, dict):
+                        raise RpcError(f"unexpected answer from the daemon: {doc!r}"[:200])
+                    yield doc
+                    return
                 async for line in resp.content:
                     if not line.strip():
                         continue

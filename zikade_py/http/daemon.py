@@ -25,6 +25,7 @@ from aiohttp import web
 from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.dht.node import Node
 from zikade_py.http.client import api_base_url
+from zikade_py.http.errors import DaemonError
 from zikade_py.http.metrics import add_metrics_route, install_meter_provider
 from zikade_py.http.repo import remove_api_file, write_api_file
 from zikade_py.http.routing_v1 import add_routing_v1_routes
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_ADDRESS = "127.0.0.1:5001"
 """Kubo's default RPC API port, on loopback only (the API has no authentication)."""
-
-
-class DaemonError(Exception):
-    """The daemon cannot start (port in use, bad address): one line for the user."""
 
 
 @dataclass
@@ -134,8 +131,8 @@ class Daemon:
             raise
         if self.config.repo is not None:
             write_api_file(self.config.repo, self._api_addr)
-        if self.config.node.bootstrap:
-            self._bootstrap_task = asyncio.create_task(self._bootstrap())
+        # also without seeds: the peers saved in the repo rejoin us to the network
+        self._bootstrap_task = asyncio.create_task(self._bootstrap())
 
     def _app(self) -> web.Application:
         return web.Application(middlewares=[tracing_middleware], client_max_size=4 * 1024 * 1024)
@@ -158,6 +155,8 @@ class Daemon:
     async def _bootstrap(self) -> BootstrapResult:
         try:
             result = await self.node.bootstrap(timeout=self.config.bootstrap_timeout)
+            if not result.connected and not result.failed:
+                return result  # nobody to join through: a first node, nothing to report
         except Exception as exc:
             log.warning("bootstrap failed: %s", exc)
             if self.on_bootstrap is not None:

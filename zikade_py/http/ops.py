@@ -28,7 +28,6 @@ from zikade_py.dht.node import Node
 from zikade_py.dht.query_events import QueryEvent, QueryEventType
 from zikade_py.http import repo as repo_mod
 from zikade_py.http.args import (
-    ArgumentError,
     parse_cid,
     parse_duration,
     parse_lookup_key,
@@ -36,6 +35,7 @@ from zikade_py.http.args import (
     parse_peer_or_addr,
     parse_record_key,
 )
+from zikade_py.http.errors import ArgumentError, OpError
 from zikade_py.p2p.identify import AGENT_VERSION
 
 JSONObj = dict[str, Any]
@@ -46,10 +46,6 @@ DEFAULT_TIMEOUT = 60.0
 
 DEFAULT_NUM_PROVIDERS = 20
 """Kubo's ``findprovs -n`` default."""
-
-
-class OpError(Exception):
-    """A command failed for a reason other than bad input (not found, timed out, unreachable)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ from typing import Any, Final
 from aiohttp import BodyPartReader, web
 
 from zikade_py.dht.node import Node
-from zikade_py.http.args import ArgumentError
-from zikade_py.http.ops import COMMANDS, Command, Context, JSONObj, OpError, Request
+from zikade_py.http.errors import ArgumentError, OpError
+from zikade_py.http.ops import COMMANDS, Command, Context, JSONObj, Request
 
 API_PREFIX: Final = "/api/v0/"
 """Every RPC path starts with this (Kubo's ``/api/v0``)."""
