@@ -9,6 +9,8 @@ first run (``zikade init`` does the same explicitly).
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 
 import click
@@ -24,7 +26,7 @@ from zikade_py import __version__
 from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.http.args import parse_multiaddr
 from zikade_py.http.client import RpcClient
-from zikade_py.http.daemon import Daemon, DaemonConfig, wait_for_signal
+from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
 from zikade_py.http.repo import init_repo, is_initialized, load_config
 
 
@@ -110,17 +112,21 @@ def daemon_command(
         )
         daemon.on_bootstrap = _report_bootstrap
         click.echo(f"zikade daemon version {__version__}")
+        with catch_signals() as stop:
+            await _serve(daemon, node_cfg.mode, stop)
+
+    async def _serve(daemon: Daemon, mode: str, stop: asyncio.Future[signal.Signals]) -> None:
         await daemon.start()
         try:
             click.echo(f"peer identity: {daemon.node.peer_id}")
-            click.echo(f"DHT mode: {node_cfg.mode}")
+            click.echo(f"DHT mode: {mode}")
             for swarm_addr in daemon.swarm_addrs:
                 click.echo(f"Swarm listening on {swarm_addr}")
             click.echo(f"RPC API server listening on {daemon.api_addr}")
             click.echo(f"Routing V1 API server listening on {daemon.routing_url}/routing/v1")
             click.echo(f"Metrics at {daemon.api_url}/metrics")
             click.echo("Daemon is ready")
-            sig = await wait_for_signal()
+            sig = await stop
             click.echo(f"Received {sig.name}, shutting down...")
         finally:
             await daemon.close()

@@ -30,7 +30,7 @@ from zikade_py.dht.config import NodeConfig
 from zikade_py.dht.node import Node
 from zikade_py.dht.query_events import QueryEvent, QueryEventType
 from zikade_py.http.client import RpcClient
-from zikade_py.http.daemon import Daemon, DaemonConfig, wait_for_signal
+from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
 from zikade_py.http.repo import RepoConfig, init_repo, save_config
 
 T = TypeVar("T")
@@ -198,14 +198,15 @@ def devnet_command(count: int, repo: str | None, api: str, demo: bool, trace: st
                 if await client.alive():
                     raise CommandError(f"a daemon already runs on {repo_dir} ({client.base_url})")
         started = time.perf_counter()
-        async with start_devnet(count, repo_dir, api) as net:
-            _print_banner(net, console, time.perf_counter() - started, temp)
-            if demo:
-                await run_demo(net, console)
-                return
-            console.print("devnet is ready (Ctrl-C to stop)")
-            await wait_for_signal()
-            console.print("stopping the devnet...")
+        with catch_signals() as stop:
+            async with start_devnet(count, repo_dir, api) as net:
+                _print_banner(net, console, time.perf_counter() - started, temp)
+                if demo:
+                    await run_demo(net, console)
+                    return
+                console.print("devnet is ready (Ctrl-C to stop)")
+                await stop
+                console.print("stopping the devnet...")
 
     try:
         run_command("devnet", go, trace=trace, root_span=demo)

@@ -167,7 +167,9 @@ def test_ping_through_the_daemon(net, zikade_run) -> None:
     assert res.lines[0] == f"PING {net.b.peer_id}."
     assert sum(line.startswith("Pong received: time=") for line in res.lines) == 2
     assert res.lines[-1].startswith("Average latency: ")
-    docs = ndjson(zikade_run("ping", net.b.swarm_addr, "-n", "2", "--json", repo=net.a.repo).ok().out)
+    docs = ndjson(
+        zikade_run("ping", net.b.swarm_addr, "-n", "2", "--json", repo=net.a.repo).ok().out
+    )
     assert [d["Success"] for d in docs] == [False, True, True, True]
     assert all(int(d["Time"]) > 0 for d in docs[1:3])  # type: ignore[call-overload]
 

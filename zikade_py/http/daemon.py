@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,8 +181,11 @@ class Daemon:
         await self.node.close()
 
 
-async def wait_for_signal(*signals: signal.Signals) -> signal.Signals:
-    """Wait until one of ``signals`` (default SIGINT, SIGTERM) arrives; return it."""
+@contextlib.contextmanager
+def catch_signals(*signals: signal.Signals) -> Iterator[asyncio.Future[signal.Signals]]:
+    """Within the block, ``signals`` (default SIGINT, SIGTERM) resolve the yielded future
+    instead of killing the process. Enter it before announcing readiness, so a signal
+    sent right after the announcement is never lost."""
     wanted = signals or (signal.SIGINT, signal.SIGTERM)
     loop = asyncio.get_running_loop()
     got: asyncio.Future[signal.Signals] = loop.create_future()
@@ -194,10 +197,16 @@ async def wait_for_signal(*signals: signal.Signals) -> signal.Signals:
     for sig in wanted:
         loop.add_signal_handler(sig, deliver, sig)
     try:
-        return await got
+        yield got
     finally:
         for sig in wanted:
             loop.remove_signal_handler(sig)
+
+
+async def wait_for_signal(*signals: signal.Signals) -> signal.Signals:
+    """Wait until one of ``signals`` (default SIGINT, SIGTERM) arrives; return it."""
+    with catch_signals(*signals) as got:
+        return await got
 
 
 async def run_until_signal(daemon: Daemon) -> signal.Signals:
