@@ -10,10 +10,11 @@ Reuse them from any DHT test::
 
 * :func:`loopback_config` — a :class:`NodeConfig` for loopback tests: listen on
   ``127.0.0.1:0``, a host whose per-IP inbound rate limit allows dozens of peers
-  from the same address, no republisher. Keyword arguments override fields.
+  from the same address, no republisher, no explore walks. Keyword arguments
+  override fields.
 * :func:`start_network` — an async context manager: starts a bootstrap node and
-  ``n`` nodes configured with it as their bootstrap peer, bootstraps them all
-  concurrently, waits (bounded) until every node has at least ``min_table``
+  ``n`` nodes configured with it as their bootstrap peer, bootstraps them one after
+  the other, waits (bounded) until every node has at least ``min_table``
   routing-table entries, and closes everything on exit. Yields :class:`Network`.
 * :func:`wait_for` — poll a condition every 20 ms, bounded in time.
 * :class:`FakeKadPeer`, :func:`black_hole`, :func:`directory` — hand-written kad
@@ -38,6 +39,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from zikade_py import telemetry
+from zikade_py.core.coordinator import CoordinatorConfig
+from zikade_py.core.routing.behaviour import RoutingConfig
 from zikade_py.dht import Node, NodeConfig
 from zikade_py.dht.messages import Message, MessageError, PeerInfo, encode_message, read_message
 from zikade_py.dht.protocol import KAD_PROTOCOL
@@ -54,10 +57,19 @@ LOOPBACK_HOST = HostConfig(
 """Every peer of a loopback test dials from 127.0.0.1: lift the per-IP rate limit."""
 
 
+LOOPBACK_COORDINATOR = CoordinatorConfig(routing=RoutingConfig(enable_explore=False))
+"""No bucket-refresh walks: after a bootstrap every node would start ~15 of them at once,
+and thirty nodes sharing one event loop spend seconds of CPU on that storm. Tables
+fill from the bootstrap self-lookups and the include queue instead."""
+
+
 def loopback_config(**overrides: Any) -> NodeConfig:
     """A NodeConfig for tests on 127.0.0.1 (fields can be overridden by keyword)."""
     base = NodeConfig(
-        listen_addrs=["/ip4/127.0.0.1/tcp/0"], host=LOOPBACK_HOST, republish=False
+        listen_addrs=["/ip4/127.0.0.1/tcp/0"],
+        host=LOOPBACK_HOST,
+        republish=False,
+        coordinator=LOOPBACK_COORDINATOR,
     )
     return replace(base, **overrides)
 
@@ -93,6 +105,7 @@ async def start_network(
     config: Callable[[int], NodeConfig] | None = None,
     min_table: int = 1,
     settle_timeout: float = 20.0,
+    wave: int = 5,
 ) -> AsyncIterator[Network]:
     """Start a bootstrap node and ``n`` nodes joined through it (see the module docstring).
 
@@ -107,9 +120,14 @@ async def start_network(
         addr = [str(a) for a in boot.multiaddrs]
         net.nodes = [Node(replace(make(i), bootstrap=addr)) for i in range(n)]
         await asyncio.gather(*(node.start() for node in net.nodes))
-        results = await asyncio.gather(*(node.bootstrap() for node in net.nodes))
-        for result in results:
-            assert result.connected, f"bootstrap failed: {result}"
+        # In small waves: each self-lookup then finds the nodes that joined before
+        # (all at once, everyone would only find the bootstrap node's empty table).
+        for first in range(0, n, wave):
+            results = await asyncio.gather(
+                *(node.bootstrap() for node in net.nodes[first : first + wave])
+            )
+            for result in results:
+                assert result.connected, f"bootstrap failed: {result}"
         await wait_for(
             lambda: all(len(node.routing_table()) >= min_table for node in net.all),
             timeout=settle_timeout,

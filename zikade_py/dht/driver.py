@@ -61,7 +61,7 @@ from zikade_py.core.key import Key
 from zikade_py.core.query import QueryID
 from zikade_py.core.trace import Trace
 from zikade_py.dht.config import NodeClosedError
-from zikade_py.dht.messages import Message, PeerInfo
+from zikade_py.dht.messages import Message, PeerInfo, find_node
 from zikade_py.dht.router import DialFailedError, Router
 from zikade_py.dht.session import Session, SessionCancelledError
 from zikade_py.p2p.peer_id import PeerID
@@ -385,7 +385,8 @@ class Driver:
         handle = self._handles.get(out.query_id)
         if handle is not None:
             peer = key_peer(out.to)
-            handle.span.add_event("request", {"peer_id": str(peer), "request_id": rid})
+            if handle.span.is_recording():
+                handle.span.add_event("request", {"peer_id": str(peer), "request_id": rid})
             if handle.observer is not None:
                 handle.observer.on_sending(peer)
 
@@ -432,28 +433,23 @@ class Driver:
         if isinstance(out, SendFindNode):
             if not out.target.preimage:
                 raise ValueError("FIND_NODE target has no preimage to put on the wire")
-            infos = await self.router.get_closer_nodes(
-                peer,
-                out.target.preimage,
-                deadline=out.deadline,
-                span_context=out.span_context,
-                request_id=out.request_id,
-            )
-            return RequestSucceeded(
-                out.request_id, _keys(infos), response=infos, trace=out.trace
-            )
-        message = out.message
-        if not isinstance(message, Message):
-            raise TypeError(f"cannot send {type(message).__name__} as a kad message")
-        response = await self.router.send_message(
+            message = find_node(out.target.preimage)
+        elif isinstance(out.message, Message):
+            message = out.message
+        else:
+            raise TypeError(f"cannot send {type(out.message).__name__} as a kad message")
+        reply = await self.router.request(
             peer,
             message,
             deadline=out.deadline,
             span_context=out.span_context,
             request_id=out.request_id,
         )
-        closer = self.router.closer_from(response) if response is not None else []
-        return RequestSucceeded(out.request_id, _keys(closer), response=response, trace=out.trace)
+        # FIND_NODE answers are reported as their peer list, others as the message.
+        response = reply.closer if isinstance(out, SendFindNode) else reply.message
+        return RequestSucceeded(
+            out.request_id, _keys(reply.closer), response=response, trace=out.trace
+        )
 
     def _forget(self, rid: RequestID) -> None:
         entry = self._tasks.get(rid)

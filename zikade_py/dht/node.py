@@ -137,13 +137,13 @@ class _Observer:
         emit(self._on_event, QueryEvent(QueryEventType.SENDING_QUERY, peer))
 
     def on_progress(self, peer: PeerID, response: object) -> None:
-        if isinstance(response, Message):
-            closer: Sequence[PeerInfo] = closer_peers(response)
-        elif isinstance(response, list):
-            closer = response
-        else:
-            closer = ()
-        emit(self._on_event, QueryEvent(QueryEventType.PEER_RESPONSE, peer, tuple(closer)))
+        if self._on_event is not None:
+            closer: Sequence[PeerInfo] = ()
+            if isinstance(response, Message):
+                closer = closer_peers(response)
+            elif isinstance(response, list):
+                closer = response
+            emit(self._on_event, QueryEvent(QueryEventType.PEER_RESPONSE, peer, tuple(closer)))
         if self._hook is not None:
             self._hook(peer, response)
 
@@ -384,15 +384,16 @@ class Node:
     async def _watch_host(self, events: NonBlockingQueue[HostEvent]) -> None:
         """Identified kad servers with addresses become routing candidates (WIRE.md §10 pt 15)."""
         book = self.host.peerstore
+        driver = self.driver
         async for event in events:
             match event:
                 case PeerIdentified(peer=peer, protocols=protocols, listen_addrs=addrs):
                     dialable = [a for a in addrs if a.tcp_endpoint() is not None]
                     if KAD_PROTOCOL in protocols and dialable:
-                        self.driver.notify(AddCandidates((peer_key(peer),)))
+                        driver.notify(AddCandidates((peer_key(peer),)))
                 case ProtocolsUpdated(peer=peer, protocols=protocols):
                     if KAD_PROTOCOL in protocols and book.addrs(peer):
-                        self.driver.notify(AddCandidates((peer_key(peer),)))
+                        driver.notify(AddCandidates((peer_key(peer),)))
                 case _:
                     pass
 

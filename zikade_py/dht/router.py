@@ -31,6 +31,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from opentelemetry import context as otel_context
@@ -56,11 +57,15 @@ from zikade_py.p2p.connection import Stream
 from zikade_py.p2p.connmgr import ConnectionLimitError
 from zikade_py.p2p.host import DialError, Host, HostClosedError
 from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.yamux import SessionClosedError
 
 log = logging.getLogger(__name__)
 
 CLOSER_PEER_ADDR_TTL: Final = 3600.0
 """How long addresses heard in a closer-peers list are kept (zikade's router: 1 h)."""
+
+OPEN_ATTEMPTS: Final = 3
+"""Tries to get a stream when the connection we got closes under us (simultaneous dials)."""
 
 RequestID = int
 """The coordinator's name for a request (``SendFindNode.request_id``)."""
@@ -83,6 +88,14 @@ class RequestTimeoutError(RequestError, TimeoutError):
 
 class BadResponseError(RequestError):
     """The peer answered with something that is not a valid answer to our request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer: the message (``None`` for ADD_PROVIDER) and its closer peers, parsed."""
+
+    message: Message | None
+    closer: list[PeerInfo]
 
 
 class Router:
@@ -141,27 +154,44 @@ class Router:
         :class:`BadResponseError` or :class:`RequestError`; ``CancelledError`` when
         :meth:`cancel_request` (or anything else) cancelled it, with the stream reset.
         """
+        reply = await self.request(
+            to, msg, deadline=deadline, span_context=span_context, request_id=request_id
+        )
+        return reply.message
+
+    async def request(
+        self,
+        to: PeerID,
+        msg: Message,
+        *,
+        deadline: float | None = None,
+        span_context: SpanContext = INVALID_SPAN_CONTEXT,
+        request_id: RequestID | None = None,
+    ) -> Reply:
+        """:meth:`send_message`, returning the answer with its closer peers parsed once."""
         kind = message_type(msg)
         parent = (
             trace.set_span_in_context(NonRecordingSpan(span_context))
             if span_context.is_valid
             else otel_context.Context()
         )
-        attributes: dict[str, str | int] = {
-            "message_type": kind.name,
-            "peer_id": str(to),
-            "key": telemetry.key_attribute(msg.key),
-        }
-        if request_id is not None:
-            attributes["request_id"] = request_id
         task = asyncio.current_task()
         if request_id is not None and task is not None:
             self._active[request_id] = task
         self.requests_sent += 1
-        span = telemetry.tracer().start_span("Router.SendMessage", parent, attributes=attributes)
+        span = telemetry.tracer().start_span("Router.SendMessage", parent)
+        if span.is_recording():  # str(PeerID) is base58: only pay for it when traced
+            span.set_attributes(
+                {
+                    "message_type": kind.name,
+                    "peer_id": str(to),
+                    "key": telemetry.key_attribute(msg.key),
+                    "request_id": -1 if request_id is None else request_id,
+                }
+            )
         try:
             with trace.use_span(span, end_on_exit=False):
-                response = await self._exchange(to, msg, self._budget(deadline))
+                reply = await self._exchange(to, msg, self._budget(deadline))
         except asyncio.CancelledError:
             self.requests_cancelled += 1
             span.set_attribute("cancelled", True)
@@ -175,7 +205,7 @@ class Router:
             span.end()
             if request_id is not None and self._active.get(request_id) is task:
                 del self._active[request_id]
-        return response
+        return reply
 
     async def get_closer_nodes(
         self,
@@ -187,12 +217,11 @@ class Router:
         request_id: RequestID | None = None,
     ) -> list[PeerInfo]:
         """FIND_NODE(``target``) to ``to``: the peers it names, without us and duplicates."""
-        response = await self.send_message(
+        reply = await self.request(
             to, find_node(target), deadline=deadline, span_context=span_context,
             request_id=request_id,
         )
-        assert response is not None  # FIND_NODE is always answered
-        return self.closer_from(response)
+        return reply.closer
 
     def closer_from(self, response: Message) -> list[PeerInfo]:
         """The closer peers of ``response``, without ourselves and without repeats."""
@@ -233,7 +262,7 @@ class Router:
             return self._request_timeout
         return deadline - self._clock()
 
-    async def _exchange(self, to: PeerID, msg: Message, budget: float) -> Message | None:
+    async def _exchange(self, to: PeerID, msg: Message, budget: float) -> Reply:
         if budget <= 0:
             raise RequestTimeoutError("deadline passed before the request was sent")
         kind = message_type(msg)
@@ -246,7 +275,7 @@ class Router:
                 await stream.write(payload)
                 if not expects_response(kind):
                     await stream.close()
-                    return None
+                    return Reply(None, [])
                 try:
                     response = await read_message(stream.reader, self._max_message_size)
                 except MessageError as exc:
@@ -268,33 +297,43 @@ class Router:
         finally:
             if stream is not None:
                 self._streams.discard(stream)
-        self._learn(response)
-        return response
+        closer = self.closer_from(response)
+        self._learn(closer)
+        return Reply(response, closer)
 
     async def _open(self, to: PeerID, budget: float) -> Stream:
         if to == self._host.peer_id:
             raise DialFailedError("refusing to send a request to ourselves")
-        start = self._clock()
-        try:
-            conn = await self._host.connect(to, timeout=budget)
-        except (DialError, ConnectionLimitError, HostClosedError, OSError) as exc:
-            raise DialFailedError(f"cannot connect to {to}: {exc}") from exc
-        remaining = max(budget - (self._clock() - start), 0.001)
-        try:
-            return await conn.open_stream([self._protocol], timeout=remaining)
-        except TimeoutError:
-            raise
-        except Exception as exc:  # refused protocol, yamux limits, session gone
-            raise RequestError(f"cannot open a kad stream to {to}: {exc}") from exc
+        deadline = self._clock() + budget
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                conn = await self._host.connect(to, timeout=budget)
+            except (DialError, ConnectionLimitError, HostClosedError, OSError) as exc:
+                raise DialFailedError(f"cannot connect to {to}: {exc}") from exc
+            remaining = max(deadline - self._clock(), 0.001)
+            try:
+                return await conn.open_stream([self._protocol], timeout=remaining)
+            except TimeoutError:
+                raise
+            except SessionClosedError as exc:
+                # Both sides dialed at once and the host dropped this connection
+                # (possibly both): ask again for a surviving or a new one.
+                if attempt + 1 < OPEN_ATTEMPTS and self._clock() < deadline:
+                    await asyncio.sleep(0.01 * (attempt + 1))
+                    continue
+                raise RequestError(f"cannot open a kad stream to {to}: {exc}") from exc
+            except Exception as exc:  # refused protocol, yamux limits
+                raise RequestError(f"cannot open a kad stream to {to}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     async def _reset(self, stream: Stream | None) -> None:
         if stream is not None:
             with contextlib.suppress(Exception):
                 await stream.reset()
 
-    def _learn(self, response: Message) -> None:
+    def _learn(self, closer: list[PeerInfo]) -> None:
         book = self._host.peerstore
-        for info in self.closer_from(response):
+        for info in closer:
             if info.addrs:
                 book.add_addrs(info.peer_id, info.addrs, CLOSER_PEER_ADDR_TTL)
 
@@ -303,6 +342,7 @@ __all__ = [
     "CLOSER_PEER_ADDR_TTL",
     "BadResponseError",
     "DialFailedError",
+    "Reply",
     "RequestError",
     "RequestTimeoutError",
     "ResponseHook",
