@@ -64,7 +64,7 @@ async def consume(it: AsyncIterator[object]) -> list[object]:
 async def test_cancelling_a_session_stops_all_its_queries(
     stuck: tuple[Node, list[FakeKadPeer]], spans: InMemorySpanExporter
 ) -> None:
-    q, holes = stuck
+    q, _ = stuck
     async with session() as sess:
         assert current_session() is sess
         tasks = [
