@@ -55,6 +55,8 @@ def run_simulation(
     if coordinator is None:
         coordinator = sim_coordinator_config(prefill=config.prefill)
     report = Simulation(config, coordinator_factory(coordinator)).run()
+    report["explore"] = coordinator.routing.enable_explore
+    report["probe"] = coordinator.routing.enable_probe
     report["wall_s"] = round(time.perf_counter() - start, 3)
     report["cpu_s"] = round(time.process_time() - cpu_start, 3)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)

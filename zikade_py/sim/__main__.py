@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from zikade_py.sim import format_summary, run_simulation
+from zikade_py.sim import format_summary, run_simulation, sim_coordinator_config
 from zikade_py.sim.network import LatencyConfig, NetworkConfig
 from zikade_py.sim.simulation import SimConfig
 
@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lookup-interval", type=float, default=0.05, help="virtual seconds between lookups"
     )
+    p.add_argument(
+        "--explore",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the coordinators' explore walks (default: on, off with --prefill)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -81,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = run_simulation(config)
+    coordinator = sim_coordinator_config(prefill=args.prefill, explore=args.explore)
+    report = run_simulation(config, coordinator)
     if args.json:
         print(json.dumps(report, separators=(",", ":")))
     else:
