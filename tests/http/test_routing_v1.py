@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email.utils
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from fake_kad import black_hole, directory
 from multiformats import CID
 
-from zikade_py.dht import Node, NodeConfig
+from zikade_py.core.pool import PoolConfig
+from zikade_py.core.query import QueryConfig
+from zikade_py.dht import CoordinatorConfig, Node, NodeConfig
+from zikade_py.dht.messages import Message
 from zikade_py.dht.records import ipns_key, make_ipns_record
 from zikade_py.http.routing_v1 import RoutingV1Config, add_routing_v1_routes
 from zikade_py.p2p.crypto import PrivateKey
@@ -366,3 +372,69 @@ async def test_routes_leave_the_rest_of_the_app_alone() -> None:
             assert resp.status == 200
             assert "Access-Control-Allow-Origin" not in resp.headers
             assert (await client.get("/nowhere")).status == 404
+
+
+async def _until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds * 20)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def test_ndjson_streams_before_the_query_ends_and_a_disconnect_stops_it() -> None:
+    """The first record is flushed while the walk still waits on a black hole; closing
+    the connection cancels the query (the black hole sees its stream reset)."""
+    # no timeout of its own may end the black hole's request within the test's waits
+    pool = PoolConfig(query_timeout=120, query=QueryConfig(request_timeout=120))
+    cfg = NodeConfig(
+        request_timeout=120, query_timeout=120, coordinator=CoordinatorConfig(pool=pool)
+    )
+    async with (
+        black_hole() as hole,
+        directory(lambda: [hole.info]) as lobby,
+        Node(cfg) as server,
+        Node(NodeConfig()) as provider,
+    ):
+        await provider.bootstrap([f"{server.listen_addrs[0]}/p2p/{server.peer_id}"])
+        cid = _cid(b"streamed while walking")
+        await provider.provide(cid, timeout=10)  # the server stores the record
+        server.add_peer(lobby.multiaddr)
+        await _until(
+            lambda: any(e.peer.peer_id == lobby.info.peer_id for e in server.routing_table()),
+            "the directory in the routing table",
+        )
+        # a real AppRunner as the daemon uses: it does NOT cancel handlers on disconnect
+        # (aiohttp's TestServer would), so the server must notice the client left itself
+        app = web.Application()
+        add_routing_v1_routes(app, server, RoutingV1Config(timeout=120))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/routing/v1/providers/{cid}"
+        try:
+            async with aiohttp.ClientSession() as session:
+                resp = await session.get(url, headers={"Accept": NDJSON})
+                assert resp.status == 200
+                first = json.loads(await resp.content.readline())
+                assert first["ID"] == str(provider.peer_id)
+                await _until(
+                    lambda: any(r.type == Message.GET_PROVIDERS for r in hole.requests),
+                    "the walk to reach the black hole",
+                )
+                assert not resp.content.at_eof()  # still streaming: the walk is not over
+                assert Message.GET_PROVIDERS not in hole.reset_types
+                resp.close()
+                await _until(
+                    lambda: Message.GET_PROVIDERS in hole.reset_types,
+                    "the query to be cancelled after the client left",
+                )
+        finally:
+            await runner.cleanup()
+
+
+async def test_head_answers_without_a_body(net: Net) -> None:
+    resp = await net.client.head(f"/routing/v1/peers/{net.peers[0].peer_id}")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "application/json"
+    assert await resp.read() == b""

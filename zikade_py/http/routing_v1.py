@@ -17,6 +17,7 @@ closest peers, as the spec says). Cache headers follow the spec's templates.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import email.utils
@@ -26,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -61,6 +62,11 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DISCONNECT_POLL: Final = 0.5
+"""Seconds between checks whether the client of a running query is still connected."""
 
 PREFIX: Final = "/routing/v1"
 """Where the API lives."""
@@ -227,9 +233,22 @@ class _Routes:
         *,
         empty_status: int = 200,
     ) -> web.StreamResponse:
-        """JSON (collected, ≤ records_limit) or NDJSON (flushed per record) from ``records``."""
+        """JSON (collected, ≤ records_limit) or NDJSON (flushed per record) from ``records``;
+        the query stops as soon as the client goes away."""
         if wants_ndjson(request.headers.get("Accept")):
-            return await self._stream(request, records, empty_status=empty_status)
+            response = web.StreamResponse(status=200)
+            work = self._stream(request, response, records, empty_status=empty_status)
+        else:
+            response = None
+            work = self._collect(field, records, empty_status=empty_status)
+        try:
+            return await _until_disconnect(request, work)
+        except ClientGoneError:
+            return response if response is not None and response.prepared else _gone()
+
+    async def _collect(
+        self, field: str, records: AsyncIterator[dict[str, Any]], *, empty_status: int
+    ) -> web.StreamResponse:
         collected: list[dict[str, Any]] = []
         async with _closing(records):
             async for record in records:
@@ -244,10 +263,14 @@ class _Routes:
         )
 
     async def _stream(
-        self, request: web.Request, records: AsyncIterator[dict[str, Any]], *, empty_status: int
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        records: AsyncIterator[dict[str, Any]],
+        *,
+        empty_status: int,
     ) -> web.StreamResponse:
         # Headers go out with the first record, so Cache-Control can tell a hit from a miss.
-        response = web.StreamResponse(status=200)
         sent = 0
         async with _closing(records):
             try:
@@ -260,7 +283,7 @@ class _Routes:
                     if sent >= self.config.streaming_records_limit:
                         break
             except ConnectionResetError:
-                # the client went away: aclosing() stops the query
+                # the client went away: _closing() stops the query
                 return response
             except Exception:
                 if not response.prepared:
@@ -374,8 +397,12 @@ class _Routes:
             )
         async with self._slot():
             try:
-                raw = await self.node.get_value(ipns_key(name), timeout=self.config.timeout)
+                raw = await _until_disconnect(
+                    request, self.node.get_value(ipns_key(name), timeout=self.config.timeout)
+                )
                 record = parse_ipns_record(raw)
+            except ClientGoneError:
+                return _gone()
             except (LookupError, TimeoutError, InvalidRecordError):
                 # IPIP-513: 200 with any other content type means "no record found"
                 return _text(
@@ -453,6 +480,37 @@ class _Routes:
         if request.method == "OPTIONS":
             return await _Routes.preflight(request)
         raise web.HTTPBadRequest(text=f"unknown path {request.path[:200]}\n")
+
+
+class ClientGoneError(ConnectionResetError):
+    """The HTTP client closed its connection while its query was still running."""
+
+
+def _gone() -> web.Response:
+    # nobody reads it: the connection is closing; 499 is what proxies log for this
+    return web.Response(status=499, text="client closed request\n")
+
+
+async def _until_disconnect(request: web.Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (and the query under it) if the client disconnects.
+
+    aiohttp does not cancel handlers when a client leaves (``handler_cancellation`` is
+    off by default), and a routing query can run for its whole timeout, so the
+    connection is polled every :data:`DISCONNECT_POLL` seconds.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ClientGoneError("client went away")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
