@@ -10,11 +10,12 @@ hashed and the key must come from the handshake.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from multiformats import multibase
 
+from zikade_py.p2p.base58 import b58decode, b58encode
 from zikade_py.p2p.crypto import InvalidKeyError, PublicKey
 from zikade_py.p2p.varint import VarintError, decode_uvarint, encode_uvarint
 
@@ -71,6 +72,7 @@ class PeerID:
     """
 
     multihash: bytes
+    _text: str = field(default="", init=False, repr=False, compare=False)
 
     @classmethod
     def from_public_key(cls, key: PublicKey) -> PeerID:
@@ -94,7 +96,7 @@ class PeerID:
             raise InvalidPeerIDError("not a peer id string")
         try:
             if text[0] == "1" or text.startswith("Qm"):
-                return cls.from_bytes(multibase.get("base58btc").raw_decoder(text))
+                return cls.from_bytes(b58decode(text))
             if text[0] not in _CID_BASES:
                 raise InvalidPeerIDError(f"unsupported multibase prefix {text[0]!r}")
             raw = multibase.decode(text)
@@ -115,8 +117,9 @@ class PeerID:
 
     def to_base58(self) -> str:
         """The legacy base58btc string, the form every implementation displays."""
-        encoded: str = multibase.get("base58btc").raw_encoder(self.multihash)
-        return encoded
+        if not self._text:
+            object.__setattr__(self, "_text", b58encode(self.multihash))
+        return self._text
 
     def __str__(self) -> str:
         return self.to_base58()
