@@ -12,9 +12,10 @@ outbound ping stream per connection (``maxOutboundStreams: 1``), shared by the m
 (a ping over every connection every 10 s) and kad's new-contact check; when the two
 overlap, kad gets ``TooManyOutboundProtocolStreamsError``, drops the candidate and
 only retries if a later query response names it. Measured here: with the monitor on,
-1–3 of the 30 (ours × js) admissions were lost per run, and js–js admissions too;
-with it off, none. It is a js-internal race, so it is removed, and the admission test
-then demands that EVERY js node that identified one of ours admits it.
+1–3 (ours, js) pairs per run identified each other yet were never admitted (js–js pairs
+lost admissions too); with it off, none in repeated runs. It is a js-internal race, so
+it is removed, and the admission test then demands that EVERY js node that identified
+one of ours admits it.
 """
 
 from __future__ import annotations
