@@ -3,9 +3,11 @@
 Rules of the machine (read top to bottom as a table):
 
 * :class:`IncludeAddCandidate` queues a node (FIFO, unique, at most
-  ``queue_capacity``) unless the table would not change: self, already present,
-  refused by the node filter, or its bucket and that bucket's replacement
-  cache are both full. Candidates already queued or being checked are ignored.
+  ``queue_capacity``) only if it would take a free seat in the table: self,
+  nodes already present, nodes the filter refuses and nodes whose bucket is
+  full are ignored (a full bucket's replacement cache is fed by nodes that
+  answer our requests, which proved themselves already). Candidates already
+  queued or being checked are ignored.
   A full queue drops the candidate (counted in :attr:`IncludeStats.dropped`).
 * A check is a FIND_NODE for the candidate's own key, sent to the candidate,
   at most ``concurrency`` at a time, each with a deadline of
@@ -25,7 +27,7 @@ Rules of the machine (read top to bottom as a table):
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import assert_never
 
 from zikade_py.core.event import Event
@@ -55,9 +57,13 @@ class IncludeConfig:
             raise ValueError("check_timeout must be positive")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IncludeStats:
-    """Counters of the include queue, for metrics and tests."""
+    """Counters of the include queue, for metrics and tests (live, updated in place).
+
+    Mutable on purpose: candidates arrive with every lookup answer, so rebuilding a
+    frozen copy per count was the simulator's largest single cost.
+    """
 
     queued: int = 0
     ignored: int = 0
@@ -173,7 +179,7 @@ class Include:
 
     @property
     def stats(self) -> IncludeStats:
-        """Counters so far."""
+        """Counters so far (the live object; copy it to keep a snapshot)."""
         return self._stats
 
     def queued(self) -> list[Key]:
@@ -203,7 +209,7 @@ class Include:
                 updated = self._on_success(event, now)
             case IncludeCheckFailure():
                 if self._checks.pop(event.node, None) is not None:
-                    self._count(failures=1)
+                    self._stats.failures += 1
             case _:
                 assert_never(event)
         self._expire(now)
@@ -214,44 +220,40 @@ class Include:
     def _on_candidate(self, event: IncludeAddCandidate) -> None:
         node = event.node
         if node in self._queue or node in self._checks or not self._worth_checking(node):
-            self._count(ignored=1)
+            self._stats.ignored += 1
         elif len(self._queue) >= self.config.queue_capacity:
-            self._count(dropped=1)
+            self._stats.dropped += 1
         else:
             self._queue[node] = event.trace
-            self._count(queued=1)
+            self._stats.queued += 1
 
     def _worth_checking(self, node: Key) -> bool:
-        verdict = self.table.would_add(node)
-        if verdict is AddResult.ADDED:
-            return True
-        # A parked replacement already passed its check: checking it again on every
-        # contact would turn each inbound request into a FIND_NODE back.
-        return (
-            verdict is AddResult.BUCKET_FULL
-            and not self.table.is_replacement(node)
-            and self.table.replacement_has_room(node)
-        )
+        # Only a free seat is worth a check. Checking candidates for a full bucket's
+        # replacement cache cost four FIND_NODEs per lookup answer in the simulator
+        # (every node named in an answer got one back); the cache is filled for free
+        # by nodes that answer our own requests instead.
+        return self.table.would_add(node) is AddResult.ADDED
 
     def _on_success(self, event: IncludeCheckSuccess, now: float) -> IncludeRoutingUpdated | None:
         if self._checks.pop(event.node, None) is None:
             return None  # never asked, timed out already, or a duplicate answer
         if event.closer_count < 1:
-            self._count(failures=1)
+            self._stats.failures += 1
             return None
         result = self.table.add(event.node, now)
         if result is AddResult.ADDED:
-            self._count(added=1)
+            self._stats.added += 1
             return IncludeRoutingUpdated(event.node, trace=event.trace)
         if result is AddResult.BUCKET_FULL and self.table.offer_replacement(event.node, now):
-            self._count(cached=1)
+            self._stats.cached += 1
         return None
 
     def _expire(self, now: float) -> None:
         for node, trace in list(self._checks.items()):
             if trace.expired(now):
                 del self._checks[node]
-                self._count(failures=1, timeouts=1)
+                self._stats.failures += 1
+                self._stats.timeouts += 1
                 self._pending.append(IncludeCancelCheck(node, trace=trace))
 
     def _next(self, now: float, trace: Trace) -> IncludeState:
@@ -262,11 +264,11 @@ class Include:
             node = next(iter(self._queue))
             queued_trace = self._queue.pop(node)
             if not self._worth_checking(node):  # the table changed while it waited
-                self._count(ignored=1)
+                self._stats.ignored += 1
                 continue
             check_trace = Trace(queued_trace.span_context, now + cfg.check_timeout)
             self._checks[node] = check_trace
-            self._count(checks=1)
+            self._stats.checks += 1
             return IncludeConnectivityCheck(node, node, trace=check_trace)
         if len(self._checks) >= cfg.concurrency:
             if len(self._queue) >= cfg.queue_capacity:
@@ -275,7 +277,3 @@ class Include:
         if self._checks:
             return IncludeWaitingWithCapacity(trace=trace)
         return IncludeIdle(trace=trace)
-
-    def _count(self, **deltas: int) -> None:
-        s = self._stats
-        self._stats = replace(s, **{k: getattr(s, k) + v for k, v in deltas.items()})
