@@ -244,3 +244,52 @@ def test_max_closer_per_response_bounds_a_hostile_answer() -> None:
 def test_invalid_config_is_refused(cfg: QueryConfig) -> None:
     with pytest.raises(ValueError):
         cfg.validate()
+
+
+def test_never_finishes_past_a_closer_node_not_yet_asked() -> None:
+    # α=1 in flight; an answer names a closer node while 2 farther ones already
+    # answered: the query must ask the closer one before it may finish.
+    cfg = QueryConfig(concurrency=1, num_results=2, adaptive_timeout=False)
+    q = Query("q", SELF, TARGET, [k(10), k(11), k(12)], cfg)
+    drain(q, 0.0)
+    q.advance(QueryNodeResponse(k(10)), 0.1)
+    q.advance(QueryNodeResponse(k(11), (k(1),)), 0.2)
+    state = q.advance(QueryPoll(), 0.2)
+    assert not isinstance(state, QueryFinished)
+    assert q.node_state(k(1)) in (NodeState.WAITING, NodeState.NOT_CONTACTED)
+
+
+def test_adaptive_wait_stops_waiting_on_a_silent_node() -> None:
+    cfg = QueryConfig(concurrency=4, num_results=3, request_timeout=10.0,
+                      adaptive_factor=3.0, adaptive_floor=0.5, adaptive_min_samples=3)
+    seeds = [k(1), k(2), k(3), k(4)]
+    q = Query("q", SELF, TARGET, seeds, cfg)
+    drain(q, 0.0)
+    assert q.wait_timeout() == 10.0  # no answers yet: the hard limit
+    for node in seeds[1:]:
+        q.advance(QueryNodeResponse(node), 0.2)
+    # three answers in 0.2 s: waiting on k(1) stops at 3 × 0.2 = 0.6 s
+    assert q.wait_timeout() == pytest.approx(0.6)
+    due = q.next_due()
+    assert due == pytest.approx(0.6)
+    state = q.advance(QueryPoll(), due)
+    assert q.node_state(k(1)) is NodeState.UNRESPONSIVE
+    # the three that answered are the closest left: done, and the silent request cancelled
+    assert isinstance(state, QueryCancelRequest) and state.node == k(1)
+    end = q.advance(QueryPoll(), due)
+    assert isinstance(end, QueryFinished) and end.reason is FinishReason.DONE
+    assert end.closest == (k(2), k(3), k(4))
+
+
+def test_adaptive_wait_never_exceeds_the_request_timeout_and_has_a_floor() -> None:
+    cfg = QueryConfig(concurrency=5, request_timeout=2.0, adaptive_floor=1.0)
+    q = Query("q", SELF, TARGET, [k(i) for i in range(1, 6)], cfg)
+    drain(q, 0.0)
+    for i in (2, 3, 4):
+        q.advance(QueryNodeResponse(k(i)), 0.01)
+    assert q.wait_timeout() == 1.0  # 3 × 0.01 s is below the floor
+    q2 = Query("q2", SELF, TARGET, [k(i) for i in range(1, 6)], cfg)
+    drain(q2, 0.0)
+    for i in (2, 3, 4):
+        q2.advance(QueryNodeResponse(k(i)), 1.9)
+    assert q2.wait_timeout() == 2.0  # 3 × 1.9 s is capped by the hard limit
