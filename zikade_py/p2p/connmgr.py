@@ -8,6 +8,11 @@ that carries no streams closes after ``idle_timeout``; when the total reaches
 to make room. Dead connections need no help here: yamux keep-alive pings fail,
 the session closes, and the host removes it.
 
+A peer may end up with two connections (both sides dialed at once). The host
+then :meth:`ConnectionManager.retire` s the redundant one: it is no longer
+handed out, finishes the streams it carries, and closes once it has been idle
+for ``redundant_grace`` (holds do not keep it).
+
 The bookkeeping is pure (every decision takes ``now``); :meth:`run` is the thin
 asyncio timer that acts on it.
 """
@@ -68,6 +73,7 @@ class ReleaseError(ValueError):
 class _Entry(Generic[C]):
     conn: C
     added: float
+    retired: float | None = None
 
 
 class ConnectionManager(Generic[C]):
@@ -81,6 +87,7 @@ class ConnectionManager(Generic[C]):
         "_wake",
         "idle_timeout",
         "max_connections",
+        "redundant_grace",
     )
 
     def __init__(
@@ -88,12 +95,14 @@ class ConnectionManager(Generic[C]):
         *,
         max_connections: int = 400,
         idle_timeout: float = 60.0,
+        redundant_grace: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_connections < 1 or idle_timeout <= 0:
-            raise ValueError("max_connections must be >= 1 and idle_timeout > 0")
+        if max_connections < 1 or idle_timeout <= 0 or redundant_grace <= 0:
+            raise ValueError("max_connections must be >= 1, idle_timeout and redundant_grace > 0")
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.redundant_grace = redundant_grace
         self._clock = clock
         self._conns: dict[PeerID, list[_Entry[C]]] = {}
         self._holds: dict[PeerID, int] = {}
@@ -117,6 +126,9 @@ class ConnectionManager(Generic[C]):
             return False
         entries[:] = [e for e in entries if e.conn is not conn]
         if entries:
+            if all(e.retired is not None for e in entries):
+                for e in entries:  # the kept one went first: these are all the peer has
+                    e.retired = None
             return False
         del self._conns[conn.remote_peer]
         if self._holds.get(conn.remote_peer, 0) == 0:
@@ -124,11 +136,28 @@ class ConnectionManager(Generic[C]):
         return True
 
     def get(self, peer: PeerID) -> C | None:
-        """The newest open connection to ``peer``, if any."""
+        """The newest open connection to ``peer`` that is not retired (else a retired one)."""
+        fallback = None
         for entry in reversed(self._conns.get(peer, ())):
             if not entry.conn.is_closed:
-                return entry.conn
-        return None
+                if entry.retired is None:
+                    return entry.conn
+                fallback = fallback or entry.conn
+        return fallback
+
+    def retire(self, conn: C, now: float | None = None) -> None:
+        """Mark ``conn`` redundant: :meth:`get` skips it, and it closes after being idle
+        (no streams) for ``redundant_grace``, held or not. Unknown connections are ignored."""
+        for entry in self._conns.get(conn.remote_peer, ()):
+            if entry.conn is conn and entry.retired is None:
+                entry.retired = self._now(now)
+                self._wake.set()
+
+    def is_retired(self, conn: C) -> bool:
+        """Whether ``conn`` was retired as redundant (and not reinstated since)."""
+        return any(
+            e.conn is conn and e.retired is not None for e in self._conns.get(conn.remote_peer, ())
+        )
 
     def connections(self, peer: PeerID | None = None) -> list[C]:
         """Every tracked connection, or those to ``peer``."""
@@ -189,41 +218,56 @@ class ConnectionManager(Generic[C]):
 
     def _idle_since(self, entry: _Entry[C]) -> float | None:
         conn = entry.conn
+        if conn.num_streams or conn.is_closed:
+            return None
+        if entry.retired is not None:
+            return max(entry.added, conn.last_used, entry.retired)
         peer = conn.remote_peer
-        if self._holds.get(peer, 0) or conn.num_streams or conn.is_closed:
+        if self._holds.get(peer, 0):
             return None
         return max(entry.added, conn.last_used, self._released.get(peer, -math.inf))
 
+    def _due(self, entry: _Entry[C]) -> float | None:
+        since = self._idle_since(entry)
+        if since is None:
+            return None
+        return since + (self.idle_timeout if entry.retired is None else self.redundant_grace)
+
     def expired(self, now: float | None = None) -> list[C]:
-        """Connections whose idle time has reached ``idle_timeout`` at ``now``."""
+        """Connections whose idle time has reached ``idle_timeout`` (retired ones:
+        ``redundant_grace``) at ``now``."""
         t = self._now(now)
         out = []
         for entries in self._conns.values():
             for entry in entries:
-                since = self._idle_since(entry)
-                if since is not None and t - since >= self.idle_timeout:
+                due = self._due(entry)
+                if due is not None and t >= due:
                     out.append(entry.conn)
         return out
 
     def next_due(self) -> float | None:
         """The earliest time an idle connection would expire, if any is idle now."""
         due = [
-            since + self.idle_timeout
+            d
             for entries in self._conns.values()
             for entry in entries
-            if (since := self._idle_since(entry)) is not None
+            if (d := self._due(entry)) is not None
         ]
         return min(due) if due else None
 
     def trim_candidate(self) -> C | None:
-        """The unheld idle connection that was used least recently, or ``None``."""
-        best: tuple[float, C] | None = None
+        """The unheld idle connection to close first: a retired one, else the least
+        recently used, or ``None``."""
+        best: tuple[bool, float, C] | None = None
         for entries in self._conns.values():
             for entry in entries:
                 since = self._idle_since(entry)
-                if since is not None and (best is None or since < best[0]):
-                    best = (since, entry.conn)
-        return best[1] if best is not None else None
+                if since is None:
+                    continue
+                kept = entry.retired is None
+                if best is None or (kept, since) < (best[0], best[1]):
+                    best = (kept, since, entry.conn)
+        return best[2] if best is not None else None
 
     def has_room(self) -> bool:
         """Whether one more connection fits under ``max_connections``."""
@@ -252,19 +296,21 @@ class ConnectionManager(Generic[C]):
         """Close idle connections when they expire, until cancelled.
 
         Stream activity does not wake this loop, so it also polls every
-        ``poll_interval`` (default: half the idle timeout, at most 5 s).
+        ``poll_interval`` (default: half the idle timeout, at most 5 s; while a
+        retired connection waits for its streams, at most ``redundant_grace``).
         """
-        poll = poll_interval or min(self.idle_timeout / 2, 5.0)
+        base = poll_interval or min(self.idle_timeout / 2, 5.0)
         while True:
             now = self._clock()
             for conn in self.expired(now):
                 await conn.close()
+            retiring = any(e.retired is not None for es in self._conns.values() for e in es)
+            poll = min(base, self.redundant_grace) if retiring else base
             due = self.next_due()
             delay = poll if due is None else min(poll, max(due - self._clock(), 0.0))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.001))
-
 
 
 class InboundRateLimiter:

@@ -76,6 +76,9 @@ class HostConfig:
     """Yamux pings that detect dead connections (go and js use 30 s)."""
     ping_timeout: float = 10.0
     """A keep-alive ping unanswered for this long closes the connection."""
+    redundant_grace: float = 1.0
+    """A second connection to a peer (both dialed at once) is closed once it has carried no
+    stream for this long; both sides pick the same survivor (see ``Host._settle``)."""
 
     def yamux_config(self) -> YamuxConfig:
         """The yamux settings these limits imply."""
@@ -108,7 +111,9 @@ class Host:
         self.peer_id = PeerID.from_public_key(key.public_key)
         self.peerstore = PeerStore()
         self.connmgr: ConnectionManager[Connection] = ConnectionManager(
-            max_connections=self.config.max_connections, idle_timeout=self.config.idle_timeout
+            max_connections=self.config.max_connections,
+            idle_timeout=self.config.idle_timeout,
+            redundant_grace=self.config.redundant_grace,
         )
         self._yamux = self.config.yamux_config()
         self._rate = InboundRateLimiter(
@@ -315,8 +320,35 @@ class Host:
         if conn.direction is Direction.OUTBOUND and conn.remote_addr is not None:
             self.peerstore.add_addrs(peer, [conn.remote_addr], CONNECTED_ADDR_TTL)
         self._spawn(self._serve(conn), name="serve-connection", conn=conn)
+        if self._settle(conn):
+            return  # redundant: serves the peer's streams until it closes, nothing more
         self.identify.identify(conn)
         self.publish(PeerConnected(peer, conn.remote_addr, conn.direction))
+
+    def _settle(self, conn: Connection) -> bool:
+        """Retire the redundant one when ``conn`` duplicates a connection in the other
+        direction; return whether that is ``conn`` itself.
+
+        Both sides keep the connection dialed by the peer with the smaller peer id
+        multihash, so they agree without talking. Nothing in flight breaks: the retired
+        connection finishes its streams and closes after ``redundant_grace`` of idleness.
+        Duplicates in the same direction are left to the idle timeout.
+        """
+        ours = self.peer_id.multihash < conn.remote_peer.multihash
+        winning = Direction.OUTBOUND if ours else Direction.INBOUND
+        others = [
+            c
+            for c in self.connmgr.connections(conn.remote_peer)
+            if c is not conn and not c.is_closed and c.direction is not conn.direction
+        ]
+        if not others:
+            return False
+        if conn.direction is winning:
+            for other in others:
+                self.connmgr.retire(other)
+            return False
+        self.connmgr.retire(conn)
+        return True
 
     async def _serve(self, conn: Connection) -> None:
         """Accept the peer's streams until the session ends, then clean up."""
@@ -426,12 +458,9 @@ class Host:
             except Exception as exc:
                 errors.append((addr, exc))
                 continue
-            existing = self.connmgr.get(conn.remote_peer)
-            if existing is not None:  # the peer dialed us meanwhile: keep that one
-                await conn.close()
-                return existing
             await self._add_connection(conn)
-            return conn
+            # the peer may have dialed us meanwhile: hand out the connection both keep
+            return self.connmgr.get(conn.remote_peer) or conn
         detail = "; ".join(f"{a}: {e or type(e).__name__}" for a, e in errors)
         raise DialError(f"dial to {peer or 'peer'} failed: {detail}", errors)
 
