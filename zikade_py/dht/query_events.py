@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from zikade_py.dht.messages import PeerInfo
+from zikade_py.dht.messages import Message, PeerInfo, closer_peers
 from zikade_py.p2p.peer_id import PeerID
 
 log = logging.getLogger(__name__)
@@ -71,4 +71,50 @@ def emit(callback: EventCallback | None, event: QueryEvent) -> None:
         log.exception("on_event callback raised; the event %s is dropped", event.type.name)
 
 
-__all__ = ["EventCallback", "QueryEvent", "QueryEventType", "emit"]
+ResponseHook = Callable[[PeerID, object], None]
+"""What an API call does with each answer (collect records, stop the query early)."""
+
+
+class EventObserver:
+    """A query's progress turned into :class:`QueryEvent` s, plus the call's own hook.
+
+    The driver reports requests and answers of one query to it (it is a
+    :class:`~zikade_py.dht.driver.QueryObserver`); every API call builds one so
+    its ``on_event`` callback sees the query the way Kubo's ``-v`` output shows it.
+    """
+
+    __slots__ = ("_hook", "_on_event")
+
+    def __init__(self, on_event: EventCallback | None, hook: ResponseHook | None = None) -> None:
+        self._on_event = on_event
+        self._hook = hook
+
+    def on_sending(self, peer: PeerID) -> None:
+        """A request is going to ``peer``: SENDING_QUERY."""
+        emit(self._on_event, QueryEvent(QueryEventType.SENDING_QUERY, peer))
+
+    def on_progress(self, peer: PeerID, response: object) -> None:
+        """``peer`` answered: PEER_RESPONSE with the closer peers it named, then the hook."""
+        if self._on_event is not None:
+            closer: Sequence[PeerInfo] = ()
+            if isinstance(response, Message):
+                closer = closer_peers(response)
+            elif isinstance(response, list):
+                closer = response
+            emit(self._on_event, QueryEvent(QueryEventType.PEER_RESPONSE, peer, tuple(closer)))
+        if self._hook is not None:
+            self._hook(peer, response)
+
+    def on_request_failed(self, peer: PeerID, error: str) -> None:
+        """A request to ``peer`` failed: QUERY_ERROR with the reason."""
+        emit(self._on_event, QueryEvent(QueryEventType.QUERY_ERROR, peer, extra=error))
+
+
+__all__ = [
+    "EventCallback",
+    "EventObserver",
+    "QueryEvent",
+    "QueryEventType",
+    "ResponseHook",
+    "emit",
+]
