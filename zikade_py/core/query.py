@@ -256,6 +256,8 @@ class Query:
         self._waiting: deque[_Node] = deque()
         """Nodes in the order their requests were sent: the oldest wait expires first."""
         self._answer_times: list[float] = []
+        """Answer times so far, kept sorted (the median sets the adaptive wait)."""
+        self._wait_timeout = self.config.request_timeout
         self._in_flight = 0
         self._start: float | None = None
         self._end: float | None = None
@@ -304,12 +306,17 @@ class Query:
 
     def wait_timeout(self) -> float:
         """How long the walk waits for a node now (adaptive, see :class:`QueryConfig`)."""
+        return self._wait_timeout
+
+    def _record_answer_time(self, elapsed: float) -> None:
         cfg = self.config
         times = self._answer_times
-        if not cfg.adaptive_timeout or len(times) < cfg.adaptive_min_samples:
-            return cfg.request_timeout
-        median = sorted(times)[len(times) // 2]
-        return min(cfg.request_timeout, max(cfg.adaptive_floor, cfg.adaptive_factor * median))
+        bisect.insort(times, elapsed)
+        if cfg.adaptive_timeout and len(times) >= cfg.adaptive_min_samples:
+            median = times[len(times) // 2]
+            self._wait_timeout = min(
+                cfg.request_timeout, max(cfg.adaptive_floor, cfg.adaptive_factor * median)
+            )
 
     def next_due(self) -> float | None:
         """The earliest wait or query deadline still ahead, if any."""
@@ -353,7 +360,7 @@ class Query:
         node.state = NodeState.SUCCEEDED
         node.outstanding = False
         self._success += 1
-        self._answer_times.append(now - node.sent_at)
+        self._record_answer_time(now - node.sent_at)
         for key in event.closer_nodes[: self.config.max_closer_per_response]:
             self._add_candidate(key)
 

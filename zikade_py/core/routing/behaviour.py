@@ -198,6 +198,14 @@ class RoutingBehaviour:
             query_id=EXPLORE,
         )
         self._explore_events: deque[ExploreEvent] = deque()
+        # A machine's due time changes only when it is advanced (or its schedule is
+        # replaced), so it is cached here instead of recomputed on every poll.
+        self._dues: dict[str, float | None] = {
+            BOOTSTRAP: self.bootstrap.next_due(),
+            INCLUDE: self.include.next_due(),
+            PROBE: self.probe.next_due(),
+            EXPLORE: self.explore.next_due(),
+        }
         self._bootstrap_events: deque[BootstrapEvent] = deque()
         self._include_events: deque[IncludeEvent] = deque()
         self._probe_events: deque[ProbeEvent] = deque()
@@ -279,11 +287,11 @@ class RoutingBehaviour:
             or self._explore_events
         ):
             return float("-inf")
-        due = earliest(self.bootstrap.next_due(), self.include.next_due())
+        due = earliest(self._dues[BOOTSTRAP], self._dues[INCLUDE])
         if self.config.enable_probe:
-            due = earliest(due, self.probe.next_due())
+            due = earliest(due, self._dues[PROBE])
         if self.config.enable_explore:
-            due = earliest(due, self.explore.next_due())
+            due = earliest(due, self._dues[EXPLORE])
         return due
 
     # -- internals ---------------------------------------------------------------------------
@@ -297,8 +305,11 @@ class RoutingBehaviour:
         )
 
     def _candidates(self, nodes: Iterable[Key]) -> None:
+        # Every lookup answer names up to 20 nodes, nearly all already known or
+        # headed for a full bucket: filter here, before an event is built for each.
+        would_add = self.table.would_add
         for node in nodes:
-            if node != self.self_key and node not in self.table:
+            if would_add(node) is AddResult.ADDED:
                 self._include_events.append(IncludeAddCandidate(node))
 
     def _admit_live(self, node: Key, now: float) -> None:
@@ -322,7 +333,7 @@ class RoutingBehaviour:
         return machine_due is not None and machine_due <= now
 
     def _advance_bootstrap(self, now: float) -> None:
-        if not self._bootstrap_events and not self._due(self.bootstrap.next_due(), now):
+        if not self._bootstrap_events and not self._due(self._dues[BOOTSTRAP], now):
             return
         events = self._bootstrap_events
         for _ in range(100_000):
@@ -338,15 +349,17 @@ class RoutingBehaviour:
                         # Joined (again): refresh every bucket now, as go does after
                         # a bootstrap, instead of waiting out the schedule.
                         self.explore.schedule = self._explore_schedule(now)
+                        self._dues[EXPLORE] = self.explore.next_due()
                 case BootstrapWaiting() | BootstrapIdle():
                     if not events:
+                        self._dues[BOOTSTRAP] = self.bootstrap.next_due()
                         return
                 case _:
                     assert_never(state)
         raise RuntimeError("bootstrap did not settle")
 
     def _advance_include(self, now: float) -> None:
-        if not self._include_events and not self._due(self.include.next_due(), now):
+        if not self._include_events and not self._due(self._dues[INCLUDE], now):
             return
         events = self._include_events
         for _ in range(100_000):
@@ -365,6 +378,7 @@ class RoutingBehaviour:
                     | IncludeIdle()
                 ):
                     if not events:
+                        self._dues[INCLUDE] = self.include.next_due()
                         return
                 case _:
                     assert_never(state)
@@ -374,7 +388,7 @@ class RoutingBehaviour:
         if not self.config.enable_probe:
             self._probe_events.clear()
             return
-        if not self._probe_events and not self._due(self.probe.next_due(), now):
+        if not self._probe_events and not self._due(self._dues[PROBE], now):
             return
         events = self._probe_events
         for _ in range(100_000):
@@ -390,6 +404,7 @@ class RoutingBehaviour:
                         self._announce_added(p)
                 case ProbeWaitingAtCapacity() | ProbeWaitingWithCapacity() | ProbeIdle():
                     if not events:
+                        self._dues[PROBE] = self.probe.next_due()
                         return
                 case _:
                     assert_never(state)
@@ -399,7 +414,7 @@ class RoutingBehaviour:
         if not self.config.enable_explore:
             self._explore_events.clear()
             return
-        if not self._explore_events and not self._due(self.explore.next_due(), now):
+        if not self._explore_events and not self._due(self._dues[EXPLORE], now):
             return
         events = self._explore_events
         for _ in range(100_000):
@@ -413,6 +428,7 @@ class RoutingBehaviour:
                     pass
                 case ExploreWaiting() | ExploreIdle():
                     if not events:
+                        self._dues[EXPLORE] = self.explore.next_due()
                         return
                 case _:
                     assert_never(state)
