@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from zikade_py import telemetry
@@ -214,3 +217,63 @@ async def test_close_cancels_every_request(host: Host) -> None:
         assert router.in_flight == 0 and router.open_streams == 0
     finally:
         await hole.close()
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    out: dict[str, list[Any]] = {}
+    for rm in data.resource_metrics if data is not None else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                out.setdefault(metric.name, []).extend(metric.data.data_points)
+    return out
+
+
+def _by_type(points: list[Any]) -> dict[str, Any]:
+    return {dict(p.attributes)["message_type"]: p for p in points}
+
+
+async def test_metrics_count_requests_messages_bytes_and_latency_by_message_type(
+    host: Host,
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])  # local: nothing global is touched
+    d = await directory(lambda: [stranger()]).start()
+    hole = await black_hole().start()
+    try:
+        know(host, d)
+        know(host, hole)
+        router = Router(host, meter=provider.get_meter("test"))
+        me = PeerInfo(host.peer_id, tuple(host.listen_addrs))
+        find = find_node(MH)
+        await router.send_message(d.peer_id, find)
+        await router.send_message(d.peer_id, find)
+        announce = add_provider(MH, me)
+        assert await router.send_message(d.peer_id, announce) is None
+        with pytest.raises(RequestTimeoutError):  # answered type, no answer: an error
+            await router.send_message(hole.peer_id, find, deadline=time.monotonic() + 0.2)
+        with pytest.raises(DialFailedError):  # no address: a message that was never sent
+            await router.send_message(stranger().peer_id, announce)
+
+        assert (router.requests_sent, router.requests_failed) == (3, 1)
+        assert (router.messages_sent, router.messages_failed) == (2, 1)
+        points = _points(reader)
+        assert "sent_requests" not in points  # exported from Node.stats() by the daemon
+        assert _by_type(points["sent_messages"])["ADD_PROVIDER"].value == 2
+        assert set(_by_type(points["sent_messages"])) == {"ADD_PROVIDER"}
+        assert _by_type(points["sent_message_errors"])["ADD_PROVIDER"].value == 1
+        latency = _by_type(points["outbound_request_latency"])
+        assert set(latency) == {"FIND_NODE"} and latency["FIND_NODE"].count == 2  # answers only
+        assert latency["FIND_NODE"].sum > 0
+        sent = _by_type(points["sent_bytes"])
+        # bodies without the length prefix: 3 FIND_NODE were written (one unanswered)
+        assert sent["FIND_NODE"].count == 3 and sent["FIND_NODE"].sum == 3 * find.ByteSize()
+        assert sent["ADD_PROVIDER"].count == 1
+        assert sent["ADD_PROVIDER"].sum == announce.ByteSize()
+        for name in ("sent_messages", "sent_bytes", "outbound_request_latency"):
+            for point in points[name]:
+                assert set(point.attributes) == {"message_type"}  # no peer or key labels
+    finally:
+        await d.close()
+        await hole.close()
+        provider.shutdown()

@@ -52,9 +52,10 @@ class Node(PeerAPI, ContentAPI, ValueAPI):
             "requests_dropped": driver.coordinator.requests_dropped,
             "requests_sent": self.router.requests_sent,
             "requests_failed": self.router.requests_failed,
+            "messages_sent": self.router.messages_sent,
+            "messages_failed": self.router.messages_failed,
             "requests_cancelled": self.router.requests_cancelled,
         }
-
 
 
 __all__ = ["ROUTING_ADDR_TTL", "Node"]

@@ -18,6 +18,15 @@ Time: ``deadline`` is absolute on the router's ``clock`` (``time.monotonic`` by
 default, the clock the node feeds its coordinator), so the remaining budget is
 ``deadline - clock()``; ``None`` means ``request_timeout`` from now.
 
+Metrics (ZIKADE.md §5, /work/notes/METRICS.md), all by ``message_type`` and never
+by peer or key: ``sent_messages`` / ``sent_message_errors`` count messages that
+get no answer (ADD_PROVIDER), ``sent_bytes`` the request bodies written,
+``outbound_request_latency`` (ms) from the start of a request (dial included) to
+its answer. Requests that expect an answer are counted in
+:attr:`Router.requests_sent` / :attr:`Router.requests_failed`, which the daemon
+exports as ``sent_requests`` / ``sent_request_errors`` through ``Node.stats()``
+(so the router must not create instruments of those names).
+
 Responses are bounded by the length prefix before their body is read
 (:data:`~zikade_py.dht.messages.MAX_MESSAGE_SIZE`, 4 MiB). Closer peers named in
 answers go to the host's address book (never ourselves), so the next request
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +46,7 @@ from typing import Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext
 
 from zikade_py import telemetry
@@ -57,6 +68,7 @@ from zikade_py.p2p.connection import Stream
 from zikade_py.p2p.connmgr import ConnectionLimitError
 from zikade_py.p2p.host import DialError, Host, HostClosedError
 from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.varint import decode_uvarint
 from zikade_py.p2p.yamux import SessionClosedError
 
 log = logging.getLogger(__name__)
@@ -98,6 +110,49 @@ class Reply:
     closer: list[PeerInfo]
 
 
+@dataclass(frozen=True, slots=True)
+class RouterInstruments:
+    """The router's OpenTelemetry instruments (names from ZIKADE.md §5)."""
+
+    sent_messages: Counter
+    sent_message_errors: Counter
+    sent_bytes: Histogram
+    latency: Histogram
+
+    @classmethod
+    def create(cls, meter: Meter) -> RouterInstruments:
+        """Create (or get back: the SDK returns the existing ones) the instruments on ``meter``."""
+        return cls(
+            sent_messages=meter.create_counter(
+                "sent_messages",
+                description="Kad messages sent that get no answer (ADD_PROVIDER), by message_type",
+            ),
+            sent_message_errors=meter.create_counter(
+                "sent_message_errors",
+                description="Kad messages without answer that could not be sent, by message_type",
+            ),
+            sent_bytes=meter.create_histogram(
+                "sent_bytes", unit="By", description="Size of kad requests sent"
+            ),
+            latency=meter.create_histogram(
+                "outbound_request_latency",
+                unit="ms",
+                description="From a kad request's start (dial included) to its answer",
+            ),
+        )
+
+
+@functools.cache
+def _default_instruments() -> RouterInstruments:
+    """Created once per process on the global meter: many routers (tests, simulations) share
+    them, and instruments made before the daemon installs its provider bind when it does."""
+    return RouterInstruments.create(telemetry.meter())
+
+
+_ATTRIBUTES: Final = {kind: {"message_type": kind.name} for kind in MessageType}
+"""One attribute dict per message type, built once (recorded on every request)."""
+
+
 class Router:
     """Sends kad requests over a :class:`~zikade_py.p2p.host.Host` (see the module docstring)."""
 
@@ -109,6 +164,7 @@ class Router:
         request_timeout: float = 10.0,
         max_message_size: int = MAX_MESSAGE_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        meter: Meter | None = None,
     ) -> None:
         if request_timeout <= 0:
             raise ValueError("request_timeout must be positive")
@@ -121,9 +177,19 @@ class Router:
         self._streams: set[Stream] = set()
         self.response_hook: ResponseHook | None = None
         """If set, awaited with each response before it is returned (tests block on it)."""
+        self._instruments = (
+            _default_instruments() if meter is None else RouterInstruments.create(meter)
+        )
         self.requests_sent = 0
+        """Requests that expect an answer, started (exported as ``sent_requests``)."""
         self.requests_failed = 0
+        """Requests that expect an answer and failed (``sent_request_errors``); not cancels."""
+        self.messages_sent = 0
+        """Messages that get no answer (ADD_PROVIDER), started (``sent_messages``)."""
+        self.messages_failed = 0
+        """Messages without answer that failed (``sent_message_errors``)."""
         self.requests_cancelled = 0
+        """Requests and messages cancelled (a query stopped, the node closed)."""
 
     # -- views -------------------------------------------------------------------------------
 
@@ -178,7 +244,14 @@ class Router:
         task = asyncio.current_task()
         if request_id is not None and task is not None:
             self._active[request_id] = task
-        self.requests_sent += 1
+        attributes = _ATTRIBUTES[kind]
+        answered = expects_response(kind)
+        if answered:
+            self.requests_sent += 1
+        else:
+            self.messages_sent += 1
+            self._instruments.sent_messages.add(1, attributes)
+        started = time.perf_counter()
         span = telemetry.tracer().start_span("Router.SendMessage", parent)
         if span.is_recording():  # str(PeerID) is base58: only pay for it when traced
             span.set_attributes(
@@ -197,7 +270,11 @@ class Router:
             span.set_attribute("cancelled", True)
             raise
         except BaseException as exc:
-            self.requests_failed += 1
+            if answered:
+                self.requests_failed += 1
+            else:
+                self.messages_failed += 1
+                self._instruments.sent_message_errors.add(1, attributes)
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR, str(exc) or type(exc).__name__)
             raise
@@ -205,6 +282,8 @@ class Router:
             span.end()
             if request_id is not None and self._active.get(request_id) is task:
                 del self._active[request_id]
+        if answered:
+            self._instruments.latency.record((time.perf_counter() - started) * 1000.0, attributes)
         return reply
 
     async def get_closer_nodes(
@@ -273,6 +352,7 @@ class Router:
                 stream = await self._open(to, budget)
                 self._streams.add(stream)
                 await stream.write(payload)
+                self._instruments.sent_bytes.record(decode_uvarint(payload)[0], _ATTRIBUTES[kind])
                 if not expects_response(kind):
                     await stream.close()
                     return Reply(None, [])
@@ -347,4 +427,5 @@ __all__ = [
     "RequestTimeoutError",
     "ResponseHook",
     "Router",
+    "RouterInstruments",
 ]
