@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -237,7 +238,12 @@ class Host:
     def _spawn(
         self, coro: Coroutine[Any, Any, Any], *, name: str, conn: Connection | None = None
     ) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        """Start a task of the host's own (not awaited by any caller) in an empty context, so
+        handlers do not inherit the span that was current when the host started or a dial
+        began: every inbound request starts its own trace."""
+        task = asyncio.get_running_loop().create_task(
+            coro, name=name, context=contextvars.Context()
+        )
         group = self._tasks if conn is None else self._conn_tasks.setdefault(conn, set())
         group.add(task)
         task.add_done_callback(group.discard)

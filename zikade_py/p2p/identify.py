@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,7 +201,10 @@ class IdentifyService:
         """The identify result of ``conn``, starting the exchange if it has not run yet."""
         fut = self._results.get(conn)
         if fut is None:
-            fut = asyncio.ensure_future(self._run(conn))
+            # its own context: the exchange outlives whichever caller happened to start it
+            fut = asyncio.get_running_loop().create_task(
+                self._run(conn), context=contextvars.Context()
+            )
             fut.add_done_callback(_consume_exception)
             self._results[conn] = fut
         return fut
@@ -242,7 +246,9 @@ class IdentifyService:
     def schedule_push(self) -> None:
         """Push our identify to every identified peer soon (changes are coalesced)."""
         if self._push_task is None or self._push_task.done():
-            self._push_task = asyncio.get_running_loop().create_task(self._push_all())
+            self._push_task = asyncio.get_running_loop().create_task(
+                self._push_all(), context=contextvars.Context()
+            )
 
     async def _push_all(self) -> None:
         await asyncio.sleep(PUSH_DELAY)

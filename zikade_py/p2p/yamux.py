@@ -10,6 +10,7 @@ is bounded by stream windows, the stream limit and the accept backlog.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -177,10 +178,20 @@ class YamuxSession:
             raise YamuxError("session already started")
         self._started = True
         loop = asyncio.get_running_loop()
-        self._writer_task = loop.create_task(self._write_loop(), name="yamux-writer")
-        self._tasks = [self._writer_task, loop.create_task(self._read_loop(), name="yamux-reader")]
+        # the session outlives the dial that started it: none of its tasks keep that context
+        self._writer_task = loop.create_task(
+            self._write_loop(), name="yamux-writer", context=contextvars.Context()
+        )
+        reader = loop.create_task(
+            self._read_loop(), name="yamux-reader", context=contextvars.Context()
+        )
+        self._tasks = [self._writer_task, reader]
         if self.config.keepalive_interval is not None:
-            self._tasks.append(loop.create_task(self._keepalive_loop(), name="yamux-keepalive"))
+            self._tasks.append(
+                loop.create_task(
+                    self._keepalive_loop(), name="yamux-keepalive", context=contextvars.Context()
+                )
+            )
 
     async def close(self, *, error_code: int = GoAwayCode.NORMAL) -> None:
         """Send GoAway(``error_code``), close the connection, fail all streams, stop all tasks."""
@@ -438,7 +449,7 @@ class YamuxSession:
             if not future.done():
                 future.set_exception(SessionClosedError("session closed"))
         self._finisher = asyncio.get_running_loop().create_task(
-            self._finish(), name="yamux-close"
+            self._finish(), name="yamux-close", context=contextvars.Context()
         )
         self._accept_event.set()
         self._closing_event.set()
