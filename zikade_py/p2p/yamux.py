@@ -58,6 +58,7 @@ YAMUX_PROTOCOL_ID = "/yamux/1.0.0"
 _log = logging.getLogger(__name__)
 
 _WRITE_BATCH = 256 * 1024  # bytes of queued frames joined into one connection write
+_WRITE_BEHIND = 256 * 1024  # queued data bytes writers may leave behind without waiting
 _MAX_URGENT_BACKLOG = 8192  # queued control frames; more means the peer stopped reading
 _MAX_PENDING_PONGS = 32  # go-yamux PingBacklog: ping answers beyond this are dropped
 _MAX_CLOSE_WAIT = 5.0  # cap on flushing GoAway and closing the connection
@@ -121,6 +122,7 @@ class YamuxSession:
         self._accept_event = asyncio.Event()
         self._urgent: deque[bytes] = deque()
         self._queue: deque[tuple[bytes, asyncio.Future[None] | None]] = deque()
+        self._queued_bytes = 0
         self._wake_writer = asyncio.Event()
         self._pongs_queued = 0
         self._pings: dict[int, asyncio.Future[None]] = {}
@@ -273,9 +275,16 @@ class YamuxSession:
         self._wake_writer.set()
 
     async def _send_data(self, frame: bytes) -> None:
-        """Queue a data frame and wait until it was written (backpressure for writers)."""
+        """Queue a data frame; wait until it was written only when much is queued already
+        (backpressure). A small write returns at once, so a request and the FIN after it
+        leave in one connection write and the writer's task need not resume it."""
         if self._closing:
             raise SessionClosedError("session is closed")
+        self._queued_bytes += len(frame)
+        if self._queued_bytes <= _WRITE_BEHIND:
+            self._queue.append((frame, None))
+            self._wake_writer.set()
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((frame, future))
         self._wake_writer.set()
@@ -306,6 +315,7 @@ class YamuxSession:
                 size += len(frame)
                 if future is not None:
                     futures.append(future)
+            self._queued_bytes = max(self._queued_bytes - size, 0)
             try:
                 await self._conn.write(b"".join(parts))
             except Exception as exc:  # the connection is gone, whatever the transport raised
@@ -431,13 +441,17 @@ class YamuxSession:
             return
         self._closing = True
         self._close_reason = reason
-        for _, future in self._queue:
-            if future is not None and not future.done():
-                future.set_exception(SessionClosedError("session closed"))
-        self._queue.clear()
-        self._urgent.clear()
-        if goaway_code is not None and self._writer_task is not None:
-            self._urgent.append(encode_header(FrameType.GO_AWAY, 0, 0, goaway_code))
+        if goaway_code == GoAwayCode.NORMAL and self._writer_task is not None:
+            # a local close: what writers already handed over still goes out, then GoAway
+            self._queue.append((encode_header(FrameType.GO_AWAY, 0, 0, goaway_code), None))
+        else:
+            for _, future in self._queue:
+                if future is not None and not future.done():
+                    future.set_exception(SessionClosedError("session closed"))
+            self._queue.clear()
+            self._urgent.clear()
+            if goaway_code is not None and self._writer_task is not None:
+                self._urgent.append(encode_header(FrameType.GO_AWAY, 0, 0, goaway_code))
         self._wake_writer.set()
         for stream in self._streams.values():
             stream._on_session_closed()
