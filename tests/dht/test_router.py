@@ -277,3 +277,37 @@ async def test_metrics_count_requests_messages_bytes_and_latency_by_message_type
         await d.close()
         await hole.close()
         provider.shutdown()
+
+
+class Recorder:
+    """A RequestObserver that writes down what it hears."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, PeerID]] = []
+
+    def on_dialing(self, peer: PeerID) -> None:
+        self.heard.append(("dialing", peer))
+
+    def on_sending(self, peer: PeerID) -> None:
+        self.heard.append(("sending", peer))
+
+
+async def test_observer_hears_a_dial_only_without_a_connection_and_sending_after(
+    host: Host,
+) -> None:
+    d = await directory(lambda: []).start()
+    try:
+        know(host, d)
+        router = Router(host)
+        first, second = Recorder(), Recorder()
+        await router.send_message(d.peer_id, find_node(MH), observer=first)
+        assert first.heard == [("dialing", d.peer_id), ("sending", d.peer_id)]
+        await router.send_message(d.peer_id, find_node(MH), observer=second)  # connected now
+        assert second.heard == [("sending", d.peer_id)]
+        ghost, failed = stranger(), Recorder()
+        host.peerstore.add_addrs(ghost.peer_id, [Multiaddr.from_tcp("127.0.0.1", 1)], 600)
+        with pytest.raises(DialFailedError):
+            await router.send_message(ghost.peer_id, find_node(MH), observer=failed)
+        assert failed.heard == [("dialing", ghost.peer_id)]  # never sent
+    finally:
+        await d.close()

@@ -62,7 +62,7 @@ from zikade_py.core.query import QueryID
 from zikade_py.core.trace import Trace
 from zikade_py.dht.config import NodeClosedError
 from zikade_py.dht.messages import Message, PeerInfo, find_node
-from zikade_py.dht.router import DialFailedError, Router
+from zikade_py.dht.router import DialFailedError, RequestObserver, Router
 from zikade_py.dht.session import Session, SessionCancelledError
 from zikade_py.p2p.peer_id import PeerID
 
@@ -98,11 +98,12 @@ class DriverListener(Protocol):
         ...
 
 
-class QueryObserver(Protocol):
-    """What one API call wants to hear about its query while it runs."""
+class QueryObserver(RequestObserver, Protocol):
+    """What one API call wants to hear about its query while it runs (the router adds
+    ``on_dialing`` and ``on_sending`` as each request reaches the wire)."""
 
-    def on_sending(self, peer: PeerID) -> None:
-        """A request is going to ``peer``."""
+    def on_request(self, peer: PeerID) -> None:
+        """The query asked for a request to ``peer`` (before any dial)."""
         ...
 
     def on_progress(self, peer: PeerID, response: object) -> None:
@@ -388,7 +389,7 @@ class Driver:
             if handle.span.is_recording():
                 handle.span.add_event("request", {"peer_id": str(peer), "request_id": rid})
             if handle.observer is not None:
-                handle.observer.on_sending(peer)
+                handle.observer.on_request(peer)
 
     def _cancel(self, rid: RequestID) -> None:
         entry = self._tasks.pop(rid, None)
@@ -438,12 +439,14 @@ class Driver:
             message = out.message
         else:
             raise TypeError(f"cannot send {type(out.message).__name__} as a kad message")
+        handle = self._handles.get(out.query_id)
         reply = await self.router.request(
             peer,
             message,
             deadline=out.deadline,
             span_context=out.span_context,
             request_id=out.request_id,
+            observer=handle.observer if handle is not None else None,
         )
         # FIND_NODE answers are reported as their peer list, others as the message.
         response = reply.closer if isinstance(out, SendFindNode) else reply.message

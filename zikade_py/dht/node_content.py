@@ -25,7 +25,6 @@ from zikade_py.dht.messages import Message, PeerInfo, add_provider, get_provider
 from zikade_py.dht.node_core import ROUTING_ADDR_TTL, NodeCore
 from zikade_py.dht.query_events import (
     EventCallback,
-    EventObserver,
     QueryEvent,
     QueryEventType,
     emit,
@@ -92,7 +91,8 @@ class ContentAPI(NodeCore):
                             )
                         self.notifier.publish(mh, info, store=False)
 
-                handle = self._open("find-providers", span, timeout, EventObserver(on_event, learn))
+                observer = self._observer(on_event, learn)
+                handle = self._open("find-providers", span, timeout, observer)
                 handle.finished.add_done_callback(lambda _: sub.close())
                 self.driver.notify(
                     StartMessageQuery(

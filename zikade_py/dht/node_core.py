@@ -54,7 +54,7 @@ from zikade_py.dht.handlers import KadServer
 from zikade_py.dht.messages import Message, MessageType, PeerInfo
 from zikade_py.dht.notifier import Notifier
 from zikade_py.dht.protocol import KAD_PROTOCOL
-from zikade_py.dht.query_events import EventCallback, EventObserver
+from zikade_py.dht.query_events import EventCallback, EventObserver, ResponseHook
 from zikade_py.dht.records import NamespacedValidator, amino_validator
 from zikade_py.dht.republisher import Republisher
 from zikade_py.dht.router import Router
@@ -366,6 +366,12 @@ class NodeCore:
         finally:
             span.end()
 
+    def _observer(
+        self, on_event: EventCallback | None, hook: ResponseHook | None = None
+    ) -> EventObserver:
+        """The observer of one call's query: its events for ``on_event``, answers to ``hook``."""
+        return EventObserver(on_event, hook, self_id=self.peer_id)
+
     def _open(
         self, kind: str, parent: Span, timeout: float | None, observer: EventObserver | None
     ) -> QueryHandle:
@@ -393,7 +399,7 @@ class NodeCore:
         with self._root_span(
             name, key=telemetry.key_attribute(key), strategy=strategy.value
         ) as span:
-            handle = self._open(name, span, timeout, EventObserver(on_event))
+            handle = self._open(name, span, timeout, self._observer(on_event))
             start = StartBroadcast(
                 handle.query_id, Key.from_preimage(key), message, strategy, seeds,
                 trace=handle.trace,

@@ -34,7 +34,6 @@ from zikade_py.dht.messages import Message, PeerInfo, closer_peers
 from zikade_py.dht.node_core import ROUTING_ADDR_TTL, NodeCore
 from zikade_py.dht.query_events import (
     EventCallback,
-    EventObserver,
     QueryEvent,
     QueryEventType,
     emit,
@@ -86,7 +85,7 @@ class PeerAPI(NodeCore):
                 self.driver.stop(handle)  # ErrSkipRemaining: the others are cancelled
 
         with self._root_span("DHT.FindPeer", peer_id=str(pid)) as span:
-            handle = self._open("find-peer", span, timeout, EventObserver(on_event, check))
+            handle = self._open("find-peer", span, timeout, self._observer(on_event, check))
             result = await self.driver.run(
                 handle, StartFindCloserQuery(handle.query_id, peer_key(pid), trace=handle.trace)
             )
@@ -115,7 +114,7 @@ class PeerAPI(NodeCore):
         with self._root_span(
             "DHT.GetClosestPeers", key=telemetry.key_attribute(preimage)
         ) as span:
-            handle = self._open("get-closest-peers", span, timeout, EventObserver(on_event))
+            handle = self._open("get-closest-peers", span, timeout, self._observer(on_event))
             target = Key.from_preimage(preimage)
             result = await self.driver.run(
                 handle, StartFindCloserQuery(handle.query_id, target, trace=handle.trace)

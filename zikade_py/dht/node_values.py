@@ -25,7 +25,6 @@ from zikade_py.dht.messages import Message, get_value, make_record, put_value
 from zikade_py.dht.node_core import NodeCore
 from zikade_py.dht.query_events import (
     EventCallback,
-    EventObserver,
     QueryEvent,
     QueryEventType,
     emit,
@@ -121,7 +120,7 @@ class ValueAPI(NodeCore):
                 self.driver.stop(handle)
 
         with self._root_span("DHT.GetValue", key=telemetry.key_attribute(k)) as span:
-            handle = self._open("get-value", span, timeout, EventObserver(on_event, collect))
+            handle = self._open("get-value", span, timeout, self._observer(on_event, collect))
             result = await self.driver.run(
                 handle,
                 StartMessageQuery(

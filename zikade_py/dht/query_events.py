@@ -28,7 +28,7 @@ class QueryEventType(IntEnum):
     """What happened; the values are Kubo's ``routing.QueryEventType`` numbers."""
 
     SENDING_QUERY = 0
-    """A request is about to go to ``peer``."""
+    """A request is about to be written to ``peer`` (after any dial)."""
     PEER_RESPONSE = 1
     """``peer`` answered; ``responses`` are the closer peers it named."""
     FINAL_PEER = 2
@@ -40,9 +40,12 @@ class QueryEventType(IntEnum):
     VALUE = 5
     """A valid record was received from ``peer`` (``extra`` is its size)."""
     ADDING_PEER = 6
-    """A peer entered the routing table."""
+    """``peer`` joined the query, once per query: a peer it starts from, or one an answer
+    named for the first time (Kubo prints "adding peer to query"; go's old query runner
+    sent it from ``addPeerToQuery``). Not about the routing table."""
     DIALING_PEER = 7
-    """A connection to ``peer`` is being opened."""
+    """A request needs a connection to ``peer`` that we do not have: it is being dialed
+    (then SENDING_QUERY, or QUERY_ERROR if the dial fails), as go's ``dialPeer``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,23 +81,47 @@ ResponseHook = Callable[[PeerID, object], None]
 class EventObserver:
     """A query's progress turned into :class:`QueryEvent` s, plus the call's own hook.
 
-    The driver reports requests and answers of one query to it (it is a
-    :class:`~zikade_py.dht.driver.QueryObserver`); every API call builds one so
-    its ``on_event`` callback sees the query the way Kubo's ``-v`` output shows it.
+    The driver and the router report the requests and answers of one query to it
+    (it is a :class:`~zikade_py.dht.driver.QueryObserver`); every API call builds
+    one, so its ``on_event`` callback sees the query the way Kubo's ``-v`` output
+    shows it: ADDING_PEER, DIALING_PEER, SENDING_QUERY, PEER_RESPONSE, QUERY_ERROR.
     """
 
-    __slots__ = ("_hook", "_on_event")
+    __slots__ = ("_hook", "_on_event", "_seen", "_self_id")
 
-    def __init__(self, on_event: EventCallback | None, hook: ResponseHook | None = None) -> None:
+    def __init__(
+        self,
+        on_event: EventCallback | None,
+        hook: ResponseHook | None = None,
+        *,
+        self_id: PeerID | None = None,
+    ) -> None:
         self._on_event = on_event
         self._hook = hook
+        self._self_id = self_id
+        self._seen: set[PeerID] = set()
+
+    def _add(self, peer: PeerID) -> None:
+        if peer not in self._seen and peer != self._self_id:
+            self._seen.add(peer)
+            emit(self._on_event, QueryEvent(QueryEventType.ADDING_PEER, peer))
+
+    def on_request(self, peer: PeerID) -> None:
+        """The query asked ``peer``: ADDING_PEER if the query had not met it yet (a seed)."""
+        if self._on_event is not None:
+            self._add(peer)
+
+    def on_dialing(self, peer: PeerID) -> None:
+        """The request to ``peer`` needs a new connection: DIALING_PEER."""
+        emit(self._on_event, QueryEvent(QueryEventType.DIALING_PEER, peer))
 
     def on_sending(self, peer: PeerID) -> None:
-        """A request is going to ``peer``: SENDING_QUERY."""
+        """The request is being written to ``peer``: SENDING_QUERY."""
         emit(self._on_event, QueryEvent(QueryEventType.SENDING_QUERY, peer))
 
     def on_progress(self, peer: PeerID, response: object) -> None:
-        """``peer`` answered: PEER_RESPONSE with the closer peers it named, then the hook."""
+        """``peer`` answered: PEER_RESPONSE with the closer peers it named, ADDING_PEER for
+        each of them new to the query, then the hook."""
         if self._on_event is not None:
             closer: Sequence[PeerInfo] = ()
             if isinstance(response, Message):
@@ -102,6 +129,9 @@ class EventObserver:
             elif isinstance(response, list):
                 closer = response
             emit(self._on_event, QueryEvent(QueryEventType.PEER_RESPONSE, peer, tuple(closer)))
+            self._seen.add(peer)
+            for info in closer:
+                self._add(info.peer_id)
         if self._hook is not None:
             self._hook(peer, response)
 

@@ -42,7 +42,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -84,6 +84,18 @@ RequestID = int
 
 ResponseHook = Callable[[PeerID, Message], Awaitable[None]]
 """Awaited with every response before it is returned (instrumentation and tests)."""
+
+
+class RequestObserver(Protocol):
+    """Who wants to see a request's progress on the wire (a query's event observer)."""
+
+    def on_dialing(self, peer: PeerID) -> None:
+        """We are not connected to ``peer``: a connection is being opened for the request."""
+        ...
+
+    def on_sending(self, peer: PeerID) -> None:
+        """The stream to ``peer`` is open; the request is about to be written."""
+        ...
 
 
 class RequestError(Exception):
@@ -213,6 +225,7 @@ class Router:
         deadline: float | None = None,
         span_context: SpanContext = INVALID_SPAN_CONTEXT,
         request_id: RequestID | None = None,
+        observer: RequestObserver | None = None,
     ) -> Message | None:
         """Send ``msg`` to ``to`` and return its answer (``None`` for ADD_PROVIDER).
 
@@ -221,7 +234,8 @@ class Router:
         :meth:`cancel_request` (or anything else) cancelled it, with the stream reset.
         """
         reply = await self.request(
-            to, msg, deadline=deadline, span_context=span_context, request_id=request_id
+            to, msg, deadline=deadline, span_context=span_context, request_id=request_id,
+            observer=observer,
         )
         return reply.message
 
@@ -233,8 +247,11 @@ class Router:
         deadline: float | None = None,
         span_context: SpanContext = INVALID_SPAN_CONTEXT,
         request_id: RequestID | None = None,
+        observer: RequestObserver | None = None,
     ) -> Reply:
-        """:meth:`send_message`, returning the answer with its closer peers parsed once."""
+        """:meth:`send_message`, returning the answer with its closer peers parsed once.
+
+        ``observer`` hears when a dial starts and when the request goes out."""
         kind = message_type(msg)
         parent = (
             trace.set_span_in_context(NonRecordingSpan(span_context))
@@ -264,7 +281,7 @@ class Router:
             )
         try:
             with trace.use_span(span, end_on_exit=False):
-                reply = await self._exchange(to, msg, self._budget(deadline))
+                reply = await self._exchange(to, msg, self._budget(deadline), observer)
         except asyncio.CancelledError:
             self.requests_cancelled += 1
             span.set_attribute("cancelled", True)
@@ -341,7 +358,9 @@ class Router:
             return self._request_timeout
         return deadline - self._clock()
 
-    async def _exchange(self, to: PeerID, msg: Message, budget: float) -> Reply:
+    async def _exchange(
+        self, to: PeerID, msg: Message, budget: float, observer: RequestObserver | None
+    ) -> Reply:
         if budget <= 0:
             raise RequestTimeoutError("deadline passed before the request was sent")
         kind = message_type(msg)
@@ -349,8 +368,10 @@ class Router:
         stream: Stream | None = None
         try:
             async with asyncio.timeout(budget):
-                stream = await self._open(to, budget)
+                stream = await self._open(to, budget, observer)
                 self._streams.add(stream)
+                if observer is not None:
+                    observer.on_sending(to)
                 await stream.write(payload)
                 self._instruments.sent_bytes.record(decode_uvarint(payload)[0], _ATTRIBUTES[kind])
                 if not expects_response(kind):
@@ -381,11 +402,13 @@ class Router:
         self._learn(closer)
         return Reply(response, closer)
 
-    async def _open(self, to: PeerID, budget: float) -> Stream:
+    async def _open(self, to: PeerID, budget: float, observer: RequestObserver | None) -> Stream:
         if to == self._host.peer_id:
             raise DialFailedError("refusing to send a request to ourselves")
         deadline = self._clock() + budget
         for attempt in range(OPEN_ATTEMPTS):
+            if observer is not None and self._host.connmgr.get(to) is None:
+                observer.on_dialing(to)
             try:
                 conn = await self._host.connect(to, timeout=budget)
             except (DialError, ConnectionLimitError, HostClosedError, OSError) as exc:
@@ -424,6 +447,7 @@ __all__ = [
     "DialFailedError",
     "Reply",
     "RequestError",
+    "RequestObserver",
     "RequestTimeoutError",
     "ResponseHook",
     "Router",
