@@ -146,6 +146,7 @@ async def wait_for(queue: NonBlockingQueue[HostEvent], kind: type) -> object:
 
 async def test_identify_runs_both_ways_on_connect() -> None:
     async with pair() as (a, b):
+
         async def noop(stream: Stream) -> None:
             await stream.close()
 
@@ -194,6 +195,9 @@ async def test_push_tells_peers_about_new_protocols() -> None:
 async def test_bad_push_is_ignored_and_reset() -> None:
     async with pair() as (a, b):
         conn = await a.connect(b.peer_id, b.listen_addrs)
+        async with asyncio.timeout(5):  # the dialer is done before the listener is
+            while b.connmgr.get(a.peer_id) is None:
+                await asyncio.sleep(0.01)
         await b.identify_peer(a.peer_id)
         before = b.peerstore.protocols(a.peer_id)
         stream = await conn.open_stream([IDENTIFY_PUSH_PROTOCOL_ID])

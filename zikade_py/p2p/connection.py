@@ -19,7 +19,13 @@ from collections.abc import Callable, Sequence
 from zikade_py.p2p.crypto import PrivateKey, PublicKey
 from zikade_py.p2p.events import Direction
 from zikade_py.p2p.io import BufferedReader, TcpStream
-from zikade_py.p2p.mss import handle_negotiation, select_protocol, select_protocol_lazy
+from zikade_py.p2p.mss import (
+    LazyNegotiatedReader,
+    handle_negotiation,
+    lazy_proposal,
+    select_protocol,
+    select_protocol_lazy,
+)
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.noise import NOISE_PROTOCOL_ID, NoiseSession, secure_inbound, secure_outbound
 from zikade_py.p2p.peer_id import PeerID
@@ -256,11 +262,17 @@ class Connection:
 async def _muxer(
     noise: NoiseSession, tcp: TcpStream, *, is_client: bool, config: YamuxConfig
 ) -> YamuxSession:
-    """Negotiate ``/yamux/1.0.0`` on the secure channel and start the session."""
-    reader = BufferedReader(noise)
+    """Negotiate ``/yamux/1.0.0`` on the secure channel and start the session.
+
+    The dialer does not wait for the echo (WIRE.md §3.3): its first yamux frames follow the
+    proposal, and the session's first read checks the answer.
+    """
+    reader: BufferedReader
     if is_client:
-        _, reader = await select_protocol(noise, [YAMUX_PROTOCOL_ID], reader=reader)
+        await noise.write(lazy_proposal(YAMUX_PROTOCOL_ID))
+        reader = LazyNegotiatedReader(noise, YAMUX_PROTOCOL_ID)
     else:
+        reader = BufferedReader(noise)
         _, reader = await handle_negotiation(
             noise, lambda p: p == YAMUX_PROTOCOL_ID, reader=reader
         )
@@ -279,14 +291,21 @@ async def upgrade_outbound(
 ) -> Connection:
     """Upgrade a socket we dialed; the Noise identity must be ``expected_peer`` if given.
 
-    Raises ``PeerIDMismatchError``, ``NoiseHandshakeError``, mss errors or
-    ``TimeoutError``; the socket is closed on any failure.
+    ``/noise`` is proposed together with Noise message 1 (one round trip less, as go and
+    rust dialers pipeline too); Noise's first read checks the listener's echo. Raises
+    ``PeerIDMismatchError``, ``NoiseHandshakeError``, mss errors or ``TimeoutError``;
+    the socket is closed on any failure.
     """
     try:
         async with asyncio.timeout(timeout):
-            reader = BufferedReader(tcp)
-            _, reader = await select_protocol(tcp, [NOISE_PROTOCOL_ID], reader=reader)
-            noise = await secure_outbound(reader, local_key, expected_peer, timeout=timeout)
+            reader = LazyNegotiatedReader(tcp, NOISE_PROTOCOL_ID)
+            noise = await secure_outbound(
+                reader,
+                local_key,
+                expected_peer,
+                timeout=timeout,
+                preamble=lazy_proposal(NOISE_PROTOCOL_ID),
+            )
             session = await _muxer(noise, tcp, is_client=True, config=yamux_config)
     except BaseException:
         tcp.abort()

@@ -221,6 +221,12 @@ class LazyNegotiatedReader(BufferedReader):
         return super().take_buffer()
 
 
+def lazy_proposal(protocol: str) -> bytes:
+    """Header and proposal of a pipelined selection, for a caller that writes them together
+    with its protocol's first message (the connection upgrade does this for ``/noise``)."""
+    return encode_message(MULTISTREAM_ID) + encode_message(protocol)
+
+
 async def select_protocol_lazy(
     stream: ByteStream, protocol: str, first_payload: bytes
 ) -> LazyNegotiatedReader:
@@ -230,5 +236,5 @@ async def select_protocol_lazy(
     ``V1Lazy``): saves a round trip. The returned reader verifies the peer's
     answer on first use; on ``na`` it raises and the stream must be reset.
     """
-    await stream.write(encode_message(MULTISTREAM_ID) + encode_message(protocol) + first_payload)
+    await stream.write(lazy_proposal(protocol) + first_payload)
     return LazyNegotiatedReader(stream, protocol)

@@ -205,13 +205,14 @@ async def _handshake(
     local_key: PrivateKey,
     expected_peer: PeerID | None,
     initiator: bool,
+    preamble: bytes = b"",
 ) -> NoiseSession:
     hs = proto.HandshakeState(initiator, X25519PrivateKey.generate(), prologue=b"")
     stream = reader.stream
     our_payload = make_handshake_payload(local_key, hs.local_static)
     try:
-        if initiator:
-            await stream.write(frame(hs.write_message(b"")))  # message 1 carries no payload
+        if initiator:  # message 1 carries no payload
+            await stream.write(preamble + frame(hs.write_message(b"")))
             their_payload = hs.read_message(await read_frame(reader))
         else:
             hs.read_message(await read_frame(reader))  # a payload here is ignored, as go does
@@ -236,10 +237,11 @@ async def _run(
     expected_peer: PeerID | None,
     initiator: bool,
     timeout: float,
+    preamble: bytes = b"",
 ) -> NoiseSession:
     try:
         async with asyncio.timeout(timeout):
-            return await _handshake(reader, local_key, expected_peer, initiator)
+            return await _handshake(reader, local_key, expected_peer, initiator, preamble)
     except TimeoutError:
         raise NoiseHandshakeTimeoutError(f"Noise handshake took longer than {timeout}s") from None
 
@@ -250,13 +252,15 @@ async def secure_outbound(
     expected_peer: PeerID | None,
     *,
     timeout: float = 10.0,
+    preamble: bytes = b"",
 ) -> NoiseSession:
     """Run the XX handshake as initiator (we dialled) over ``reader``'s connection.
 
     ``expected_peer`` is the ``/p2p/`` id we dialled, if known; a different authenticated
-    identity raises :class:`PeerIDMismatchError`.
+    identity raises :class:`PeerIDMismatchError`. ``preamble`` goes out in the same write
+    as message 1 (a pipelined multistream proposal for ``/noise``).
     """
-    return await _run(reader, local_key, expected_peer, True, timeout)
+    return await _run(reader, local_key, expected_peer, True, timeout, preamble)
 
 
 async def secure_inbound(
