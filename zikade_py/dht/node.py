@@ -10,7 +10,9 @@
 * :mod:`.node_peers` — ``find_peer``, ``lookup`` / ``get_closest_peers``,
   ``bootstrap``, the routing table, ``add_peer``, ``ping``;
 * :mod:`.node_content` — ``provide`` and ``find_providers``;
-* :mod:`.node_values` — ``put_value`` and ``get_value``.
+* :mod:`.node_values` — ``put_value`` and ``get_value``;
+* :mod:`.republisher` — what we provide and the records we put are announced
+  again every 22 h (``provider_republisher``, ``value_republisher``).
 
 Each API call turns into one coordinator query or broadcast (DESIGN.md §7).
 Every call runs under a deadline (``timeout``, default ``query_timeout``), has a
@@ -28,7 +30,7 @@ from zikade_py.dht.node_content import ContentAPI
 from zikade_py.dht.node_core import ROUTING_ADDR_TTL
 from zikade_py.dht.node_peers import PeerAPI
 from zikade_py.dht.node_values import ValueAPI
-from zikade_py.dht.republisher import Republisher
+from zikade_py.dht.republisher import ProviderKeys, Republisher
 
 
 class Node(PeerAPI, ContentAPI, ValueAPI):
@@ -37,7 +39,14 @@ class Node(PeerAPI, ContentAPI, ValueAPI):
     async def _start(self) -> None:
         await super()._start()
         if self.config.republish:
-            self._add_republisher(Republisher(self.providers, self._announce))
+            self.provider_republisher = Republisher(
+                ProviderKeys(self.providers), self._announce, name="provider-republisher"
+            )
+            self.value_republisher = Republisher(
+                self.local_records, self._reput, name="value-republisher"
+            )
+            self.provider_republisher.start()
+            self.value_republisher.start()
 
     # -- views -------------------------------------------------------------------------------
 

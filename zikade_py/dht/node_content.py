@@ -1,8 +1,8 @@
 """The content API of the Node: announce that we provide a CID, find who provides one.
 
 * ``provide`` — stored locally (and re-announced every 22 h by the provider
-  republisher), then ADD_PROVIDER to the k closest peers of the CID's
-  multihash (FollowUp, or Optimistic).
+  republisher, through :meth:`ContentAPI._announce`), then ADD_PROVIDER to the
+  k closest peers of the CID's multihash (FollowUp, or Optimistic).
 * ``find_providers`` — local records, then a GET_PROVIDERS walk, streamed
   through the :class:`~zikade_py.dht.notifier.Notifier` (records arriving by
   ADD_PROVIDER meanwhile included, each provider once).
@@ -57,8 +57,8 @@ class ContentAPI(NodeCore):
             "DHT.Provide", mh, add_provider(mh, me), strategy, timeout, on_event
         )
 
-    async def _announce(self, mh: bytes) -> BroadcastResult:
-        """Re-announce a multihash we provide (the republisher's hook)."""
+    async def _announce(self, mh: bytes, now: float) -> BroadcastResult:
+        """Re-announce a multihash we provide (the provider republisher's hook)."""
         return await self._broadcast(
             "DHT.Provide", mh, add_provider(mh, self.self_info()),
             BroadcastStrategy.FOLLOW_UP, None, None,

@@ -97,7 +97,10 @@ class NodeCore:
         self._events: NonBlockingQueue[HostEvent] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._bootstrap_waiters: list[asyncio.Future[BootstrapFinished]] = []
-        self._republishers: list[Republisher] = []
+        self.provider_republisher: Republisher | None = None
+        """Re-announces the content we provide every 22 h (``None`` without ``republish``)."""
+        self.value_republisher: Republisher | None = None
+        """Puts the records we put again every 22 h (``None`` without ``republish``)."""
         self._started = False
         self._closed = False
         self.validator: NamespacedValidator = amino_validator()
@@ -158,8 +161,9 @@ class NodeCore:
         if self._closed:
             return
         self._closed = True
-        for republisher in self._republishers:
-            await republisher.close()
+        for republisher in (self.provider_republisher, self.value_republisher):
+            if republisher is not None:
+                await republisher.close()
         if self._events is not None:
             self._events.close()
         if self._driver is not None:
@@ -189,11 +193,6 @@ class NodeCore:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-    def _add_republisher(self, republisher: Republisher) -> None:
-        """Run ``republisher`` until the node closes."""
-        self._republishers.append(republisher)
-        republisher.start()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         # A fresh context: background work must not join the caller's session (rule 3).

@@ -7,6 +7,10 @@
   (selection by the namespace's validator); peers that sent a worse record or
   none get the best one back (corrective PUT_VALUE, a Static broadcast in the
   background, as go does).
+
+Records we put are remembered (:attr:`ValueAPI.local_records`) and put again
+every 22 h by the node's value republisher (:meth:`ValueAPI._reput`), so they
+outlive the 48 h the peers keep them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from zikade_py.core.coordinator_events import BroadcastStrategy, StartMessageQue
 from zikade_py.core.event import FinishReason
 from zikade_py.core.key import Key
 from zikade_py.dht import keys as keyfmt
-from zikade_py.dht.config import BroadcastResult, NotFoundError
+from zikade_py.dht.config import BroadcastResult, NodeConfig, NotFoundError
 from zikade_py.dht.driver import QueryHandle, peer_key
 from zikade_py.dht.messages import Message, get_value, make_record, put_value
 from zikade_py.dht.node_core import NodeCore
@@ -30,11 +34,17 @@ from zikade_py.dht.query_events import (
     emit,
 )
 from zikade_py.dht.records import InvalidRecordError
+from zikade_py.dht.republisher import LocalRecords
 from zikade_py.p2p.peer_id import PeerID
 
 
 class ValueAPI(NodeCore):
     """Value records (see the module docstring)."""
+
+    def __init__(self, config: NodeConfig | None = None) -> None:
+        super().__init__(config)
+        self.local_records = LocalRecords()
+        """The keys of the records we put, for the value republisher."""
 
     async def put_value(
         self,
@@ -58,9 +68,25 @@ class ValueAPI(NodeCore):
         ):
             raise InvalidRecordError("a better record is already stored under this key")
         self.values.put(k, value, now)
+        self.local_records.add(k, now)
         message = put_value(k, make_record(k, value))
         return await self._broadcast(
             "DHT.PutValue", k, message, BroadcastStrategy.FOLLOW_UP, timeout, on_event
+        )
+
+    async def _reput(self, key: bytes, now: float) -> BroadcastResult | None:
+        """Put a record we put before again (the value republisher's hook): the record as
+        the store has it now, refreshed there too so it does not age out locally. ``None``
+        (and the key forgotten) when it is gone or no longer valid."""
+        stored = self.values.get(key, now)
+        if stored is None or not self._valid(key, stored[0]):
+            self.local_records.discard(key)
+            return None
+        value = stored[0]
+        self.values.put(key, value, now)
+        return await self._broadcast(
+            "DHT.PutValue", key, put_value(key, make_record(key, value)),
+            BroadcastStrategy.FOLLOW_UP, None, None,
         )
 
     def _valid(self, key: bytes, value: bytes) -> bool:
