@@ -186,14 +186,17 @@ class NoiseSession:
         """Encrypt and send all of ``data``, in frames of at most 65519 plaintext bytes."""
         view = memoryview(data)
         batch = MAX_PLAINTEXT_LEN * _FRAMES_PER_WRITE
+        encrypt = self._send.encrypt_with_ad
         async with self._write_lock:
-            # encrypting and writing under one lock keeps nonces in wire order
+            # encrypting and writing under one lock keeps nonces in wire order; the
+            # plaintext is sliced without copies and the frames are joined once
             for start in range(0, len(view), batch):
-                out = bytearray()
+                parts: list[bytes] = []
                 for off in range(start, min(start + batch, len(view)), MAX_PLAINTEXT_LEN):
-                    chunk = bytes(view[off : off + MAX_PLAINTEXT_LEN])
-                    out += frame(self._send.encrypt_with_ad(b"", chunk))
-                await self._reader.stream.write(bytes(out))
+                    sealed = encrypt(b"", view[off : off + MAX_PLAINTEXT_LEN])
+                    parts.append(len(sealed).to_bytes(2, "big"))
+                    parts.append(sealed)
+                await self._reader.stream.write(b"".join(parts))
 
     async def close(self) -> None:
         """Close the underlying connection."""

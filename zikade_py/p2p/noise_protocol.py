@@ -121,10 +121,11 @@ class CipherState:
         if self._n >= MAX_NONCE:
             raise NonceExhaustedError("nonce space exhausted")
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
-        """``plaintext`` sealed with the next nonce (returned unchanged if there is no key)."""
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes | memoryview) -> bytes:
+        """``plaintext`` sealed with the next nonce (returned unchanged if there is no key);
+        a memoryview is sealed without being copied first."""
         if self._aead is None:
-            return plaintext
+            return bytes(plaintext)
         self._check_nonce()
         out = self._aead.encrypt(_nonce(self._n), plaintext, ad)
         self._n += 1
