@@ -62,6 +62,8 @@ _WRITE_BEHIND = 256 * 1024  # queued data bytes writers may leave behind without
 _MAX_URGENT_BACKLOG = 8192  # queued control frames; more means the peer stopped reading
 _MAX_PENDING_PONGS = 32  # go-yamux PingBacklog: ping answers beyond this are dropped
 _MAX_CLOSE_WAIT = 5.0  # cap on flushing GoAway and closing the connection
+# flag bits as plain ints: enum operators would run on every frame
+_SYN, _ACK, _FIN, _RST = int(Flag.SYN), int(Flag.ACK), int(Flag.FIN), int(Flag.RST)
 
 
 class StreamLimitError(YamuxError):
@@ -374,7 +376,7 @@ class YamuxSession:
             return stream._data_limit()
         if header.stream_id == 0:
             raise YamuxProtocolError("data frame on stream 0")
-        if header.has(Flag.SYN):
+        if header.flags & _SYN:
             return INITIAL_STREAM_WINDOW
         return self.config.max_frame_data  # late data for a closed stream: read and drop
 
@@ -389,7 +391,8 @@ class YamuxSession:
         if stream_id == 0:
             raise YamuxProtocolError(f"{header.type.name} frame on stream 0")
         stream = self._streams.get(stream_id)
-        if header.has(Flag.SYN):
+        flags = header.flags
+        if flags & _SYN:
             if (stream_id % 2 == 1) == self.is_client:
                 raise YamuxProtocolError(f"SYN for stream {stream_id} of our own parity")
             if stream is not None:
@@ -397,15 +400,15 @@ class YamuxSession:
             stream = self._on_inbound_syn(stream_id)
         if stream is None:
             return  # a late frame for a stream already closed or reset: ignore
-        if header.has(Flag.ACK):
+        if flags & _ACK:
             stream._on_ack()
         if header.type is FrameType.DATA:
             stream._on_data(body)
-        elif not header.has(Flag.RST):  # go-yamux v5 puts an error code in an RST's length
+        elif not flags & _RST:  # go-yamux v5 puts an error code in an RST's length
             stream._on_window_update(header.length)
-        if header.has(Flag.FIN):
+        if flags & _FIN:
             stream._on_remote_fin()
-        if header.has(Flag.RST):
+        if flags & _RST:
             stream._on_remote_reset()
 
     def _on_inbound_syn(self, stream_id: int) -> YamuxStream | None:
@@ -423,12 +426,12 @@ class YamuxSession:
         return stream
 
     def _on_ping(self, header: FrameHeader) -> None:
-        if header.has(Flag.SYN):
+        if header.flags & _SYN:
             if self._pongs_queued >= _MAX_PENDING_PONGS:
                 return
             self._pongs_queued += 1
             self._enqueue(encode_header(FrameType.PING, Flag.ACK, 0, header.length), urgent=True)
-        elif header.has(Flag.ACK):
+        elif header.flags & _ACK:
             future = self._pings.get(header.length)
             if future is not None and not future.done():
                 future.set_result(None)

@@ -39,6 +39,9 @@ class Flag(IntFlag):
     RST = 8
 
 
+_TYPES = {int(t): t for t in FrameType}  # a dict lookup, not an enum call, per frame
+
+
 class GoAwayCode(IntEnum):
     """Error codes carried in the length field of a GoAway frame."""
 
@@ -81,8 +84,7 @@ def decode_header(data: bytes | bytearray | memoryview) -> FrameHeader:
     version, type_byte, flags, stream_id, length = _HEADER.unpack(data)
     if version != YAMUX_VERSION:
         raise YamuxProtocolError(f"unsupported yamux version {version}")
-    try:
-        frame_type = FrameType(type_byte)
-    except ValueError:
-        raise YamuxProtocolError(f"unknown yamux frame type {type_byte}") from None
+    frame_type = _TYPES.get(type_byte)
+    if frame_type is None:
+        raise YamuxProtocolError(f"unknown yamux frame type {type_byte}")
     return FrameHeader(frame_type, flags, stream_id, length)
