@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(90)
 
 LOOPBACK = Multiaddr.parse("/ip4/127.0.0.1/tcp/0")
 ECHO = "/test/echo/1.0.0"
-CONFIG = replace(HostConfig(), redundant_grace=0.05)
+CONFIG = replace(HostConfig(), redundant_grace=0.5)  # > the peer needs to see both
 ROUNDS = 12
 
 
