@@ -29,6 +29,7 @@ from zikade_py.p2p.mss import (
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.noise import NOISE_PROTOCOL_ID, NoiseSession, secure_inbound, secure_outbound
 from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.pump import can_pump, install_pump
 from zikade_py.p2p.yamux import YAMUX_PROTOCOL_ID, YamuxConfig, YamuxSession, YamuxStream
 
 
@@ -273,11 +274,16 @@ async def _muxer(
         reader = LazyNegotiatedReader(noise, YAMUX_PROTOCOL_ID)
     else:
         reader = BufferedReader(noise)
-        _, reader = await handle_negotiation(
-            noise, lambda p: p == YAMUX_PROTOCOL_ID, reader=reader
-        )
+        _, reader = await handle_negotiation(noise, lambda p: p == YAMUX_PROTOCOL_ID, reader=reader)
     session = YamuxSession(ReadAheadStream(reader, tcp.abort), is_client=is_client, config=config)
-    await session.start()
+    if not can_pump(tcp):
+        await session.start()
+        return session
+    # received bytes go straight from the transport callback to the streams (pump.py)
+    plaintext = b"" if is_client else reader.take_buffer()
+    expect = lazy_proposal(YAMUX_PROTOCOL_ID) if is_client else b""
+    await session.start(read_loop=False)
+    install_pump(tcp, noise, session, plaintext + noise.take_plaintext(), expect)
     return session
 
 

@@ -153,6 +153,21 @@ class NoiseSession:
         """The connection underneath (to abort it)."""
         return self._reader.stream
 
+    @property
+    def recv_cipher(self) -> proto.CipherState:
+        """The receiving cipher, for a receive path that decrypts frames itself (the pump)."""
+        return self._recv
+
+    def take_ciphertext(self) -> bytes:
+        """Remove and return received bytes not yet decrypted (for the pump taking over)."""
+        return self._reader.take_buffer()
+
+    def take_plaintext(self) -> bytes:
+        """Remove and return decrypted bytes no read has returned yet."""
+        out = bytes(self._plain)
+        self._plain.clear()
+        return out
+
     async def read(self, max_bytes: int = 65536) -> bytes:
         """Up to ``max_bytes`` decrypted bytes; ``b""`` at end of stream.
 

@@ -138,6 +138,7 @@ class YamuxSession:
         self._writer_task: asyncio.Task[None] | None = None
         self._finisher: asyncio.Task[None] | None = None
         self._started = False
+        self._rbuf = bytearray()  # fed bytes not yet a complete frame (push mode)
         self.last_activity = time.monotonic()
 
     # -- properties -------------------------------------------------------------------------
@@ -174,8 +175,12 @@ class YamuxSession:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the reader, writer and (if configured) keep-alive tasks."""
+    async def start(self, *, read_loop: bool = True) -> None:
+        """Start the reader, writer and (if configured) keep-alive tasks.
+
+        ``read_loop=False``: no reader task; whoever receives the connection's bytes hands
+        them to :meth:`feed` (the TCP pump does, from the transport's callback).
+        """
         if self._closing:
             raise SessionClosedError("session is closed")
         if self._started:
@@ -186,10 +191,13 @@ class YamuxSession:
         self._writer_task = loop.create_task(
             self._write_loop(), name="yamux-writer", context=contextvars.Context()
         )
-        reader = loop.create_task(
-            self._read_loop(), name="yamux-reader", context=contextvars.Context()
-        )
-        self._tasks = [self._writer_task, reader]
+        self._tasks = [self._writer_task]
+        if read_loop:
+            self._tasks.append(
+                loop.create_task(
+                    self._read_loop(), name="yamux-reader", context=contextvars.Context()
+                )
+            )
         if self.config.keepalive_interval is not None:
             self._tasks.append(
                 loop.create_task(
@@ -354,6 +362,56 @@ class YamuxSession:
             _log.debug("yamux reader failed", exc_info=True)
             err = SessionClosedError(f"yamux reader failed: {exc!r}")
             self._fail(err, GoAwayCode.INTERNAL_ERROR)
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Dispatch every complete frame in the bytes received so far (push mode).
+
+        Never blocks: frame handling only buffers and signals. A protocol violation closes
+        the session exactly as the reader task would.
+        """
+        if self._closing:
+            return
+        buf = self._rbuf
+        buf += data
+        pos = 0
+        end = len(buf)
+        try:
+            while end - pos >= HEADER_SIZE:
+                header = decode_header(bytes(buf[pos : pos + HEADER_SIZE]))
+                body = b""
+                size = HEADER_SIZE
+                if header.type is FrameType.DATA and header.length:
+                    if header.length > self._data_limit(header):
+                        raise YamuxProtocolError(
+                            f"data frame of {header.length} bytes on stream "
+                            f"{header.stream_id} exceeds the receive window"
+                        )
+                    if end - pos - HEADER_SIZE < header.length:
+                        break
+                    body = bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + header.length])
+                    size += header.length
+                pos += size
+                self._handle_frame(header, body)
+                if self._closing:
+                    return
+        except YamuxProtocolError as exc:
+            _log.debug("yamux protocol error: %s", exc)
+            self._fail(exc, GoAwayCode.PROTOCOL_ERROR)
+            return
+        except Exception as exc:  # a bug: end this session only
+            _log.debug("yamux dispatch failed", exc_info=True)
+            self._fail(
+                SessionClosedError(f"yamux dispatch failed: {exc!r}"), GoAwayCode.INTERNAL_ERROR
+            )
+            return
+        finally:
+            if pos:
+                self.last_activity = time.monotonic()
+        del buf[:pos]
+
+    def feed_eof(self, reason: str = "connection closed by peer") -> None:
+        """The connection ended (push mode): close the session."""
+        self._fail(SessionClosedError(reason), None)
 
     async def _keepalive_loop(self) -> None:
         interval = self.config.keepalive_interval
