@@ -106,7 +106,8 @@ def daemon_aware_ping(base: click.Command) -> click.Command:
         name=base.name,
         callback=callback,
         params=_params(base, "30s"),
-        help=(base.help or "") + " Uses the daemon when it runs (then PEER may be a peer ID).",
+        help=(base.help or "")
+        + " Uses the daemon when it runs (then MULTIADDR may be a bare peer ID).",
     )
 
 

@@ -156,7 +156,7 @@ async def run_demo(net: Devnet, console: Console) -> None:
     console.print("[green]demo ok[/]: every lookup found what it looked for")
 
 
-def _print_banner(net: Devnet, console: Console, took: float, temp: bool) -> None:
+def _print_banner(net: Devnet, console: Console, took: float, temp: bool, demo: bool) -> None:
     console.print(
         f"devnet: {len(net.nodes)} nodes on 127.0.0.1, ready in {took:.2f}s", soft_wrap=True
     )
@@ -164,6 +164,9 @@ def _print_banner(net: Devnet, console: Console, took: float, temp: bool) -> Non
         addr = node.listen_addrs[0].with_peer_id(node.peer_id)
         api = f"  (RPC API {net.daemon.api_url})" if i == 0 else ""
         console.print(f"  node {i:<2} {addr}{api}", soft_wrap=True)
+    if demo:  # the devnet stops after the demo: nothing to point other commands at
+        console.print("(--demo stops the devnet afterwards; 'zikade devnet' keeps one running)")
+        return
     console.print("Point other commands at it:")
     console.print(f"  export ZIKADE_PATH={net.repo}", soft_wrap=True)
     console.print(f"  zikade find-peer {net.nodes[-1].peer_id}", soft_wrap=True)
@@ -175,12 +178,20 @@ def _print_banner(net: Devnet, console: Console, took: float, temp: bool) -> Non
 
 
 @click.command("devnet")
-@click.option("-n", "--nodes", "count", type=click.IntRange(3, 200), default=8, show_default=True)
+@click.option(
+    "-n",
+    "--nodes",
+    "count",
+    type=click.IntRange(3, 200),
+    default=8,
+    show_default=True,
+    help="Number of nodes.",
+)
 @click.option(
     "--repo",
-    envvar="ZIKADE_PATH",
     default=None,
-    help="Repo of node 0, where the API file goes (default: a temporary directory).",
+    help="Repo of node 0, where the API file goes; its config is rewritten for the devnet"
+    " (default: a temporary directory, removed at exit; ZIKADE_PATH is not used).",
 )
 @click.option("--api", default="127.0.0.1:0", show_default=True, help="RPC API address of node 0.")
 @click.option("--demo", is_flag=True, help="Run find-peer, provide and find-providers, then exit.")
@@ -200,7 +211,7 @@ def devnet_command(count: int, repo: str | None, api: str, demo: bool, trace: st
         started = time.perf_counter()
         with catch_signals() as stop:
             async with start_devnet(count, repo_dir, api) as net:
-                _print_banner(net, console, time.perf_counter() - started, temp)
+                _print_banner(net, console, time.perf_counter() - started, temp, demo)
                 if demo:
                     await run_demo(net, console)
                     return

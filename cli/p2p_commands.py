@@ -79,6 +79,11 @@ def load_identity(repo: str) -> PrivateKey:
 
 def parse_peer_addr(text: str) -> tuple[Multiaddr, PeerID]:
     """A multiaddr that names its peer with ``/p2p/``."""
+    if not text.startswith("/"):
+        raise CommandError(
+            f"invalid multiaddr {text!r}: expected /ip4/<host>/tcp/<port>/p2p/<peer-id>"
+            " (find a peer's addresses with 'zikade find-peer')"
+        )
     try:
         addr = Multiaddr.parse(text)
     except (InvalidMultiaddrError, ValueError) as exc:

@@ -56,11 +56,13 @@ class QueryView:
     """The ``-v`` view of one command's query; a context manager around the live display.
 
     ``target`` is the preimage of the key looked up (a multihash), used to rank
-    the peers seen by XOR distance for "closest so far".
+    the peers seen by XOR distance for "closest so far". ``command`` is the RPC
+    path: ``routing/put`` reports VALUE events of peers that stored the record.
     """
 
     target: bytes | None = None
     enabled: bool = True
+    command: str = ""
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     asked: set[str] = field(default_factory=set)
     answered: set[str] = field(default_factory=set)
@@ -102,7 +104,10 @@ class QueryView:
                 self._see(r)
         elif kind == QueryEventType.QUERY_ERROR:
             self.failed.add(peer)
-        line = self._line(kind, peer, responses, str(ev.get("Extra") or ""))
+        if kind == QueryEventType.VALUE and peer and self.command == "routing/put":
+            line = f"stored at {peer}"
+        else:
+            line = self._line(kind, peer, responses, str(ev.get("Extra") or ""))
         if line:
             stamp = (
                 time.strftime("%H:%M:%S", time.localtime())

@@ -68,7 +68,7 @@ def run_query(
         ) as backend:
             remaining = max(0.5, deadline - loop.time())
             opts = timeout_options(remaining, **(options or {}))
-            with QueryView(target=target, enabled=verbose) as view:
+            with QueryView(target=target, enabled=verbose, command=command) as view:
                 async for ev in backend.stream(command, args, opts, body):
                     view.event(ev)
                     _print_event(command, ev, as_json)
@@ -229,7 +229,11 @@ def put_command(
     bootstrap: tuple[str, ...],
     trace: str | None,
 ) -> None:
-    """Store the record in FILE (or stdin) under KEY; prints the peers that stored it."""
+    """Store the record in FILE (or stdin) under KEY; prints the peers that stored it.
+
+    KEY is /pk/<peer-id> (FILE: that peer's public key protobuf, e.g. the base64-decoded
+    "PublicKey" of 'zikade id --json') or /ipns/<peer-id> (FILE: a signed IPNS record).
+    """
     target = _validated(lambda: parse_record_key(key))
     value = value_file.read()
     if not isinstance(value, bytes) or not value:

@@ -67,6 +67,9 @@ def parse_cid(text: str) -> CID:
 
 def parse_multiaddr(text: str, *, need_peer: bool = False) -> Multiaddr:
     """A multiaddr; with ``need_peer`` it must end in ``/p2p/<peer id>``."""
+    if not text.strip().startswith("/"):
+        shape = "/ip4/<host>/tcp/<port>" + ("/p2p/<peer-id>" if need_peer else "")
+        raise ArgumentError(f"invalid multiaddr {text!r}: expected {shape}")
     try:
         addr = Multiaddr.parse(text.strip())
     except (InvalidMultiaddrError, ValueError) as exc:
@@ -118,4 +121,6 @@ def parse_record_key(text: str) -> bytes:
 
 
 def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    # KeyError's str() is the repr of its argument: show the message, not a quoted string
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
