@@ -273,3 +273,16 @@ def test_next_due_is_none_when_idle() -> None:
 
 def test_dropped_error_text_is_stable() -> None:
     assert "dropped" in DROPPED
+
+
+def test_broadcast_lookup_answers_are_reported_as_progress() -> None:
+    c = coordinator()
+    fill(c, [k(1)])
+    c.notify(StartBroadcast("p", TARGET, "ADD_PROVIDER"), 0.0)
+    lookup = sends(drain(c, 0.0))[0]
+    c.notify(RequestSucceeded(lookup.request_id, (k(2),), response=["closer"]), 1.0)
+    out = drain(c, 1.0)
+    progressed = [o for o in out if isinstance(o, QueryProgressed)]
+    assert len(progressed) == 1
+    assert progressed[0].query_id == "p" and progressed[0].node == k(1)
+    assert progressed[0].response == ["closer"]

@@ -37,6 +37,7 @@ from zikade_py.core.query import (
     QueryNodeResponse,
     QueryPoll,
     QuerySendMessage,
+    QueryStats,
     QueryWaitingAtCapacity,
     QueryWaitingWithCapacity,
 )
@@ -228,6 +229,11 @@ class Broadcast:
     def finished(self) -> bool:
         """Whether the terminal state was reached."""
         return self._result is not None
+
+    @property
+    def lookup_stats(self) -> QueryStats:
+        """Counters of the lookup (empty for a static broadcast)."""
+        return self._query.stats if self._query is not None else QueryStats()
 
     def next_due(self) -> float | None:
         """Earliest lookup or store deadline, or the broadcast's own deadline."""

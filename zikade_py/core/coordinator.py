@@ -320,6 +320,15 @@ class Coordinator:
                     now,
                 )
             case _Owner.BROADCAST_LOOKUP:
+                bcast = self._broadcasts.get(req.query_id)
+                if bcast is not None:
+                    # The lookup of a broadcast is progress the caller may show too.
+                    self._outbox.append(
+                        QueryProgressed(
+                            req.query_id, req.node, event.response, bcast.lookup_stats,
+                            trace=event.trace,
+                        )
+                    )
                 self._drive_broadcast(
                     req.query_id, BcastLookupResponse(req.node, event.closer_nodes), now
                 )
