@@ -18,6 +18,7 @@ from zikade_py.dht.stores import MAX_RECORD_AGE
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.mss import ProtocolNotSupportedError
 from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.yamux import StreamResetError
 
 from .kad_harness import (
     NOW,
@@ -228,8 +229,14 @@ async def test_per_peer_stream_limit_resets_extra_streams() -> None:
         first, second = await s.open(), await s.open()
         assert m.message_type(await first.request(m.ping())) == MessageType.PING
         assert m.message_type(await second.request(m.ping())) == MessageType.PING
-        third = await s.open()
-        await third.expect_reset()
+        # The refusal is a reset; it may overtake the protocol echo (the host sends
+        # the echo and the reset without waiting), so it can surface while opening.
+        try:
+            third = await s.open()
+        except StreamResetError:
+            pass
+        else:
+            await third.expect_reset()
         assert s.server.stats.streams_refused == 1
         await first.close()
         async with asyncio.timeout(5):
