@@ -18,7 +18,7 @@ Time: ``deadline`` is absolute on the router's ``clock`` (``time.monotonic`` by
 default, the clock the node feeds its coordinator), so the remaining budget is
 ``deadline - clock()``; ``None`` means ``request_timeout`` from now.
 
-Metrics (ZIKADE.md §5, /work/notes/METRICS.md), all by ``message_type`` and never
+Metrics (ZIKADE.md §5, docs/metrics.md), all by ``message_type`` and never
 by peer or key: ``sent_messages`` / ``sent_message_errors`` count messages that
 get no answer (ADD_PROVIDER), ``sent_bytes`` the request bodies written,
 ``outbound_request_latency`` (ms) from the start of a request (dial included) to

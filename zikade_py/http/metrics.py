@@ -10,7 +10,7 @@ compatibility rules do: counters end in ``_total``, the unit becomes a suffix
 (``ms`` → ``_milliseconds``, ``By`` → ``_bytes``, ``s`` → ``_seconds``).
 
 The instruments themselves are recorded by the Node, router and handlers through
-:func:`zikade_py.telemetry.meter` (names in ZIKADE.md §5 and /work/notes/METRICS.md);
+:func:`zikade_py.telemetry.meter` (names in ZIKADE.md §5 and docs/metrics.md);
 this module adds the gauges and counters it can observe from ``Node.stats()``
 (:data:`NODE_GAUGES`, :data:`NODE_COUNTERS`), labelled with the node's ``peer_id``.
 """
