@@ -29,7 +29,6 @@ from zikade_py.core.query import (
     Query,
     QueryCancel,
     QueryCancelRequest,
-    QueryConfig,
     QueryEvent,
     QueryFindCloser,
     QueryFinished,
@@ -43,6 +42,7 @@ from zikade_py.core.query import (
     QueryWaitingAtCapacity,
     QueryWaitingWithCapacity,
 )
+from zikade_py.core.routing.walk import WalkConfig
 from zikade_py.core.trace import Trace
 
 BOOTSTRAP_QUERY_ID: QueryID = "bootstrap"
@@ -50,31 +50,8 @@ BOOTSTRAP_QUERY_ID: QueryID = "bootstrap"
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapConfig:
-    """Knobs of a bootstrap run; α, k and request timeout follow go (WIRE.md §9)."""
-
-    timeout: float = 60.0
-    """Seconds a whole run may take before it finishes with TIMEOUT."""
-    request_concurrency: int = 10
-    """α: requests in flight."""
-    request_timeout: float = 10.0
-    """Seconds a node has to answer."""
-    num_results: int = 20
-    """k: the run is done once the k closest nodes found have answered."""
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` for a configuration no run could use."""
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-        self.query_config().validate()
-
-    def query_config(self) -> QueryConfig:
-        """The configuration of the underlying query."""
-        return QueryConfig(
-            concurrency=self.request_concurrency,
-            num_results=self.num_results,
-            request_timeout=self.request_timeout,
-        )
+class BootstrapConfig(WalkConfig):
+    """Knobs of a bootstrap run (a walk towards our own key)."""
 
 
 # -- events ---------------------------------------------------------------------------------

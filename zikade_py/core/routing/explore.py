@@ -35,7 +35,6 @@ from zikade_py.core.query import (
     Query,
     QueryCancel,
     QueryCancelRequest,
-    QueryConfig,
     QueryEvent,
     QueryFindCloser,
     QueryFinished,
@@ -49,6 +48,7 @@ from zikade_py.core.query import (
     QueryWaitingAtCapacity,
     QueryWaitingWithCapacity,
 )
+from zikade_py.core.routing.walk import WalkConfig
 from zikade_py.core.routing_table import RoutingTable
 from zikade_py.core.trace import Trace
 
@@ -151,33 +151,11 @@ class NoWaitExploreSchedule:
 
 
 @dataclass(frozen=True, slots=True)
-class ExploreConfig:
-    """Knobs of each walk; α, k and request timeout follow go (WIRE.md §9)."""
+class ExploreConfig(WalkConfig):
+    """Knobs of each random walk."""
 
-    timeout: float = 60.0
-    """Seconds a walk may take before it finishes with TIMEOUT."""
-    request_concurrency: int = 10
-    """α: requests in flight."""
-    request_timeout: float = 10.0
-    """Seconds a node has to answer."""
-    num_results: int = 20
-    """k: seeds taken from the table and closest nodes sought."""
     skip_beyond_deepest_bucket: bool = True
     """Skip CPLs deeper than the deepest non-empty bucket (the spec's rule)."""
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` for a configuration no walk could use."""
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-        self.query_config().validate()
-
-    def query_config(self) -> QueryConfig:
-        """The configuration of a walk's query."""
-        return QueryConfig(
-            concurrency=self.request_concurrency,
-            num_results=self.num_results,
-            request_timeout=self.request_timeout,
-        )
 
 
 # -- events ---------------------------------------------------------------------------------
