@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -100,7 +102,11 @@ def json_option(func: F) -> F:
 
 
 def verbose_option(func: F) -> F:
-    """``-v``: show the query live on stderr."""
+    """``-v``: show the query live on stderr (collected into :attr:`QueryOptions.verbose`).
+
+    Goes with :func:`network_options`, which takes the flag out of the callback's
+    keyword arguments; it stands above or below it.
+    """
     return click.option(
         "-v",
         "--verbose",
@@ -131,11 +137,41 @@ def trace_option(func: F) -> F:
     )(func)
 
 
-def network_options(func: F) -> F:
-    """The options of every command that talks to the network."""
+@dataclass(frozen=True, slots=True)
+class QueryOptions:
+    """The options every network command shares, as the one value its callback receives.
+
+    Without it each command would declare (and hand on) the same five or six
+    parameters; with it a new shared option is one field and one decorator.
+    """
+
+    repo: str
+    timeout: float
+    as_json: bool
+    bootstrap: tuple[str, ...]
+    trace: str | None
+    verbose: bool = False
+
+
+_QUERY_FIELDS = tuple(f.name for f in fields(QueryOptions))
+
+
+def network_options(func: Callable[..., T]) -> Callable[..., T]:
+    """The options of every command that talks to the network, passed on as ``opts``.
+
+    The callback takes ``opts: QueryOptions`` instead of ``repo``, ``timeout``,
+    ``as_json``, ``bootstrap``, ``trace`` (and ``verbose`` with :func:`verbose_option`).
+    """
+
+    @functools.wraps(func)
+    def collect(*args: Any, **kwargs: Any) -> T:
+        shared = {name: kwargs.pop(name) for name in _QUERY_FIELDS if name in kwargs}
+        return func(*args, opts=QueryOptions(**shared), **kwargs)
+
+    wrapped: Callable[..., T] = collect
     for option in (trace_option, bootstrap_option, json_option, timeout_option, repo_option):
-        func = option(func)
-    return func
+        wrapped = option(wrapped)
+    return wrapped
 
 
 def print_json(doc: Any, *, indent: int | None = None) -> None:

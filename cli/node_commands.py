@@ -15,17 +15,22 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.backend import open_backend
-from cli.common import network_options, print_json, resolve_repo, run_command
+from cli.common import QueryOptions, network_options, print_json, resolve_repo, run_command
 from zikade_py.http.client import JSONObj
 
 
-async def _fetch(repo: str, command: str, timeout: float, bootstrap: tuple[str, ...]) -> JSONObj:
-    async with open_backend(
-        resolve_repo(repo), command=command, bootstrap=bootstrap, timeout=timeout
-    ) as backend:
-        async for doc in backend.stream(command):
-            return doc
-    return {}
+def _fetch(name: str, command: str, opts: QueryOptions) -> JSONObj:
+    """The one object ``command`` answers, fetched under the run loop (errors: one line)."""
+
+    async def go() -> JSONObj:
+        async with open_backend(
+            resolve_repo(opts.repo), command=command, bootstrap=opts.bootstrap, timeout=opts.timeout
+        ) as backend:
+            async for doc in backend.stream(command):
+                return doc
+        return {}
+
+    return run_command(name, go, timeout=opts.timeout, trace=opts.trace)
 
 
 def _ago(ts: Any) -> str:
@@ -67,17 +72,10 @@ def render_routing_table(doc: JSONObj, console: Console) -> None:
 
 @click.command("routing-table")
 @network_options
-def routing_table_command(
-    repo: str, timeout: float, as_json: bool, bootstrap: tuple[str, ...], trace: str | None
-) -> None:
+def routing_table_command(opts: QueryOptions) -> None:
     """Show the routing table, bucket by bucket."""
-    doc = run_command(
-        "routing-table",
-        lambda: _fetch(repo, "routing-table", timeout, bootstrap),
-        timeout=timeout,
-        trace=trace,
-    )
-    if as_json:
+    doc = _fetch("routing-table", "routing-table", opts)
+    if opts.as_json:
         print_json(doc)
     else:
         render_routing_table(doc, Console(highlight=False, width=200, soft_wrap=True))
@@ -90,17 +88,10 @@ def swarm_group() -> None:
 
 @swarm_group.command("peers")
 @network_options
-def swarm_peers_command(
-    repo: str, timeout: float, as_json: bool, bootstrap: tuple[str, ...], trace: str | None
-) -> None:
+def swarm_peers_command(opts: QueryOptions) -> None:
     """List open connections as <multiaddr>/p2p/<peer-id>, one per line (needs the daemon)."""
-    doc = run_command(
-        "swarm-peers",
-        lambda: _fetch(repo, "swarm/peers", timeout, bootstrap),
-        timeout=timeout,
-        trace=trace,
-    )
-    if as_json:
+    doc = _fetch("swarm-peers", "swarm/peers", opts)
+    if opts.as_json:
         print_json(doc)
         return
     for peer in doc.get("Peers") or []:

@@ -20,6 +20,7 @@ import click
 
 from cli.backend import open_backend, timeout_options
 from cli.common import (
+    QueryOptions,
     fail,
     network_options,
     print_json,
@@ -44,36 +45,34 @@ GRACE = 5.0
 
 def run_query(
     name: str,
-    command: str,
+    rpc_path: str,
     args: Sequence[str],
+    opts: QueryOptions,
     *,
-    repo: str,
-    timeout: float,
-    bootstrap: Sequence[str],
-    as_json: bool,
-    verbose: bool,
-    trace: str | None,
     target: bytes | None = None,
     options: dict[str, str] | None = None,
     body: bytes | None = None,
 ) -> None:
-    """Run a streaming routing command and print its output (see the module docstring)."""
-    repo_dir = resolve_repo(repo)
+    """Run a streaming routing command and print its output (see the module docstring).
+
+    ``name`` is the command's name (its root span), ``rpc_path`` the RPC command it runs.
+    """
+    repo_dir = resolve_repo(opts.repo)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + opts.timeout
         async with open_backend(
-            repo_dir, command=command, bootstrap=bootstrap, timeout=timeout
+            repo_dir, command=rpc_path, bootstrap=opts.bootstrap, timeout=opts.timeout
         ) as backend:
             remaining = max(0.5, deadline - loop.time())
-            opts = timeout_options(remaining, **(options or {}))
-            with QueryView(target=target, enabled=verbose, command=command) as view:
-                async for ev in backend.stream(command, args, opts, body):
+            rpc_options = timeout_options(remaining, **(options or {}))
+            with QueryView(target=target, enabled=opts.verbose, command=rpc_path) as view:
+                async for ev in backend.stream(rpc_path, args, rpc_options, body):
                     view.event(ev)
-                    _print_event(command, ev, as_json)
+                    _print_event(rpc_path, ev, opts.as_json)
 
-    run_command(name, go, timeout=timeout + GRACE, trace=trace)
+    run_command(name, go, timeout=opts.timeout + GRACE, trace=opts.trace)
 
 
 def _print_event(command: str, ev: dict[str, object], as_json: bool) -> None:
@@ -92,29 +91,10 @@ def _print_event(command: str, ev: dict[str, object], as_json: bool) -> None:
 @click.argument("peer")
 @verbose_option
 @network_options
-def find_peer_command(
-    peer: str,
-    verbose: bool,
-    repo: str,
-    timeout: float,
-    as_json: bool,
-    bootstrap: tuple[str, ...],
-    trace: str | None,
-) -> None:
+def find_peer_command(peer: str, opts: QueryOptions) -> None:
     """Find the addresses of PEER (a peer ID); prints one multiaddr per line."""
     target = _validated(lambda: parse_peer_id(peer).multihash)
-    run_query(
-        "find-peer",
-        "routing/findpeer",
-        [peer],
-        repo=repo,
-        timeout=timeout,
-        bootstrap=bootstrap,
-        as_json=as_json,
-        verbose=verbose,
-        trace=trace,
-        target=target,
-    )
+    run_query("find-peer", "routing/findpeer", [peer], opts, target=target)
 
 
 @click.command("find-providers")
@@ -129,89 +109,31 @@ def find_peer_command(
 )
 @verbose_option
 @network_options
-def find_providers_command(
-    cid: str,
-    num_providers: int,
-    verbose: bool,
-    repo: str,
-    timeout: float,
-    as_json: bool,
-    bootstrap: tuple[str, ...],
-    trace: str | None,
-) -> None:
+def find_providers_command(cid: str, num_providers: int, opts: QueryOptions) -> None:
     """Find peers that provide CID; prints one provider peer ID per line."""
     target = _validated(lambda: bytes(parse_cid(cid).digest))
-    run_query(
-        "find-providers",
-        "routing/findprovs",
-        [cid],
-        repo=repo,
-        timeout=timeout,
-        bootstrap=bootstrap,
-        as_json=as_json,
-        verbose=verbose,
-        trace=trace,
-        target=target,
-        options={"num-providers": str(num_providers)},
-    )
+    options = {"num-providers": str(num_providers)}
+    run_query("find-providers", "routing/findprovs", [cid], opts, target=target, options=options)
 
 
 @click.command("provide")
 @click.argument("cids", nargs=-1, required=True, metavar="CID...")
 @verbose_option
 @network_options
-def provide_command(
-    cids: tuple[str, ...],
-    verbose: bool,
-    repo: str,
-    timeout: float,
-    as_json: bool,
-    bootstrap: tuple[str, ...],
-    trace: str | None,
-) -> None:
+def provide_command(cids: tuple[str, ...], opts: QueryOptions) -> None:
     """Announce to the network that this node provides each CID (prints nothing on success)."""
     digests = _validated(lambda: [bytes(parse_cid(c).digest) for c in cids])
-    run_query(
-        "provide",
-        "routing/provide",
-        list(cids),
-        repo=repo,
-        timeout=timeout,
-        bootstrap=bootstrap,
-        as_json=as_json,
-        verbose=verbose,
-        trace=trace,
-        target=digests[0],
-    )
+    run_query("provide", "routing/provide", list(cids), opts, target=digests[0])
 
 
 @click.command("get")
 @click.argument("key")
 @verbose_option
 @network_options
-def get_command(
-    key: str,
-    verbose: bool,
-    repo: str,
-    timeout: float,
-    as_json: bool,
-    bootstrap: tuple[str, ...],
-    trace: str | None,
-) -> None:
+def get_command(key: str, opts: QueryOptions) -> None:
     """Get the value record of KEY (/ipns/<peer-id>, /pk/<peer-id>); writes the raw value."""
     target = _validated(lambda: parse_record_key(key))
-    run_query(
-        "get",
-        "routing/get",
-        [key],
-        repo=repo,
-        timeout=timeout,
-        bootstrap=bootstrap,
-        as_json=as_json,
-        verbose=verbose,
-        trace=trace,
-        target=target,
-    )
+    run_query("get", "routing/get", [key], opts, target=target)
 
 
 @click.command("put")
@@ -219,16 +141,7 @@ def get_command(
 @click.argument("value_file", metavar="FILE|-", type=click.File("rb"))
 @verbose_option
 @network_options
-def put_command(
-    key: str,
-    value_file: BinaryIO,
-    verbose: bool,
-    repo: str,
-    timeout: float,
-    as_json: bool,
-    bootstrap: tuple[str, ...],
-    trace: str | None,
-) -> None:
+def put_command(key: str, value_file: BinaryIO, opts: QueryOptions) -> None:
     """Store the record in FILE (or stdin) under KEY; prints the peers that stored it.
 
     KEY is /pk/<peer-id> (FILE: that peer's public key protobuf, e.g. the base64-decoded
@@ -238,48 +151,17 @@ def put_command(
     value = value_file.read()
     if not isinstance(value, bytes) or not value:
         raise click.UsageError("the value is empty")
-    run_query(
-        "put",
-        "routing/put",
-        [key],
-        repo=repo,
-        timeout=timeout,
-        bootstrap=bootstrap,
-        as_json=as_json,
-        verbose=verbose,
-        trace=trace,
-        target=target,
-        body=value,
-    )
+    run_query("put", "routing/put", [key], opts, target=target, body=value)
 
 
 @click.command("closest-peers")
 @click.argument("key")
 @verbose_option
 @network_options
-def closest_peers_command(
-    key: str,
-    verbose: bool,
-    repo: str,
-    timeout: float,
-    as_json: bool,
-    bootstrap: tuple[str, ...],
-    trace: str | None,
-) -> None:
+def closest_peers_command(key: str, opts: QueryOptions) -> None:
     """Find the peers closest to KEY (a peer ID or a CID); prints one peer ID per line."""
     target = _validated(lambda: parse_lookup_key(key))
-    run_query(
-        "closest-peers",
-        "dht/query",
-        [key],
-        repo=repo,
-        timeout=timeout,
-        bootstrap=bootstrap,
-        as_json=as_json,
-        verbose=verbose,
-        trace=trace,
-        target=target,
-    )
+    run_query("closest-peers", "dht/query", [key], opts, target=target)
 
 
 def _validated(parse: Callable[[], T]) -> T:
