@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from zikade_py.p2p import noise_protocol as proto
 from zikade_py.p2p.crypto import KeyType, PrivateKey, PublicKey
-from zikade_py.p2p.io import BufferedReader, ByteStream, IncompleteReadError, TcpStream
+from zikade_py.p2p.io import BufferedReader, ByteStream, IncompleteReadError
 from zikade_py.p2p.noise import (
     MAX_PLAINTEXT_LEN,
     NOISE_PROTOCOL_ID,
@@ -35,6 +34,8 @@ from zikade_py.p2p.noise import (
 )
 from zikade_py.p2p.pb.noise_pb2 import NoiseHandshakePayload
 from zikade_py.p2p.peer_id import PeerID
+
+from .tcp_pair import tcp_pair
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -86,27 +87,6 @@ def split_frames(data: bytes) -> list[int]:
         pos += 2 + size
     assert pos == len(data)
     return sizes
-
-
-@asynccontextmanager
-async def tcp_pair() -> AsyncIterator[tuple[TcpStream, TcpStream]]:
-    accepted: asyncio.Queue[TcpStream] = asyncio.Queue()
-
-    async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await accepted.put(TcpStream(r, w))
-
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    client = TcpStream(r, w)
-    srv = await asyncio.wait_for(accepted.get(), 5)
-    try:
-        yield client, srv
-    finally:
-        await client.close()
-        await srv.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def secure_pair(

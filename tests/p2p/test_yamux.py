@@ -38,6 +38,8 @@ from zikade_py.p2p.yamux_frame import (
     encode_header,
 )
 
+from .tcp_pair import tcp_pair
+
 WINDOW = 256 * 1024
 NO_KEEPALIVE = YamuxConfig(keepalive_interval=None)
 
@@ -100,27 +102,6 @@ class PipeEnd:
 def memory_pipe(capacity: int = 1 << 20) -> tuple[PipeEnd, PipeEnd]:
     a_to_b, b_to_a = _Direction(), _Direction()
     return PipeEnd(b_to_a, a_to_b, capacity), PipeEnd(a_to_b, b_to_a, capacity)
-
-
-@contextlib.asynccontextmanager
-async def tcp_pair() -> AsyncIterator[tuple[TcpStream, TcpStream]]:
-    accepted: asyncio.Queue[TcpStream] = asyncio.Queue()
-
-    async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await accepted.put(TcpStream(r, w))
-
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    dialer = TcpStream(reader, writer)
-    listener_side = await asyncio.wait_for(accepted.get(), 10)
-    try:
-        yield dialer, listener_side
-    finally:
-        await dialer.close()
-        await listener_side.close()
-        server.close()
-        await server.wait_closed()
 
 
 @contextlib.asynccontextmanager
