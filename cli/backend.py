@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from cli.common import CommandError
 from zikade_py.http.args import format_duration, parse_multiaddr
 from zikade_py.http.client import JSONObj, RpcClient
 from zikade_py.http.repo import is_initialized, load_config
+
+from .common import CommandError
 
 if TYPE_CHECKING:
     from zikade_py.dht.node import Node

@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
-from cli.backend import open_backend, timeout_options
-from cli.common import Duration, print_json, resolve_repo, run_command
 from zikade_py.http.args import parse_peer_or_addr
 from zikade_py.http.client import JSONObj, RpcClient
+
+from .backend import open_backend, timeout_options
+from .common import Duration, print_json, resolve_repo, run_command
 
 
 async def _daemon_doc(repo: str, command: str) -> JSONObj | None:
@@ -121,8 +122,8 @@ def _print_ping(doc: JSONObj, as_json: bool) -> None:
 
 
 def _build() -> tuple[click.Command, click.Command]:
-    from cli.p2p_commands import id_command as base_id
-    from cli.p2p_commands import ping_command as base_ping
+    from .p2p_commands import id_command as base_id
+    from .p2p_commands import ping_command as base_ping
 
     return daemon_aware_id(base_id), daemon_aware_ping(base_ping)
 

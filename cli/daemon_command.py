@@ -15,19 +15,20 @@ import sys
 
 import click
 
-from cli.common import (
-    CommandError,
-    repo_option,
-    resolve_repo,
-    run_command,
-    trace_option,
-)
 from zikade_py import __version__
 from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.http.args import parse_multiaddr
 from zikade_py.http.client import RpcClient
 from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
 from zikade_py.http.repo import init_repo, is_initialized, load_config
+
+from .common import (
+    CommandError,
+    repo_option,
+    resolve_repo,
+    run_command,
+    trace_option,
+)
 
 
 def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:

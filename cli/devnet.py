@@ -25,13 +25,14 @@ import click
 from multiformats import CID
 from rich.console import Console
 
-from cli.common import CommandError, resolve_repo, run_command, trace_option
 from zikade_py.dht.config import NodeConfig
 from zikade_py.dht.node import Node
 from zikade_py.dht.query_events import QueryEvent, QueryEventType
 from zikade_py.http.client import RpcClient
 from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
 from zikade_py.http.repo import RepoConfig, init_repo, save_config
+
+from .common import CommandError, resolve_repo, run_command, trace_option
 
 T = TypeVar("T")
 

@@ -1,13 +1,14 @@
 """Entry point of the ``zikade`` command (click).
 
-Commands, by module: ``init`` and ``bootstrap`` (:mod:`cli.repo_commands`),
-``daemon`` (:mod:`cli.daemon_command`), ``devnet`` (:mod:`cli.devnet`), the
-routing commands (:mod:`cli.routing_commands`), ``routing-table`` and
-``swarm peers`` (:mod:`cli.node_commands`), and ``id`` / ``ping``
-(:mod:`cli.p2p_commands`, made daemon-aware by :mod:`cli.daemon_aware`).
+Commands, by module: ``init`` and ``bootstrap`` (:mod:`.repo_commands`),
+``daemon`` (:mod:`.daemon_command`), ``devnet`` (:mod:`.devnet`), the routing
+commands (:mod:`.routing_commands`), ``routing-table`` and ``swarm peers``
+(:mod:`.node_commands`), and ``id`` / ``ping`` (:mod:`.daemon_aware`).
 
-Each module is imported only when its command runs: a command answered by the
-daemon then never loads the DHT stack, which keeps every invocation quick.
+Start-up is the point of this module: people run ``zikade`` in loops. A
+command's module is imported only when that command runs, and ``--help``
+lists the commands from :data:`.registry.COMMANDS` without importing any of
+them. Only click and the standard library load before a command is chosen.
 """
 
 from __future__ import annotations
@@ -18,23 +19,7 @@ import click
 
 from zikade_py import __version__
 
-LAZY_COMMANDS: dict[str, str] = {
-    "init": "cli.repo_commands:init_command",
-    "bootstrap": "cli.repo_commands:bootstrap_group",
-    "daemon": "cli.daemon_command:daemon_command",
-    "devnet": "cli.devnet:devnet_command",
-    "find-peer": "cli.routing_commands:find_peer_command",
-    "find-providers": "cli.routing_commands:find_providers_command",
-    "provide": "cli.routing_commands:provide_command",
-    "get": "cli.routing_commands:get_command",
-    "put": "cli.routing_commands:put_command",
-    "closest-peers": "cli.routing_commands:closest_peers_command",
-    "routing-table": "cli.node_commands:routing_table_command",
-    "swarm": "cli.node_commands:swarm_group",
-    "id": "cli.daemon_aware:id_command",
-    "ping": "cli.daemon_aware:ping_command",
-}
-"""Command name → ``module:attribute`` of its click command."""
+from .registry import COMMANDS
 
 
 class LazyGroup(click.Group):
@@ -42,18 +27,24 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Every command name, sorted (for ``--help``)."""
-        return sorted(LAZY_COMMANDS)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """Import and return the command, or None for an unknown name."""
-        target = LAZY_COMMANDS.get(cmd_name)
-        if target is None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
             return None
-        module_name, attr = target.split(":")
-        command = getattr(importlib.import_module(module_name), attr)
+        module_name, attr = entry.target.split(":")
+        command = getattr(importlib.import_module(module_name, __package__), attr)
         if not isinstance(command, click.Command):
-            raise TypeError(f"{target} is not a click command")
+            raise TypeError(f"{entry.target} is not a click command")
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, from the registry (no command module is imported)."""
+        rows = [(name, COMMANDS[name].summary) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,8 +52,10 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """A Kademlia DHT node that speaks the libp2p protocol.
 
-    Commands use the daemon of the repo (--repo / ZIKADE_PATH, default ~/.zikade)
-    when it runs, and an ephemeral in-process node otherwise.
+    Run 'zikade init' first. Commands use the daemon of the repo (--repo /
+    ZIKADE_PATH, default ~/.zikade) when it runs; without one, the query
+    commands run an ephemeral in-process node (provide refuses to, see
+    'zikade provide --help').
     """
 
 

@@ -14,9 +14,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cli.backend import open_backend
-from cli.common import QueryOptions, network_options, print_json, resolve_repo, run_command
 from zikade_py.http.client import JSONObj
+
+from .backend import open_backend
+from .common import QueryOptions, network_options, print_json, resolve_repo, run_command
 
 
 def _fetch(name: str, command: str, opts: QueryOptions) -> JSONObj:

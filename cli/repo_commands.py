@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import click
 
-from cli.common import json_option, print_json, repo_option, resolve_repo, run_command
 from zikade_py.http.args import parse_multiaddr
 from zikade_py.http.client import JSONObj, RpcClient
 from zikade_py.http.errors import ArgumentError
@@ -24,6 +23,8 @@ from zikade_py.http.repo import (
     is_initialized,
     load_config,
 )
+
+from .common import json_option, print_json, repo_option, resolve_repo, run_command
 
 
 @click.command("init")

@@ -18,8 +18,16 @@ from typing import BinaryIO, TypeVar
 
 import click
 
-from cli.backend import open_backend, timeout_options
-from cli.common import (
+from zikade_py.http.args import (
+    parse_cid,
+    parse_lookup_key,
+    parse_peer_id,
+    parse_record_key,
+)
+from zikade_py.http.errors import ArgumentError
+
+from .backend import open_backend, timeout_options
+from .common import (
     QueryOptions,
     fail,
     network_options,
@@ -28,14 +36,7 @@ from cli.common import (
     run_command,
     verbose_option,
 )
-from cli.render import QueryEventType, QueryView, event_lines
-from zikade_py.http.args import (
-    parse_cid,
-    parse_lookup_key,
-    parse_peer_id,
-    parse_record_key,
-)
-from zikade_py.http.errors import ArgumentError
+from .render import QueryEventType, QueryView, event_lines
 
 T = TypeVar("T")
 

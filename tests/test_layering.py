@@ -37,19 +37,28 @@ def modules(package: str) -> list[Path]:
     )
 
 
+CLI = ("cli", "zikade_cli")
+"""The command line's folder and the name it is installed under (pyproject.toml)."""
+
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "zikade_py/p2p": ("zikade_py.core", "zikade_py.dht", "zikade_py.sim", "zikade_py.http", "cli"),
+    "zikade_py/p2p": (
+        "zikade_py.core",
+        "zikade_py.dht",
+        "zikade_py.sim",
+        "zikade_py.http",
+        *CLI,
+    ),
     "zikade_py/sim": (
         "zikade_py.p2p",
         "zikade_py.dht",
         "zikade_py.http",
-        "cli",
+        *CLI,
         "asyncio",
         "socket",
     ),
-    "zikade_py/dht": ("zikade_py.sim", "zikade_py.http", "cli"),
-    "zikade_py/http": ("zikade_py.core", "zikade_py.sim", "cli"),
-    "cli": ("zikade_py.core", "zikade_py.sim"),
+    "zikade_py/dht": ("zikade_py.sim", "zikade_py.http", *CLI),
+    "zikade_py/http": ("zikade_py.core", "zikade_py.sim", *CLI),
+    "cli": ("zikade_py.core", "zikade_py.sim", *CLI),  # inside cli/ imports are relative
 }
 
 

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from zikade_cli.p2p_commands import IDENTITY_FILE
 
-from cli.p2p_commands import IDENTITY_FILE
 from zikade_py.p2p.connection import Stream
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.host import Host
