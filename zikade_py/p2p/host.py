@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -99,8 +100,36 @@ class DialError(Exception):
         """Each address tried and why it failed (``PeerIDMismatchError``, ``OSError``, ...)."""
 
 
+class DialTimeoutError(DialError, TimeoutError):
+    """The caller's dial budget ran out (a ``TimeoutError`` too, for those who catch that)."""
+
+
 class HostClosedError(Exception):
     """The host is not running (never started, or closed): local misuse."""
+
+
+def _seconds(value: float) -> str:
+    """A duration for an error message: ``5 s``, ``0.25 s``."""
+    return f"{value:.3g} s"
+
+
+def describe_dial_error(exc: BaseException) -> str:
+    """What went wrong on one address, in words: never empty (``str(TimeoutError())`` is)."""
+    if isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.errno:
+        # asyncio's text is "Connect call failed (addr)"; the address is printed already
+        reason = os.strerror(exc.errno) if exc.errno > 0 else (exc.strerror or "")
+        if reason:
+            return reason[0].lower() + reason[1:]
+    return str(exc) or type(exc).__name__
+
+
+@dataclass(slots=True, eq=False)
+class _Dial:
+    """A dial under way, shared by every caller of :meth:`Host.connect` for its peer; it
+    runs while at least one of them waits (``waiters``) and is cancelled when the last leaves."""
+
+    task: asyncio.Task[Connection]
+    waiters: int = 0
 
 
 class Host:
@@ -126,7 +155,7 @@ class Host:
         self._listen_addrs: list[Multiaddr] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._conn_tasks: dict[Connection, set[asyncio.Task[Any]]] = {}
-        self._dials: dict[PeerID, asyncio.Task[Connection]] = {}
+        self._dials: dict[PeerID, _Dial] = {}
         self._pending_handshakes = 0
         self._running = False
         self._closing = False
@@ -210,8 +239,10 @@ class Host:
         self._closing = True
         for server in self._servers:
             server.close()
-        for task in list(self._dials.values()):
+        dials = [d.task for d in self._dials.values()]
+        for task in dials:
             task.cancel()
+        await asyncio.gather(*dials, return_exceptions=True)
         await self.identify.close()
         conns = list(self.connmgr.connections())
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
@@ -410,8 +441,12 @@ class Host:
         """A connection to ``peer``: an existing one, a dial already under way, or a new dial
         of ``addrs`` (or, if empty, the peerstore's addresses).
 
+        Callers asking for the same peer share one dial. It runs while one of them still
+        waits; when the last one leaves (cancelled, or its ``timeout`` passed) the dial is
+        cancelled, its socket closed, and that caller returns only once it has stopped.
         With ``peer=None`` the addresses are dialed and any identity is accepted.
-        Raises :class:`DialError`, ``TimeoutError``, or :class:`ConnectionLimitError`.
+        Raises :class:`DialError` (:class:`DialTimeoutError` when ``timeout`` ran out,
+        also a ``TimeoutError``), :class:`ConnectionLimitError` or :class:`HostClosedError`.
         """
         if not self.is_running:
             raise HostClosedError("host is not running")
@@ -428,22 +463,49 @@ class Host:
                 peer = owner
         if peer is None:
             return await self._dial(None, list(addrs), budget)
-        if peer not in self._dials:
+        dial = self._dials.get(peer)
+        if dial is None:
             task = asyncio.get_running_loop().create_task(
                 self._dial(peer, list(addrs) or self.peerstore.addrs(peer), budget),
                 name=f"dial-{peer}",
             )
-            self._dials[peer] = task
+            dial = self._dials[peer] = _Dial(task)
             task.add_done_callback(self._dial_finished)
-        async with asyncio.timeout(budget):
-            return await asyncio.shield(self._dials[peer])
+        return await self._wait_dial(peer, dial, budget)
+
+    async def _wait_dial(self, peer: PeerID, dial: _Dial, budget: float) -> Connection:
+        dial.waiters += 1
+        try:
+            async with asyncio.timeout(budget):
+                # wait() leaves the dial alone when this caller is cancelled
+                await asyncio.wait((dial.task,))
+        except TimeoutError:
+            raise DialTimeoutError(f"dial to {peer} timed out after {_seconds(budget)}") from None
+        finally:
+            dial.waiters -= 1
+            if dial.waiters == 0 and not dial.task.done():
+                await self._abandon(peer, dial)
+        if dial.task.cancelled():  # only close() cancels a dial someone waits for
+            raise HostClosedError("host closed during the dial")
+        return dial.task.result()
+
+    async def _abandon(self, peer: PeerID, dial: _Dial) -> None:
+        """Cancel a dial nobody waits for any more, and wait until it has stopped.
+
+        A caller that arrives meanwhile starts a fresh dial. A dial that already finished
+        is never cancelled: its connection was registered in the same step, so it stays
+        (unheld, the idle timeout collects it)."""
+        if self._dials.get(peer) is dial:
+            del self._dials[peer]
+        dial.task.cancel()
+        await asyncio.wait((dial.task,))
 
     def _dial_finished(self, task: asyncio.Task[Connection]) -> None:
         for peer, pending in list(self._dials.items()):
-            if pending is task:
+            if pending.task is task:
                 del self._dials[peer]
         if not task.cancelled():
-            task.exception()  # retrieved: the callers saw it
+            task.exception()  # retrieved: the callers saw it, or nobody waits any more
 
     async def _dial(self, peer: PeerID | None, addrs: list[Multiaddr], budget: float) -> Connection:
         deadline = time.monotonic() + budget
@@ -457,29 +519,36 @@ class Host:
         for addr in candidates:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                errors.append((addr, TimeoutError("dial timeout")))
+                errors.append((addr, TimeoutError(f"not tried: {_seconds(budget)} budget spent")))
                 break
             try:
                 conn = await self._dial_addr(peer, addr, remaining)
             except Exception as exc:
                 errors.append((addr, exc))
                 continue
+            # no await between the upgrade and here: a cancel cannot lose this connection
             await self._add_connection(conn)
             # the peer may have dialed us meanwhile: hand out the connection both keep
             return self.connmgr.get(conn.remote_peer) or conn
-        detail = "; ".join(f"{a}: {e or type(e).__name__}" for a, e in errors)
+        detail = "; ".join(f"{a}: {describe_dial_error(e)}" for a, e in errors)
         raise DialError(f"dial to {peer or 'peer'} failed: {detail}", errors)
 
     async def _dial_addr(self, peer: PeerID | None, addr: Multiaddr, budget: float) -> Connection:
         endpoint = addr.tcp_endpoint()
         assert endpoint is not None
-        async with asyncio.timeout(budget):
-            reader, writer = await asyncio.open_connection(endpoint[0], endpoint[1])
+        try:
+            async with asyncio.timeout(budget):
+                reader, writer = await asyncio.open_connection(endpoint[0], endpoint[1])
+        except TimeoutError:
+            raise TimeoutError(f"TCP connect timed out after {_seconds(budget)}") from None
         tcp = TcpStream(reader, writer)
         timeout = max(min(budget, self.config.handshake_timeout), 0.001)
-        return await upgrade_outbound(
-            tcp, self._key, peer, yamux_config=self._yamux, timeout=timeout
-        )
+        try:
+            return await upgrade_outbound(
+                tcp, self._key, peer, yamux_config=self._yamux, timeout=timeout
+            )
+        except TimeoutError:
+            raise TimeoutError(f"handshake timed out after {_seconds(timeout)}") from None
 
     async def new_stream(
         self, peer: PeerID, protocol_ids: Sequence[str], *, timeout: float | None = None
