@@ -20,6 +20,7 @@ from zikade_py.sim import run_simulation
 from zikade_py.sim.__main__ import main
 from zikade_py.sim.clock import VirtualClock
 from zikade_py.sim.driver import CoordinatorLike, RoutingTableView
+from zikade_py.sim.events import Wake
 from zikade_py.sim.factory import coordinator_factory, sim_coordinator_config
 from zikade_py.sim.keyspace import LiveKeys
 from zikade_py.sim.metrics import UNFINISHED, percentile
@@ -46,13 +47,13 @@ REQUIRED = (
 
 def test_clock_pops_in_time_then_scheduling_order() -> None:
     clock = VirtualClock()
-    clock.schedule(2.0, 1, 10)
-    clock.schedule(1.0, 1, 20)
-    clock.schedule(1.0, 1, 30)
-    order = [clock.pop()[3] for _ in range(3)]
-    assert order == [20, 30, 10]
+    clock.schedule(2.0, Wake(10, 0))
+    clock.schedule(1.0, Wake(20, 0))
+    clock.schedule(1.0, Wake(30, 0))
+    order = [clock.pop()[2] for _ in range(3)]
+    assert [w.node for w in order if isinstance(w, Wake)] == [20, 30, 10]
     assert clock.now == 2.0
-    clock.schedule(0.5, 1, 40)  # the past is clamped to now
+    clock.schedule(0.5, Wake(40, 0))  # the past is clamped to now
     assert clock.pop()[0] == 2.0
 
 

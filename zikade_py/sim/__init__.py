@@ -19,10 +19,12 @@ from zikade_py.core.coordinator import CoordinatorConfig
 from zikade_py.sim.factory import coordinator_factory, sim_coordinator_config
 from zikade_py.sim.metrics import NON_DETERMINISTIC, format_summary
 from zikade_py.sim.network import LatencyConfig, NetworkConfig
+from zikade_py.sim.presets import PRESETS
 from zikade_py.sim.simulation import SimConfig, Simulation, SimulationError
 
 __all__ = [
     "NON_DETERMINISTIC",
+    "PRESETS",
     "CoordinatorConfig",
     "LatencyConfig",
     "NetworkConfig",

@@ -6,10 +6,26 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from zikade_py.sim import format_summary, run_simulation, sim_coordinator_config
 from zikade_py.sim.network import LatencyConfig, NetworkConfig
+from zikade_py.sim.presets import PRESETS
 from zikade_py.sim.simulation import SimConfig
+
+_NETWORK_FLAGS = (
+    "loss",
+    "unresponsive",
+    "undialable",
+    "clients",
+    "slow",
+    "slow_delay",
+    "churn",
+    "jitter",
+    "handshake_rtts",
+    "stream_rtts",
+    "dial_timeout",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,25 +35,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate a Kademlia network of zikade-py coordinators in virtual time.",
     )
     p.add_argument("--nodes", type=int, default=1000, help="nodes in the network (default 1000)")
-    p.add_argument("--lookups", type=int, default=100, help="lookups to run (default 100)")
+    p.add_argument(
+        "--lookups", type=int, default=100, help="operations of each kind to run (default 100)"
+    )
+    p.add_argument(
+        "--ops",
+        default="lookup",
+        help="comma-separated operations: lookup, provide, find-providers (default lookup)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a measured network model (amino: the public IPFS DHT); flags override it",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    p.add_argument("--loss", type=float, default=0.0, help="message loss probability")
+    p.add_argument("--loss", type=float, help="message loss probability")
+    p.add_argument("--unresponsive", type=float, help="fraction of nodes that go silent")
     p.add_argument(
-        "--unresponsive", type=float, default=0.0, help="fraction of nodes that go silent"
+        "--undialable", type=float, help="fraction of servers whose dials hang (time out)"
     )
-    p.add_argument("--slow", type=float, default=0.0, help="fraction of slow nodes")
+    p.add_argument("--clients", type=float, help="fraction of nodes in client mode")
+    p.add_argument("--slow", type=float, help="fraction of slow nodes")
+    p.add_argument("--slow-delay", type=float, help="extra answer delay of slow nodes (s)")
+    p.add_argument("--churn", type=float, help="fraction of nodes replaced per virtual minute")
+    p.add_argument("--jitter", type=float, help="per-message jitter, fraction of link delay")
     p.add_argument(
-        "--slow-delay", type=float, default=2.0, help="extra answer delay of slow nodes (s)"
+        "--handshake-rtts", type=float, help="round trips of a first contact's handshake"
     )
-    p.add_argument(
-        "--churn", type=float, default=0.0, help="fraction of nodes replaced per virtual minute"
-    )
-    p.add_argument(
-        "--latency-ms", type=float, default=50.0, help="median one-way link latency (ms)"
-    )
-    p.add_argument(
-        "--latency-sigma", type=float, default=0.5, help="log-normal sigma (0: fixed latency)"
-    )
+    p.add_argument("--stream-rtts", type=float, help="round trips to open each request's stream")
+    p.add_argument("--dial-timeout", type=float, help="seconds a dial to a dead peer hangs")
+    p.add_argument("--latency-ms", type=float, help="median one-way link latency (ms)")
+    p.add_argument("--latency-sigma", type=float, help="log-normal sigma (0: fixed latency)")
     p.add_argument(
         "--prefill", action="store_true", help="fill routing tables from global knowledge"
     )
@@ -61,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def network_config(args: argparse.Namespace) -> NetworkConfig:
+    """The preset's network (or the perfect default) with the flags given on top."""
+    base = PRESETS[args.preset] if args.preset else NetworkConfig()
+    given = {name: getattr(args, name) for name in _NETWORK_FLAGS}
+    net = replace(base, **{k: v for k, v in given.items() if v is not None})
+    if args.latency_ms is not None or args.latency_sigma is not None:
+        median = base.latency.median if args.latency_ms is None else args.latency_ms / 1000.0
+        sigma = base.latency.sigma if args.latency_sigma is None else args.latency_sigma
+        net = replace(net, latency=LatencyConfig(median, sigma))
+    return net
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run, print; exit status 2 for bad settings."""
     args = build_parser().parse_args(argv)
@@ -74,14 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             join_interval=args.join_interval,
             settle=args.settle,
             lookup_interval=args.lookup_interval,
-            network=NetworkConfig(
-                latency=LatencyConfig(args.latency_ms / 1000.0, args.latency_sigma),
-                loss=args.loss,
-                unresponsive=args.unresponsive,
-                slow=args.slow,
-                slow_delay=args.slow_delay,
-                churn=args.churn,
-            ),
+            ops=tuple(op.strip() for op in args.ops.split(",") if op.strip()),
+            network=network_config(args),
         )
         config.validate()
     except ValueError as exc:

@@ -1,23 +1,24 @@
 """Virtual time: a clock that jumps from one scheduled event to the next.
 
 The simulator never sleeps. Everything that will happen (a message arriving, a
-coordinator's timer, the next lookup) is an entry on one binary heap ordered by
+coordinator's timer, the next lookup) is a record on one binary heap ordered by
 ``(time, seq)``; popping the earliest entry *is* the passage of time. ``seq`` is
 a counter that breaks ties in scheduling order, so equal times never compare
-the payloads and a run is fully reproducible.
+the records and a run is fully reproducible.
 
-Entries are plain tuples ``(time, seq, kind, a, b, c, d)`` rather than objects:
-the heap holds hundreds of thousands of them in a large run, and a tuple is the
-cheapest thing Python can build, compare and pop.
+Heap entries are ``(time, seq, record)``: the record is one of the named,
+slotted classes of :mod:`zikade_py.sim.events`, so the engine dispatches on its
+type and reads its fields by name.
 """
 
 from __future__ import annotations
 
 import heapq
-from typing import Any
 
-Entry = tuple[float, int, int, int, int, Any, Any]
-"""``(time, seq, kind, a, b, c, d)``: the meaning of ``a``–``d`` depends on ``kind``."""
+from zikade_py.sim.events import SimEvent
+
+Entry = tuple[float, int, SimEvent]
+"""``(time, seq, record)``."""
 
 
 class VirtualClock:
@@ -32,12 +33,10 @@ class VirtualClock:
         """The pending entries; hot loops may read ``heap[0]`` and pop with :meth:`pop`."""
         self._seq = 0
 
-    def schedule(
-        self, at: float, kind: int, a: int = 0, b: int = 0, c: Any = None, d: Any = None
-    ) -> None:
-        """Run entry ``kind`` at time ``at`` (clamped to now: the past cannot be scheduled)."""
+    def schedule(self, at: float, record: SimEvent) -> None:
+        """Handle ``record`` at time ``at`` (clamped to now: the past cannot be scheduled)."""
         self._seq += 1
-        heapq.heappush(self.heap, (at if at > self.now else self.now, self._seq, kind, a, b, c, d))
+        heapq.heappush(self.heap, (at if at > self.now else self.now, self._seq, record))
 
     def peek(self) -> float | None:
         """Time of the earliest entry, ``None`` when nothing is scheduled."""

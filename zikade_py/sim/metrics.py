@@ -44,6 +44,53 @@ class LookupRecord:
         """Whether the lookup has ended (with any reason)."""
         return self.reason is not None
 
+    def heard(self, server: Key, closer: tuple[Key, ...]) -> None:
+        """``server`` answered with ``closer``: they lie one step beyond it on the path."""
+        if self.reason is not None:
+            return
+        depth = self.depth
+        d = depth.get(server, 0) + 1
+        for c in closer:
+            old = depth.get(c)
+            if old is None or old > d:
+                depth[c] = d
+
+
+@dataclass(slots=True)
+class ProvideRecord:
+    """One provide (a broadcast of an ADD_PROVIDER) while it runs and after it ends."""
+
+    number: int
+    origin: int
+    key: Key
+    start: float
+    optimistic: bool
+    settled: float | None = None
+    """When the strategy said the caller may return (optimistic: most replicas stored)."""
+    end: float | None = None
+    reason: str | None = None
+    stored: int = 0
+    """Stores that succeeded (ADD_PROVIDER written)."""
+
+    @property
+    def returned(self) -> float | None:
+        """When a caller would get control back: settled if ever, else the end."""
+        return self.settled if self.settled is not None else self.end
+
+
+@dataclass(slots=True)
+class FindRecord:
+    """One find-providers query for a key some provide put in the network."""
+
+    number: int
+    origin: int
+    key: Key
+    start: float
+    first: float | None = None
+    """When the first answer naming a provider arrived."""
+    end: float | None = None
+    reason: str | None = None
+
 
 @dataclass(slots=True)
 class Counters:
@@ -67,6 +114,12 @@ class Counters:
     events: int = 0
     churn_leaves: int = 0
     churn_joins: int = 0
+    handshakes: int = 0
+    """Connections set up (first contact between two nodes, or after an eviction)."""
+    join_requests: int = 0
+    """Requests sent before the operations started (the join and any settling)."""
+    dial_failures: int = 0
+    """Requests to undialable or departed nodes (the dial hung until it timed out)."""
     bootstrap_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -88,6 +141,40 @@ def _r(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _ms(values: Sequence[float], q: float) -> float | None:
+    return _r(percentile([v * 1000.0 for v in values], q), 3)
+
+
+def provider_report(
+    provides: Sequence[ProvideRecord], finds: Sequence[FindRecord]
+) -> dict[str, object]:
+    """Provide and find-providers outcomes (empty when neither ran)."""
+    if not provides and not finds:
+        return {}
+    ended = [p for p in provides if p.reason not in (None, ORIGIN_DEPARTED, UNFINISHED)]
+    classic = [p.end - p.start for p in ended if not p.optimistic and p.end is not None]
+    optimistic = [
+        r - p.start for p in ended if p.optimistic and (r := p.returned) is not None
+    ]
+    judged = [f for f in finds if f.reason not in (ORIGIN_DEPARTED, UNFINISHED)]
+    firsts = [f.first - f.start for f in judged if f.first is not None]
+    return {
+        "provides": len(provides),
+        "provide_success_rate": _r(mean([1.0 if p.reason == "done" else 0.0 for p in ended])),
+        "provide_stored_mean": _r(mean([float(p.stored) for p in ended])),
+        "provide_ms_p50": _ms(classic, 50),
+        "provide_ms_p90": _ms(classic, 90),
+        "provide_optimistic_ms_p50": _ms(optimistic, 50),
+        "provide_optimistic_ms_p90": _ms(optimistic, 90),
+        "find_providers": len(finds),
+        "find_providers_success_rate": _r(
+            mean([1.0 if f.first is not None else 0.0 for f in judged])
+        ),
+        "find_providers_first_ms_p50": _ms(firsts, 50),
+        "find_providers_first_ms_p90": _ms(firsts, 90),
+    }
+
+
 def build_report(
     *,
     settings: dict[str, object],
@@ -95,6 +182,7 @@ def build_report(
     counters: Counters,
     phases: dict[str, float],
     table_sizes: Sequence[int],
+    extra: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """The run as one flat dict (``settings`` first, then outcomes, then costs)."""
     judged = [r for r in records if r.reason not in (ORIGIN_DEPARTED, UNFINISHED)]
@@ -136,10 +224,15 @@ def build_report(
             "bootstrap_reasons": dict(sorted(counters.bootstrap_reasons.items())),
             "churn_leaves": counters.churn_leaves,
             "churn_joins": counters.churn_joins,
+            "handshakes": counters.handshakes,
+            "dial_failures": counters.dial_failures,
+            "join_requests": counters.join_requests,
             "stuck_timers": counters.stuck_timers,
             "events": counters.events,
         }
     )
+    if extra:
+        report.update(extra)
     for name, value in phases.items():
         report[name] = _r(value, 3)
     return report
@@ -165,6 +258,20 @@ def format_summary(report: dict[str, object]) -> str:
         f"latency ms p50 / p95  {report.get('virtual_latency_ms_p50')}"
         f" / {report.get('virtual_latency_ms_p95')}",
         f"finish reasons        {report.get('finish_reasons')}",
+        *(
+            [
+                f"provide ms p50 / p90  {report.get('provide_ms_p50')}"
+                f" / {report.get('provide_ms_p90')}  optimistic"
+                f" {report.get('provide_optimistic_ms_p50')}"
+                f" / {report.get('provide_optimistic_ms_p90')}",
+                f"find-providers        success {report.get('find_providers_success_rate')}"
+                f"  first ms p50 / p90 {report.get('find_providers_first_ms_p50')}"
+                f" / {report.get('find_providers_first_ms_p90')}",
+            ]
+            if "provides" in report
+            else []
+        ),
+        f"join requests / node  {report.get('join_requests_per_node_mean')}",
         "",
         f"table size mean / min {report.get('table_size_mean')} / {report.get('table_size_min')}",
         f"requests              {report.get('requests_total')}  lost {report.get('requests_lost')}"

@@ -1,13 +1,16 @@
 """The discrete-event simulation: many coordinators, one virtual clock.
 
 Every simulated node is a sans-IO coordinator with its own seeded RNG. The
-simulation is their driver (DESIGN.md §3): it delivers each ``SendFindNode``
-to the node it names after the link's latency, lets that node answer from its
-routing table (telling it ``NodeConnected(sender)``, since in the simulation
-every node is a server), delivers the answer back, and fails requests that the
-network lost or nobody answered at the request's deadline — so every request
-gets exactly one answer unless the coordinator cancelled it first. After every
-input it polls the coordinator dry and arms one timer at ``next_due()``.
+simulation is their driver (DESIGN.md §3): it delivers each request to the node
+it names after the network model's delay (a handshake on first contact, the
+link's latency plus jitter), lets that node answer — FIND_NODE from its routing
+table, GET_PROVIDERS from its provider store too, ADD_PROVIDER stored without a
+reply — telling it ``NodeConnected(sender)`` when the sender is a server, and
+delivers the answer back. Requests the network lost, or that nobody answered,
+fail at their deadline; dials to departed or undialable nodes hang until the
+dial timeout. So every request gets exactly one answer unless the coordinator
+cancelled it first. After every input the node is polled dry and one timer is
+armed at ``next_due()``.
 
 A run has two phases:
 
@@ -15,9 +18,10 @@ A run has two phases:
    a few well-known bootstrap nodes (the coordinator then walks towards its own
    key, includes what it hears of and explores on its own schedule) — or
    ``prefill``: every table is filled from global knowledge in one step.
-2. **Lookups.** Unresponsive nodes go silent, churn starts, and ``lookups``
-   find-closer queries for random targets start from random live nodes. Each is
-   judged against the true closest live nodes when it ends.
+2. **Operations.** Unresponsive and undialable nodes go dark, churn starts, and
+   the operations of ``ops`` run from random live nodes (:mod:`.ops`): lookups
+   judged against the true closest live servers, provides, and find-providers
+   of what was provided.
 
 Determinism: every random choice comes from one seeded ``random.Random`` (plus
 one per coordinator derived from it); heap ties break by scheduling order;
@@ -32,11 +36,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from zikade_py.core import coordinator_events as events
 from zikade_py.core.coordinator_events import (
     BootstrapFinished,
+    BroadcastFinished,
     CancelRequest,
     NodeConnected,
+    NodeUnreachable,
     QueryFinished,
+    QueryProgressed,
     RequestFailed,
     RequestSucceeded,
     RoutingRemoved,
@@ -44,36 +52,27 @@ from zikade_py.core.coordinator_events import (
     SendFindNode,
     SendMessage,
     StartBootstrap,
-    StartFindCloserQuery,
 )
 from zikade_py.core.key import KEY_BITS, Key
 from zikade_py.core.trace import Trace
 from zikade_py.sim.clock import VirtualClock
 from zikade_py.sim.driver import CoordinatorFactory, CoordinatorLike
+from zikade_py.sim.events import Answer, Arrive, Churn, Fail, Join, StartOp, Wake
 from zikade_py.sim.keyspace import LiveKeys
-from zikade_py.sim.metrics import (
-    ORIGIN_DEPARTED,
-    UNFINISHED,
-    Counters,
-    LookupRecord,
-    build_report,
-)
+from zikade_py.sim.metrics import Counters, LookupRecord, build_report
 from zikade_py.sim.network import Network, NetworkConfig
-
-# heap entry kinds
-_TIMER = 0
-_REQUEST = 1
-_RESPONSE = 2
-_FAIL = 3
-_JOIN = 4
-_LOOKUP = 5
-_CHURN = 6
+from zikade_py.sim.ops import OPS, Operations
+from zikade_py.sim.providers import EMPTY_REPLY, AddProvider, GetProviders, ProviderStore
 
 _TIMEOUT = "timeout"
+_DIAL_TIMEOUT = "dial timeout"
 _REFUSED = "connection refused"
 _STUCK_DELAY = 0.01
 """Seconds to wait before re-polling a coordinator whose next_due is already past."""
 _MAX_OUTPUTS_PER_DRAIN = 1_000_000
+
+BroadcastStored: type | None = getattr(events, "BroadcastStored", None)
+"""The coordinator's per-store broadcast output, once the core has it."""
 
 
 class SimulationError(RuntimeError):
@@ -86,10 +85,13 @@ class SimConfig:
 
     nodes: int = 100
     lookups: int = 100
+    """How many of each operation in ``ops`` to run."""
     seed: int = 0
     prefill: bool = False
     """Fill routing tables from global knowledge instead of joining node by node."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    ops: tuple[str, ...] = ("lookup",)
+    """Operations to run: ``lookup``, ``provide``, ``find-providers`` (needs ``provide``)."""
     k: int = 20
     """Nodes a server returns per FIND_NODE, and the size of the true closest set."""
     bootstrap_nodes: int = 4
@@ -101,11 +103,11 @@ class SimConfig:
     join_timeout: float = 900.0
     """Virtual seconds after the last batch to wait for every bootstrap to finish."""
     settle: float = 0.0
-    """Virtual seconds to let the network run after joining, before the first lookup."""
+    """Virtual seconds to let the network run after joining, before the first operation."""
     lookup_interval: float = 0.05
-    """Virtual seconds between the starts of two lookups (they overlap)."""
+    """Virtual seconds between the starts of two operations of one kind (they overlap)."""
     lookup_cap: float = 900.0
-    """Virtual seconds after the last lookup starts before unfinished ones count as hung."""
+    """Virtual seconds after the last start before unfinished operations count as hung."""
     request_timeout: float = 10.0
     """The driver's deadline for a request whose event carries none."""
 
@@ -122,6 +124,11 @@ class SimConfig:
                 raise ValueError(f"{name} must not be negative")
         if self.request_timeout <= 0:
             raise ValueError("request_timeout must be positive")
+        unknown = [op for op in self.ops if op not in OPS]
+        if unknown or not self.ops:
+            raise ValueError(f"ops must be some of {', '.join(OPS)}, got {list(self.ops)}")
+        if "find-providers" in self.ops and "provide" not in self.ops:
+            raise ValueError("find-providers looks for what provide put: add provide to ops")
         self.network.validate()
 
 
@@ -130,27 +137,36 @@ class SimNode:
 
     __slots__ = (
         "alive",
+        "client",
         "coord",
+        "dialable",
         "index",
         "joined",
         "key",
         "online_since",
         "pending",
+        "providers",
         "responsive",
         "slow_delay",
         "timer_at",
         "timer_token",
     )
 
-    def __init__(self, index: int, key: Key, coord: CoordinatorLike, slow_delay: float) -> None:
+    def __init__(
+        self, index: int, key: Key, coord: CoordinatorLike, slow_delay: float, client: bool
+    ) -> None:
         self.index = index
         self.key = key
         self.coord = coord
         self.slow_delay = slow_delay
+        self.client = client
+        """Client mode: looks up, never serves, in nobody's table."""
         self.alive = False
         """Online (joined the network and has not left)."""
         self.responsive = True
         """Answers requests; an unresponsive node is frozen entirely."""
+        self.dialable = True
+        """Others can connect to it; an undialable node is gone for everyone."""
         self.joined = False
         """Its bootstrap finished (or its table was prefilled)."""
         self.online_since = 0.0
@@ -158,11 +174,13 @@ class SimNode:
         self.timer_token = 0
         self.pending: dict[int, tuple[LookupRecord | None, Trace]] = {}
         """Requests this node sent that still await their one answer."""
+        self.providers: ProviderStore | None = None
+        """Provider records it serves, created with the first one."""
 
     @property
     def running(self) -> bool:
-        """Whether the node reacts to anything (online and not silenced)."""
-        return self.alive and self.responsive
+        """Whether the node reacts to anything (online, reachable, not silenced)."""
+        return self.alive and self.responsive and self.dialable
 
 
 class Simulation:
@@ -179,19 +197,36 @@ class Simulation:
         self._keys: list[Key] = []
         """Every node's key by node number, drawn up front for the initial nodes."""
         self._index_of: dict[Key, int] = {}
-        self._live = LiveKeys()
-        self._members: list[int] = []
-        """Online, responsive nodes (random picks: lookup origins, churn, seeds)."""
+        self.live = LiveKeys()
+        """Online, reachable servers: the truth lookups are judged against."""
+        self.members: list[int] = []
+        """Online, responsive nodes (random picks: operation origins, churn, seeds)."""
         self._member_pos: dict[int, int] = {}
         self._bootstrap: list[int] = []
         self.counters = Counters()
-        self.records: list[LookupRecord] = []
-        self._active: dict[str, LookupRecord] = {}
-        self._finished = 0
+        self.ops = Operations(self)
         self._joined = 0
-        self._slow = set(self.network.pick_fraction(list(range(config.nodes)), config.network.slow))
+        self._joining = True
+        net = config.network
+        self._slow = set(self.network.pick_fraction(list(range(config.nodes)), net.slow))
+        later = list(range(min(config.bootstrap_nodes, config.nodes), config.nodes))
+        self._clients = set(self.network.pick_fraction(later, net.clients))
         for _ in range(config.nodes):
             self._new_key()
+        self._handlers: dict[type, Callable[[object, float], None]] = {
+            Arrive: self._on_arrive,  # type: ignore[dict-item]
+            Answer: self._on_answer,  # type: ignore[dict-item]
+            Wake: self._on_wake,  # type: ignore[dict-item]
+            Fail: self._on_fail,  # type: ignore[dict-item]
+            Join: self._on_join,  # type: ignore[dict-item]
+            StartOp: self._on_start_op,  # type: ignore[dict-item]
+            Churn: self._on_churn,  # type: ignore[dict-item]
+        }
+
+    @property
+    def rng(self) -> random.Random:
+        """The run's seeded random source (operations draw origins and keys from it)."""
+        return self._rng
 
     # -- building nodes ------------------------------------------------------------------
 
@@ -206,27 +241,33 @@ class Simulation:
     def _new_node(self, now: float) -> SimNode:
         """The next node, its coordinator created at ``now`` (when it comes online)."""
         index = len(self.nodes)
+        initial = index < self.config.nodes
         key = self._keys[index] if index < len(self._keys) else self._new_key()
         coord_rng = random.Random(self._rng.getrandbits(64))
         delay = self.config.network.slow_delay if index in self._slow else 0.0
-        node = SimNode(index, key, self._factory(key, coord_rng, now), delay)
+        client = index in self._clients if initial else self.network.chance(
+            self.config.network.clients
+        )
+        node = SimNode(index, key, self._factory(key, coord_rng, now), delay, client)
         self.nodes.append(node)
         return node
 
     def _go_online(self, node: SimNode, now: float) -> None:
         node.alive = True
         node.online_since = now
-        self._live.add(node.key.value, node.index)
-        self._member_pos[node.index] = len(self._members)
-        self._members.append(node.index)
+        if not node.client:
+            self.live.add(node.key.value, node.index)
+        self._member_pos[node.index] = len(self.members)
+        self.members.append(node.index)
 
     def _drop_member(self, index: int) -> None:
         node = self.nodes[index]
-        self._live.remove(node.key.value)
+        if not node.client:
+            self.live.remove(node.key.value)
         pos = self._member_pos.pop(index)
-        last = self._members.pop()
+        last = self.members.pop()
         if last != index:
-            self._members[pos] = last
+            self.members[pos] = last
             self._member_pos[last] = pos
 
     def _mark_joined(self, node: SimNode) -> None:
@@ -236,175 +277,228 @@ class Simulation:
 
     # -- the driver ----------------------------------------------------------------------
 
-    def _drain(self, node: SimNode, now: float) -> None:
+    def drain(self, node: SimNode, now: float) -> None:
         """Poll ``node`` until it has nothing more to do at ``now``, then arm its timer."""
         poll = node.coord.poll
+        counters = self.counters
+        ops = self.ops
         outputs = 0
         while (out := poll(now)) is not None:
             outputs += 1
             if outputs > _MAX_OUTPUTS_PER_DRAIN:
                 raise SimulationError(f"node {node.index} produced outputs without end")
-            if isinstance(out, SendFindNode):
-                self._send(node, out.request_id, out.to, out.target, out.query_id, out.trace, now)
-            elif isinstance(out, CancelRequest):
-                if node.pending.pop(out.request_id, None) is not None:
-                    self.counters.cancelled += 1
-            elif isinstance(out, QueryFinished):
-                self._query_finished(node, out, now)
-            elif isinstance(out, RoutingUpdated):
-                self.counters.routing_updated += 1
-            elif isinstance(out, RoutingRemoved):
-                self.counters.routing_removed += 1
-            elif isinstance(out, SendMessage):
-                target = out.message if isinstance(out.message, Key) else None
-                self._send(node, out.request_id, out.to, target, out.query_id, out.trace, now)
-            elif isinstance(out, BootstrapFinished):
-                reasons = self.counters.bootstrap_reasons
-                reasons[out.reason.value] = reasons.get(out.reason.value, 0) + 1
+            cls = type(out)
+            if cls is SendFindNode:
+                self._send(node, out.request_id, out.to, out.target, out.query_id, out.trace, now)  # type: ignore[union-attr]
+            elif cls is SendMessage:
+                self._send(node, out.request_id, out.to, out.message, out.query_id, out.trace, now)  # type: ignore[union-attr]
+            elif cls is RoutingUpdated:
+                counters.routing_updated += 1
+            elif cls is CancelRequest:
+                if node.pending.pop(out.request_id, None) is not None:  # type: ignore[union-attr]
+                    counters.cancelled += 1
+            elif cls is QueryProgressed:
+                ops.on_progress(node, out, now)  # type: ignore[arg-type]
+            elif cls is QueryFinished:
+                ops.on_query_finished(node, out, now)  # type: ignore[arg-type]
+            elif cls is RoutingRemoved:
+                counters.routing_removed += 1
+            elif cls is BroadcastFinished:
+                ops.on_broadcast_finished(node, out, now)  # type: ignore[arg-type]
+            elif cls is BroadcastStored:
+                ops.on_broadcast_stored(node, out, now)
+            elif cls is BootstrapFinished:
+                reasons = counters.bootstrap_reasons
+                reason = out.reason.value  # type: ignore[union-attr]
+                reasons[reason] = reasons.get(reason, 0) + 1
                 self._mark_joined(node)
-            # QueryProgressed, BroadcastFinished: nothing for the network to do
         due = node.coord.next_due()
         if due is None:
             return
         if due <= now:
-            self.counters.stuck_timers += 1
+            counters.stuck_timers += 1
             due = now + _STUCK_DELAY
         if node.timer_at is not None and node.timer_at <= due:
             return
         node.timer_token += 1
         node.timer_at = due
-        self.clock.schedule(due, _TIMER, node.index, node.timer_token)
+        self.clock.schedule(due, Wake(node.index, node.timer_token))
 
     def _send(
         self,
         node: SimNode,
         request_id: int,
         to: Key,
-        target: Key | None,
+        message: object,
         query_id: str,
         trace: Trace,
         now: float,
     ) -> None:
         counters = self.counters
         counters.requests += 1
-        rec = self._active.get(query_id)
-        if rec is not None:
-            if rec.origin == node.index:
-                rec.messages += 1
-            else:
-                rec = None
-        node.pending[request_id] = (rec, trace)
+        if self._joining:
+            counters.join_requests += 1
+        node.pending[request_id] = (self.ops.count_request(node.index, query_id), trace)
         deadline = trace.deadline
         if deadline is None:
             deadline = now + self.config.request_timeout
-        dst = self._index_of.get(to)
-        if dst is None or target is None:
-            # a node nobody ever created, or a message the simulation cannot interpret
-            self.clock.schedule(now, _FAIL, node.index, 0, request_id, _REFUSED)
-        elif self.network.lost():
-            counters.lost += 1
-            self.clock.schedule(deadline, _FAIL, node.index, 0, request_id, _TIMEOUT)
-        else:
-            at = now + self.network.latency(node.index, dst)
-            self.clock.schedule(at, _REQUEST, node.index, dst, request_id, (target, deadline))
-
-    def _on_request(
-        self, src: int, dst: int, request_id: int, target: Key, deadline: float, now: float
-    ) -> None:
-        server = self.nodes[dst]
         clock = self.clock
-        if not server.alive:
-            self.counters.refused += 1
-            at = min(now + self.network.latency(src, dst), deadline)
-            clock.schedule(at, _FAIL, src, 0, request_id, _REFUSED)
+        src = node.index
+        dst = self._index_of.get(to)
+        if dst is None:
+            # a node nobody ever created: no address to dial
+            counters.refused += 1
+            clock.schedule(now, Fail(src, request_id, _REFUSED, to))
             return
-        if not server.responsive:
-            clock.schedule(deadline, _FAIL, src, 0, request_id, _TIMEOUT)
+        server = self.nodes[dst] if dst < len(self.nodes) else None
+        network = self.network
+        if server is None or not (server.alive and server.dialable) or server.client:
+            counters.dial_failures += 1
+            at = min(now + network.config.dial_timeout, deadline)
+            clock.schedule(at, Fail(src, request_id, _DIAL_TIMEOUT, to))
+            return
+        sent = network.send_at(src, dst, now)
+        if isinstance(message, AddProvider):
+            # written and closed without an answer: done for the sender once it left
+            if sent >= deadline:
+                clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
+                return
+            clock.schedule(sent, Answer(src, dst, request_id, ()))
+            if network.lost():
+                counters.lost += 1
+            else:
+                arrive = Arrive(src, dst, request_id, message, deadline)
+                clock.schedule(sent + network.delay(src, dst), arrive)
+            return
+        if network.lost():
+            counters.lost += 1
+            clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
+            return
+        at = sent + network.delay(src, dst)
+        if at >= deadline:
+            clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
+        else:
+            clock.schedule(at, Arrive(src, dst, request_id, message, deadline))
+
+    def _on_arrive(self, ev: Arrive, now: float) -> None:
+        server = self.nodes[ev.dst]
+        src, request_id, deadline = ev.src, ev.request_id, ev.deadline
+        clock = self.clock
+        message = ev.message
+        add = isinstance(message, AddProvider)
+        if not server.running:
+            # it went dark or left while the request was on its way
+            if not add:
+                clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
+            return
+        sender = self.nodes[src]
+        response: object = None
+        target: Key | None = None
+        if isinstance(message, Key):
+            target = message
+        elif isinstance(message, AddProvider):
+            store = server.providers
+            if store is None:
+                store = server.providers = ProviderStore()
+            store.add(message.key, message.provider)
+        elif isinstance(message, GetProviders):
+            target = message.key
+            store = server.providers
+            response = store.reply(target) if store is not None else EMPTY_REPLY
+        else:
+            self.counters.refused += 1  # a message the simulation cannot interpret
+            clock.schedule(now + self.network.delay(src, ev.dst), Fail(src, request_id, _REFUSED))
+            return
+        if not sender.client:
+            server.coord.notify(NodeConnected(sender.key), now)
+            self.drain(server, now)
+        if target is None:
             return
         k = self.config.k
-        sender = self.nodes[src].key
         closer = server.coord.routing_table.nearest(target, k + 1)
-        sender_value = sender.value
+        sender_value = sender.key.value
         for i, c in enumerate(closer):
             if c.value == sender_value:
                 del closer[i]
                 break
-        answer = tuple(closer[:k])
-        server.coord.notify(NodeConnected(sender), now)
-        self._drain(server, now)
+        if len(closer) > k:
+            del closer[k:]
         if self.network.lost():
             self.counters.lost += 1
-            clock.schedule(deadline, _FAIL, src, 0, request_id, _TIMEOUT)
+            clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
             return
-        at = now + self.network.latency(src, dst) + server.slow_delay
+        at = now + self.network.delay(src, ev.dst) + server.slow_delay
         if at > deadline:
-            clock.schedule(deadline, _FAIL, src, 0, request_id, _TIMEOUT)
+            clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
         else:
-            clock.schedule(at, _RESPONSE, src, dst, request_id, answer)
+            clock.schedule(at, Answer(src, ev.dst, request_id, tuple(closer), response))
 
-    def _on_response(
-        self, src: int, dst: int, request_id: int, closer: tuple[Key, ...], now: float
-    ) -> None:
-        node = self.nodes[src]
+    def _on_answer(self, ev: Answer, now: float) -> None:
+        node = self.nodes[ev.src]
         if not node.running:
             return
-        entry = node.pending.pop(request_id, None)
+        entry = node.pending.pop(ev.request_id, None)
         if entry is None:
             return  # cancelled by the coordinator
         rec, trace = entry
         self.counters.responses += 1
-        if rec is not None and rec.reason is None:
-            depth = rec.depth
-            d = depth.get(self.nodes[dst].key, 0) + 1
-            for c in closer:
-                old = depth.get(c)
-                if old is None or old > d:
-                    depth[c] = d
-        node.coord.notify(RequestSucceeded(request_id, closer, trace=trace), now)
-        self._drain(node, now)
+        if rec is not None:
+            rec.heard(self.nodes[ev.dst].key, ev.closer)
+        node.coord.notify(RequestSucceeded(ev.request_id, ev.closer, ev.response, trace=trace), now)
+        self.drain(node, now)
 
-    def _on_fail(self, src: int, request_id: int, error: str, now: float) -> None:
-        node = self.nodes[src]
+    def _on_fail(self, ev: Fail, now: float) -> None:
+        node = self.nodes[ev.src]
         if not node.running:
             return
-        entry = node.pending.pop(request_id, None)
+        entry = node.pending.pop(ev.request_id, None)
         if entry is None:
             return
-        if error == _TIMEOUT:
+        if ev.error != _REFUSED:
             self.counters.timed_out += 1
-        node.coord.notify(RequestFailed(request_id, error, trace=entry[1]), now)
-        self._drain(node, now)
+        coord = node.coord
+        coord.notify(RequestFailed(ev.request_id, ev.error, trace=entry[1]), now)
+        if ev.unreachable is not None:
+            coord.notify(NodeUnreachable(ev.unreachable), now)  # as the asyncio driver does
+        self.drain(node, now)
 
-    def _run(self, until: float, stop: Callable[[], bool] | None = None) -> None:
+    def _on_wake(self, ev: Wake, now: float) -> None:
+        node = self.nodes[ev.node]
+        if node.timer_token == ev.token and node.running:
+            node.timer_at = None
+            self.drain(node, now)
+
+    def _on_join(self, ev: Join, now: float) -> None:
+        self._join(self._new_node(now), now)
+
+    def _on_start_op(self, ev: StartOp, now: float) -> None:
+        self.ops.start(ev.op, ev.number, now)
+
+    def _on_churn(self, ev: Churn, now: float) -> None:
+        self._churn(now)
+
+    def run_until(self, until: float, stop: Callable[[], bool] | None = None) -> None:
         """Process events up to virtual time ``until`` or until ``stop()`` holds."""
         clock = self.clock
         heap = clock.heap
         pop = heapq.heappop
-        nodes = self.nodes
         counters = self.counters
-        while heap:
-            if heap[0][0] > until or (stop is not None and stop()):
-                break
-            now, _, kind, a, b, c, d = pop(heap)
-            clock.now = now
-            counters.events += 1
-            if kind == _REQUEST:
-                self._on_request(a, b, c, d[0], d[1], now)
-            elif kind == _RESPONSE:
-                self._on_response(a, b, c, d, now)
-            elif kind == _TIMER:
-                node = nodes[a]
-                if node.timer_token == b and node.running:
-                    node.timer_at = None
-                    self._drain(node, now)
-            elif kind == _FAIL:
-                self._on_fail(a, c, d, now)
-            elif kind == _JOIN:
-                self._join(self._new_node(now), now)
-            elif kind == _LOOKUP:
-                self._start_lookup(a, now)
-            elif kind == _CHURN:
-                self._churn(now)
+        handlers = self._handlers
+        events_done = 0
+        try:
+            while heap:
+                if heap[0][0] > until or (stop is not None and stop()):
+                    break
+                now, _, record = pop(heap)
+                clock.now = now
+                events_done += 1
+                handlers[type(record)](record, now)
+        finally:
+            counters.events += events_done
+
+    def schedule(self, at: float, record: StartOp) -> None:
+        """Put an operation start on the heap (for :class:`~.ops.Operations`)."""
+        self.clock.schedule(at, record)
 
     # -- joining -------------------------------------------------------------------------
 
@@ -419,15 +513,16 @@ class Simulation:
             self._mark_joined(node)  # the first node: nobody to bootstrap from
         else:
             node.coord.notify(StartBootstrap(seeds), now)
-        self._drain(node, now)
+        self.drain(node, now)
 
     def _random_seed(self, exclude: int) -> tuple[Key, ...]:
         for _ in range(32):
-            if not self._members:
+            if not self.members:
                 break
-            pick = self._members[self._rng.randrange(len(self._members))]
-            if pick != exclude and self.nodes[pick].joined:
-                return (self.nodes[pick].key,)
+            pick = self.members[self._rng.randrange(len(self.members))]
+            node = self.nodes[pick]
+            if pick != exclude and node.joined and not node.client:
+                return (node.key,)
         return ()
 
     def _join_realistic(self) -> None:
@@ -437,80 +532,28 @@ class Simulation:
         for i in range(cfg.nodes):
             at = (i // cfg.join_batch) * cfg.join_interval + (i % cfg.join_batch) * 1e-3
             last = at
-            self.clock.schedule(at, _JOIN, i)
-        self._run(last)
-        self._run(last + cfg.join_timeout, lambda: self._joined >= cfg.nodes)
+            self.clock.schedule(at, Join())
+        self.run_until(last)
+        self.run_until(last + cfg.join_timeout, lambda: self._joined >= cfg.nodes)
 
     def _prefill(self) -> None:
         cfg = self.config
         for _ in range(cfg.nodes):
             self._go_online(self._new_node(0.0), 0.0)
         self._bootstrap = list(range(min(cfg.bootstrap_nodes, cfg.nodes)))
-        for node in self.nodes:
-            table = node.coord.routing_table
-            for j in self._live.buckets(node.key.value, cfg.k, self._rng):
-                table.add(self.nodes[j].key, 0.0)
-            self._mark_joined(node)
-        for node in self.nodes:
-            self._drain(node, 0.0)
-
-    # -- lookups -------------------------------------------------------------------------
-
-    def _start_lookup(self, number: int, now: float) -> None:
-        origin = self._pick_origin()
-        target = Key.from_int(self._rng.getrandbits(KEY_BITS))
-        rec = LookupRecord(number, origin if origin is not None else -1, target, now)
-        self.records.append(rec)
-        if origin is None:
-            rec.reason, rec.end = "no-origin", now
-            self._finished += 1
-            return
-        node = self.nodes[origin]
-        for seed in node.coord.routing_table.nearest(target, self.config.k):
-            rec.depth[seed] = 0
-        query_id = f"sim-lookup-{number}"
-        self._active[query_id] = rec
-        node.coord.notify(StartFindCloserQuery(query_id, target), now)
-        self._drain(node, now)
-
-    def _pick_origin(self) -> int | None:
-        members = self._members
-        for _ in range(64):
-            if not members:
-                return None
-            pick = members[self._rng.randrange(len(members))]
-            if self.nodes[pick].joined:
-                return pick
-        return None
-
-    def _query_finished(self, node: SimNode, out: QueryFinished, now: float) -> None:
-        rec = self._active.get(out.query_id)
-        if rec is None or rec.origin != node.index:
-            return
-        del self._active[out.query_id]
-        self._judge(rec, out.reason.value, out.closest, now)
-
-    def _judge(self, rec: LookupRecord, reason: str, found: tuple[Key, ...], now: float) -> None:
-        rec.end, rec.reason, rec.found = now, reason, found
-        self._finished += 1
         nodes = self.nodes
-        start, origin = rec.start, rec.origin
+        for node in nodes:
+            table = node.coord.routing_table
+            for j in self.live.buckets(node.key.value, cfg.k, self._rng):
+                table.add(nodes[j].key, 0.0)
+            self._mark_joined(node)
+        for node in nodes:
+            self.drain(node, 0.0)
 
-        def eligible(i: int) -> bool:
-            return i != origin and nodes[i].online_since <= start
-
-        truth = [
-            nodes[i].key for i in self._live.closest(rec.target.value, self.config.k, eligible)
-        ]
-        found_set = set(found)
-        if truth:
-            rec.success = truth[0] in found_set
-            rec.overlap = sum(1 for t in truth if t in found_set) / len(truth)
-        rec.hops = rec.depth.get(found[0], 0) if found else None
-        rec.depth = {}
+    # -- churn and going dark --------------------------------------------------------------
 
     def _churn(self, now: float) -> None:
-        members = self._members
+        members = self.members
         if len(members) > self.config.bootstrap_nodes + 1:
             leaving = members[self._rng.randrange(len(members))]
             self._depart(leaving, now)
@@ -519,24 +562,37 @@ class Simulation:
         self._join(node, now)
         gap = self.network.next_churn_gap(len(members))
         if gap is not None:
-            self.clock.schedule(now + gap, _CHURN)
+            self.clock.schedule(now + gap, Churn())
 
     def _depart(self, index: int, now: float) -> None:
         node = self.nodes[index]
         node.alive = False
         node.pending.clear()
+        self.network.disconnect(index)
         self._drop_member(index)
         self.counters.churn_leaves += 1
-        orphaned = [qid for qid, rec in self._active.items() if rec.origin == index]
-        for qid in orphaned:
-            rec = self._active.pop(qid)
-            rec.end, rec.reason = now, ORIGIN_DEPARTED
-            self._finished += 1
+        self.ops.origin_departed(index, now)
+
+    def _go_dark(self) -> None:
+        """Silence the unresponsive share and cut the undialable share off (ops start)."""
+        net = self.config.network
+        for index in self.network.pick_fraction(list(self.members), net.unresponsive):
+            node = self.nodes[index]
+            node.responsive = False
+            node.pending.clear()
+            self._drop_member(index)
+        servers = [i for i in self.members if not self.nodes[i].client]
+        for index in self.network.pick_fraction(servers, net.undialable):
+            node = self.nodes[index]
+            node.dialable = False
+            node.pending.clear()
+            self.network.disconnect(index)
+            self._drop_member(index)
 
     # -- the run -------------------------------------------------------------------------
 
     def run(self) -> dict[str, object]:
-        """Join, look up, judge; the report without the machine-dependent fields."""
+        """Join, run the operations, judge; the report without machine-dependent fields."""
         cfg = self.config
         wall0 = time.perf_counter()
         if cfg.prefill:
@@ -545,45 +601,49 @@ class Simulation:
             self._join_realistic()
         if cfg.settle > 0:
             end = self.clock.now + cfg.settle
-            self._run(end)
+            self.run_until(end)
             self.clock.advance_to(end)
         join_virtual = self.clock.now
+        joined = self._joined
+        self._joining = False
         wall1 = time.perf_counter()
 
         t0 = self.clock.now
-        candidates = list(self._members)
-        for index in self.network.pick_fraction(candidates, cfg.network.unresponsive):
-            self.nodes[index].responsive = False
-            self.nodes[index].pending.clear()
-            self._drop_member(index)
-        for n in range(cfg.lookups):
-            self.clock.schedule(t0 + n * cfg.lookup_interval, _LOOKUP, n)
-        gap = self.network.next_churn_gap(len(self._members))
+        self._go_dark()
+        self.ops.schedule_all(t0)
+        gap = self.network.next_churn_gap(len(self.members))
         if gap is not None:
-            self.clock.schedule(t0 + gap, _CHURN)
-        last_start = t0 + max(0, cfg.lookups - 1) * cfg.lookup_interval
-        self._run(last_start + cfg.lookup_cap, lambda: self._finished >= cfg.lookups)
-        for qid in list(self._active):
-            rec = self._active.pop(qid)
-            rec.end, rec.reason = self.clock.now, UNFINISHED
+            self.clock.schedule(t0 + gap, Churn())
+        self.run_until(self.ops.hard_end(t0), self.ops.all_done)
+        self.ops.close(self.clock.now)
         wall2 = time.perf_counter()
 
-        sizes = [len(self.nodes[i].coord.routing_table) for i in self._members]
+        sizes = [
+            len(self.nodes[i].coord.routing_table)
+            for i in self.members
+            if not self.nodes[i].client
+        ]
         self.counters.admission_dropped = sum(
             int(getattr(node.coord, "requests_dropped", 0)) for node in self.nodes
         )
+        self.counters.handshakes = self.network.handshakes
         net = cfg.network
         settings: dict[str, object] = {
             "nodes": cfg.nodes,
             "lookups": cfg.lookups,
             "seed": cfg.seed,
             "prefill": cfg.prefill,
+            "ops": ",".join(cfg.ops),
             "loss": net.loss,
             "unresponsive": net.unresponsive,
+            "undialable": net.undialable,
+            "clients": net.clients,
             "slow": net.slow,
             "churn": net.churn,
             "latency_median_ms": net.latency.median * 1000.0,
             "latency_sigma": net.latency.sigma,
+            "jitter": net.jitter,
+            "handshake_rtts": net.handshake_rtts,
         }
         phases = {
             "join_virtual_s": join_virtual,
@@ -591,10 +651,16 @@ class Simulation:
             "join_wall_s": wall1 - wall0,
             "lookup_wall_s": wall2 - wall1,
         }
+        extra = self.ops.report()
+        extra["join_requests_per_node_mean"] = (
+            round(self.counters.join_requests / joined, 3) if joined else None
+        )
         return build_report(
             settings=settings,
-            records=self.records,
+            records=self.ops.lookups,
             counters=self.counters,
             phases=phases,
             table_sizes=sizes,
+            extra=extra,
         )
+
