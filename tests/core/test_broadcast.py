@@ -6,11 +6,14 @@ from zikade_py.core.broadcast import (
     BcastCancelRequest,
     BcastFindCloser,
     BcastFinished,
+    BcastLookupDropped,
     BcastLookupFailure,
     BcastLookupResponse,
     BcastPoll,
     BcastState,
     BcastStop,
+    BcastStored,
+    BcastStoreDropped,
     BcastStoreFailure,
     BcastStoreRecord,
     BcastStoreSuccess,
@@ -48,6 +51,13 @@ def settle(b: Broadcast, now: float, first: BcastState | None = None) -> list[Bc
     raise AssertionError("broadcast never settled")
 
 
+def stored(b: Broadcast, node: Key, now: float) -> BcastState:
+    """Report a successful store: the broadcast says so first, then goes on."""
+    state = b.advance(BcastStoreSuccess(node), now)
+    assert isinstance(state, BcastStored) and state.node == node
+    return b.advance(BcastPoll(), now)
+
+
 def test_follow_up_looks_up_then_stores_to_the_closest() -> None:
     b = FollowUp("p", SELF, TARGET, "ADD_PROVIDER", [k(1), k(2), k(3), k(4)], CFG)
     states = settle(b, 0.0)
@@ -60,10 +70,10 @@ def test_follow_up_looks_up_then_stores_to_the_closest() -> None:
     stores = [s.node for s in states if isinstance(s, BcastStoreRecord)]
     assert stores == [k(1), k(2)]  # store concurrency 2
     assert all(s.message == "ADD_PROVIDER" for s in states if isinstance(s, BcastStoreRecord))
-    states = settle(b, 2.0, b.advance(BcastStoreSuccess(k(1)), 2.0))
+    states = settle(b, 2.0, stored(b, k(1), 2.0))
     assert [s.node for s in states if isinstance(s, BcastStoreRecord)] == [k(3)]
     settle(b, 2.0, b.advance(BcastStoreFailure(k(2), "reset"), 2.0))
-    end = b.advance(BcastStoreSuccess(k(3)), 3.0)
+    end = stored(b, k(3), 3.0)
     assert isinstance(end, BcastFinished)
     assert end.reason is FinishReason.DONE
     assert end.contacted == (k(1), k(3))
@@ -74,8 +84,8 @@ def test_static_stores_to_seeds_only() -> None:
     b = Static("p", SELF, TARGET, "PUT", [k(5), SELF, k(6)], CFG)
     states = settle(b, 0.0)
     assert [s.node for s in states if isinstance(s, BcastStoreRecord)] == [k(5), k(6)]
-    b.advance(BcastStoreSuccess(k(5)), 1.0)
-    end = b.advance(BcastStoreSuccess(k(6)), 1.0)
+    stored(b, k(5), 1.0)
+    end = stored(b, k(6), 1.0)
     assert isinstance(end, BcastFinished) and end.contacted == (k(5), k(6))
 
 
@@ -123,7 +133,7 @@ def test_store_timeout_cancels_and_counts_as_error() -> None:
     assert isinstance(state, BcastCancelRequest) and state.node == k(1) and state.store
     state = b.advance(BcastPoll(), 5.0)
     assert isinstance(state, BcastStoreRecord) and state.node == k(2)
-    end = b.advance(BcastStoreSuccess(k(2)), 6.0)
+    end = stored(b, k(2), 6.0)
     assert isinstance(end, BcastFinished) and end.errors == ((k(1), "timeout"),)
 
 
@@ -155,13 +165,62 @@ def test_optimistic_stores_before_the_lookup_ends_and_covers_the_final_set() -> 
     assert early == [k(10), k(11)]  # stored while k(2), k(3) are still being asked
     assert any(isinstance(s, BcastFindCloser) for s in states) or not b.finished
     for node in (k(10), k(11)):
-        b.advance(BcastStoreSuccess(node), 1.5)
+        stored(b, node, 1.5)
     states = settle(b, 2.0, b.advance(BcastLookupResponse(k(3)), 2.0))
     states += settle(b, 2.0, b.advance(BcastLookupResponse(k(2)), 2.0))
     late = [s.node for s in states if isinstance(s, BcastStoreRecord)]
     assert set(late) == {k(2), k(3)}
     end: BcastState = BcastWaiting("p")
     for node in late:
-        end = b.advance(BcastStoreSuccess(node), 3.0)
+        end = stored(b, node, 3.0)
     assert isinstance(end, BcastFinished)
     assert set(end.contacted) >= {k(2), k(3)}
+
+
+def test_every_store_is_reported_and_an_optimistic_broadcast_settles_once_at_75_percent() -> None:
+    cfg = BroadcastConfig(num_replicas=4, store_concurrency=4)
+    seeds = [k(i) for i in range(1, 5)]
+    b = Optimistic("p", SELF, TARGET, "PUT", seeds, cfg)
+    settle(b, 0.0)
+    for node in seeds:
+        settle(b, 1.0, b.advance(BcastLookupResponse(node), 1.0))
+    reports = []
+    for node in seeds:
+        state = b.advance(BcastStoreSuccess(node), 2.0)
+        assert isinstance(state, BcastStored)
+        reports.append((state.stored, state.settled))
+        b.advance(BcastPoll(), 2.0)
+    assert reports == [(1, False), (2, False), (3, True), (4, False)]  # ceil(0.75 × 4) = 3
+
+
+def test_follow_up_never_settles_before_its_end() -> None:
+    b = Static("p", SELF, TARGET, "PUT", [k(1), k(2)], CFG)
+    settle(b, 0.0)
+    first = b.advance(BcastStoreSuccess(k(1)), 1.0)
+    assert isinstance(first, BcastStored) and not first.settled
+
+
+def test_a_dropped_store_is_retried_after_a_back_off_not_counted_as_an_error() -> None:
+    cfg = BroadcastConfig(
+        num_replicas=3, store_concurrency=2, query=QueryConfig(drop_retry_delay=0.1)
+    )
+    b = Static("p", SELF, TARGET, "PUT", [k(1), k(2)], cfg)
+    settle(b, 0.0)
+    states = settle(b, 0.0, b.advance(BcastStoreDropped(k(1)), 0.0))
+    assert not any(isinstance(s, BcastStoreRecord) for s in states)  # not at once
+    assert b.next_due() == 0.1
+    state = b.advance(BcastPoll(), 0.1)
+    assert isinstance(state, BcastStoreRecord) and state.node == k(1)
+    stored(b, k(2), 0.2)
+    end = stored(b, k(1), 0.2)
+    assert isinstance(end, BcastFinished)
+    assert end.contacted == (k(2), k(1)) and end.errors == ()
+
+
+def test_a_dropped_lookup_request_is_retried() -> None:
+    cfg = BroadcastConfig(num_replicas=1, query=QueryConfig(drop_retry_delay=0.1))
+    b = FollowUp("p", SELF, TARGET, "PUT", [k(1)], cfg)
+    settle(b, 0.0)
+    settle(b, 0.0, b.advance(BcastLookupDropped(k(1)), 0.0))
+    state = b.advance(BcastPoll(), 0.1)
+    assert isinstance(state, BcastFindCloser) and state.node == k(1)

@@ -12,6 +12,7 @@ from zikade_py.core.coordinator_events import (
     AddCandidates,
     BootstrapFinished,
     BroadcastFinished,
+    BroadcastStored,
     BroadcastStrategy,
     CancelRequest,
     CoordinatorOutput,
@@ -147,14 +148,77 @@ def test_empty_table_query_fails_instead_of_hanging() -> None:
     assert out[0].reason is FinishReason.FAILED
 
 
-def test_admission_drops_excess_requests_as_failures() -> None:
-    c = coordinator(network=NetworkConfig(max_in_flight=3, max_per_node=1))
+def test_admission_drops_are_retried_not_failures_of_the_node() -> None:
+    c = coordinator(
+        network=NetworkConfig(max_in_flight=3, max_per_node=1),
+        pool=PoolConfig(query=QueryConfig(num_results=5, drop_retry_delay=0.1)),
+    )
     fill(c, [k(i) for i in range(1, 10)])
     c.notify(StartFindCloserQuery("q", TARGET), 0.0)
-    out = drain(c, 0.0)
-    assert len(sends(out)) == 3
+    first = sends(drain(c, 0.0))
+    assert [s.to for s in first] == [k(1), k(2), k(3)]
     assert c.requests_dropped >= 1
     assert c.requests_in_flight == 3
+    for s in first:
+        c.notify(RequestSucceeded(s.request_id, ()), 0.05)
+    drain(c, 0.05)
+    due = c.next_due()
+    assert due is not None and due <= 0.1 + 1e-9
+    retried = sends(drain(c, due))
+    # the nodes whose requests our own admission refused are asked now: a local drop
+    # is not the remote's failure
+    assert {s.to for s in retried} == {k(4), k(5)}
+    for s in retried:
+        c.notify(RequestSucceeded(s.request_id, ()), 0.2)
+    end = drain(c, 0.2)
+    finished = [o for o in end if isinstance(o, QueryFinished)]
+    assert finished and finished[0].reason is FinishReason.DONE
+    assert finished[0].closest == tuple(k(i) for i in range(1, 6))
+    assert finished[0].stats.failure == 0
+
+
+def test_progress_reports_the_counters_with_the_answer_applied() -> None:
+    c = coordinator()
+    fill(c, [k(1), k(2)])
+    c.notify(StartFindCloserQuery("q", TARGET), 0.0)
+    first, second = sends(drain(c, 0.0))
+    c.notify(RequestSucceeded(first.request_id, ()), 1.0)
+    progress = [o for o in drain(c, 1.0) if isinstance(o, QueryProgressed)]
+    assert progress[0].stats.success == 1  # the old coordinator said 0 here
+    c.notify(RequestSucceeded(second.request_id, ()), 1.0)
+    out = drain(c, 1.0)
+    kinds = [type(o) for o in out]
+    # the last answer ends the query: progress (2 answers) first, then the end
+    assert kinds.index(QueryProgressed) < kinds.index(QueryFinished)
+    last = next(o for o in out if isinstance(o, QueryProgressed))
+    assert last.stats.success == 2
+
+
+def test_next_due_names_a_real_time_while_input_waits() -> None:
+    c = coordinator()
+    fill(c, [k(1)])
+    c.notify(StartFindCloserQuery("q", TARGET), 5.0)
+    due = c.next_due()
+    assert due == 5.0  # not -inf: "now", the latest time the coordinator was given
+    drain(c, 5.0)
+    assert c.next_due() == 15.0  # the request's hard timeout
+
+
+def test_broadcasts_are_bounded_by_max_queries() -> None:
+    c = coordinator(pool=PoolConfig(max_queries=1))
+    fill(c, [k(1)])
+    c.notify(StartFindCloserQuery("q", TARGET), 0.0)
+    c.notify(StartBroadcast("p", TARGET, "PUT", BroadcastStrategy.STATIC, seeds=(k(2),)), 0.0)
+    out = drain(c, 0.0)
+    assert not [o for o in out if isinstance(o, SendMessage)]  # queued behind q
+    assert c.running_queries == 2
+    c.notify(RequestSucceeded(sends(out)[0].request_id, ()), 1.0)
+    stores = [o for o in drain(c, 1.0) if isinstance(o, SendMessage)]
+    assert [s.to for s in stores] == [k(2)]
+    c.notify(RequestSucceeded(stores[0].request_id), 2.0)
+    end = drain(c, 2.0)
+    ours = [type(o) for o in end if isinstance(o, BroadcastStored | BroadcastFinished)]
+    assert ours == [BroadcastStored, BroadcastFinished]
 
 
 def test_failed_requests_are_skipped_and_query_finishes() -> None:

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import pytest
 
+from zikade_py.core.broadcast import FollowUp, Static
 from zikade_py.core.event import FinishReason
 from zikade_py.core.key import Key
 from zikade_py.core.pool import (
     DuplicateQueryError,
+    PoolAddBroadcast,
     PoolAddQuery,
+    PoolBroadcastFinished,
+    PoolBroadcastStored,
     PoolCancelRequest,
     PoolConfig,
     PoolFindCloser,
     PoolIdle,
+    PoolNodeDropped,
     PoolNodeFailure,
     PoolNodeResponse,
     PoolPoll,
     PoolQueryFinished,
+    PoolSendMessage,
     PoolState,
     PoolStopQuery,
     PoolWaitingAtCapacity,
@@ -24,6 +30,7 @@ from zikade_py.core.pool import (
     QueryPool,
 )
 from zikade_py.core.query import QueryConfig
+from zikade_py.core.trace import Trace
 
 
 def k(i: int) -> Key:
@@ -154,3 +161,112 @@ def test_empty_table_query_fails_instead_of_hanging() -> None:
     pool = QueryPool(SELF)
     state = pool.advance(PoolAddQuery("q", k(0), ()), 0.0)
     assert isinstance(state, PoolQueryFinished) and state.reason is FinishReason.FAILED
+
+
+def test_a_queued_query_times_out_and_next_due_never_names_a_time_poll_ignores() -> None:
+    # The old pool counted the queued query's due times in next_due while its poll
+    # never reached it: next_due stayed in the past and a driver spun on it.
+    cfg = PoolConfig(max_queries=1, query_timeout=30.0, query=QueryConfig(request_timeout=5.0))
+    pool = QueryPool(SELF, cfg)
+    pool.advance(PoolAddQuery("a", k(0), (k(1),)), 0.0)
+    settle(pool, 0.0)
+    pool.advance(PoolAddQuery("b", k(0), (k(2),), trace=Trace(deadline=3.0)), 1.0)
+    settle(pool, 1.0)
+    assert pool.admitted == 1 and len(pool) == 2
+    due = pool.next_due()
+    assert due == 3.0  # b's caller deadline (a's request waits until 5.0)
+    state = pool.advance(PoolPoll(), due)
+    # b never sent anything: it just ends, with a timeout
+    assert isinstance(state, PoolQueryFinished) and state.query_id == "b"
+    assert state.reason is FinishReason.TIMEOUT and state.stats.requests == 0
+    settle(pool, due)
+    assert pool.next_due() == 5.0
+
+
+def test_next_due_is_after_now_once_settled() -> None:
+    cfg = PoolConfig(max_queries=2, query=QueryConfig(concurrency=1, request_timeout=5.0))
+    pool = QueryPool(SELF, cfg)
+    for i, q in enumerate("abcde"):
+        pool.advance(PoolAddQuery(q, k(0), (k(i + 1),)), 0.0)
+        settle(pool, 0.0)
+    now = 0.0
+    for _ in range(50):
+        due = pool.next_due()
+        if due is None:
+            break
+        assert due > now  # a settled pool never asks to be polled in the past
+        now = due
+        settle(pool, now)
+    assert len(pool) == 0
+
+
+def test_broadcasts_share_the_bound_and_the_timeout() -> None:
+    cfg = PoolConfig(max_queries=1, query_timeout=20.0)
+    pool = QueryPool(SELF, cfg)
+    first = pool.advance(PoolAddQuery("q", k(0), (k(1),)), 0.0)
+    assert isinstance(first, PoolFindCloser)
+    settle(pool, 0.0)
+    queued = pool.advance(PoolAddBroadcast("p", k(0), "PUT", (k(2),), Static), 0.0)
+    assert isinstance(queued, PoolWaitingAtCapacity)  # no store while the query runs
+    # the query ends: the broadcast is admitted and stores
+    state = pool.advance(PoolNodeResponse("q", k(1)), 1.0)
+    assert isinstance(state, PoolQueryFinished)
+    states = settle(pool, 1.0)
+    stores = [s for s in states if isinstance(s, PoolSendMessage)]
+    assert [(s.node, s.store) for s in stores] == [(k(2), True)]
+
+
+def test_a_broadcast_without_a_caller_deadline_is_bounded_by_the_query_timeout() -> None:
+    pool = QueryPool(SELF, PoolConfig(query_timeout=20.0))
+    pool.advance(PoolAddBroadcast("p", k(0), "PUT", (k(1), k(2)), FollowUp), 0.0)
+    settle(pool, 0.0)
+    assert pool.next_due() is not None and pool.next_due() <= 20.0  # type: ignore[operator]
+    now = 0.0
+    state = None
+    for _ in range(20):
+        due = pool.next_due()
+        assert due is not None
+        now = due
+        state = pool.advance(PoolPoll(), now)
+        while not isinstance(state, PoolWaitingAtCapacity | PoolWaitingWithCapacity | PoolIdle):
+            if isinstance(state, PoolBroadcastFinished):
+                break
+            state = pool.advance(PoolPoll(), now)
+        if isinstance(state, PoolBroadcastFinished):
+            break
+    assert isinstance(state, PoolBroadcastFinished)
+    assert state.reason in (FinishReason.TIMEOUT, FinishReason.FAILED)
+    assert now <= 20.0
+
+
+def test_broadcast_answers_route_by_kind_and_stores_are_reported() -> None:
+    pool = QueryPool(SELF)
+    pool.advance(PoolAddBroadcast("p", k(0), "PUT", (k(1),), Static), 0.0)
+    settle(pool, 0.0)
+    state = pool.advance(PoolNodeResponse("p", k(1), store=True), 1.0)
+    assert isinstance(state, PoolBroadcastStored) and state.stored == 1
+    end = pool.advance(PoolPoll(), 1.0)
+    assert isinstance(end, PoolBroadcastFinished) and end.contacted == (k(1),)
+
+
+def test_an_answer_advances_only_its_own_query() -> None:
+    pool = QueryPool(SELF, PoolConfig(query=QueryConfig(concurrency=1)))
+    for q in ("a", "b"):
+        pool.advance(PoolAddQuery(q, k(0), (k(1), k(2))), 0.0)
+        settle(pool, 0.0)
+    b = pool.query("b")
+    assert b is not None
+    before = b.stats
+    pool.advance(PoolNodeResponse("a", k(1)), 0.5)
+    settle(pool, 0.5)
+    assert b.stats == before
+
+
+def test_a_dropped_request_is_asked_again() -> None:
+    pool = QueryPool(SELF, PoolConfig(query=QueryConfig(concurrency=1, drop_retry_delay=0.1)))
+    first = pool.advance(PoolAddQuery("q", k(0), (k(1),)), 0.0)
+    assert isinstance(first, PoolFindCloser)
+    settle(pool, 0.0, pool.advance(PoolNodeDropped("q", k(1)), 0.0))
+    assert pool.next_due() == 0.1
+    again = pool.advance(PoolPoll(), 0.1)
+    assert isinstance(again, PoolFindCloser) and again.node == k(1)

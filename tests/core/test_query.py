@@ -14,6 +14,7 @@ from zikade_py.core.query import (
     QueryConfig,
     QueryFindCloser,
     QueryFinished,
+    QueryNodeDropped,
     QueryNodeFailure,
     QueryNodeResponse,
     QueryPoll,
@@ -65,23 +66,19 @@ def test_keeps_alpha_requests_in_flight_while_candidates_remain() -> None:
         assert isinstance(q.advance(QueryPoll(), 1.0), QueryWaitingAtCapacity)
 
 
-def test_finishes_when_num_results_closest_answered_and_cancels_the_rest() -> None:
+def test_asks_only_the_k_closest_and_finishes_when_they_answered() -> None:
     seeds = [k(i) for i in range(1, 8)]
     q = Query("q", SELF, TARGET, seeds, QueryConfig(concurrency=5, num_results=3))
-    drain(q, 0.0)
+    # α is 5, but only the 3 closest live candidates may be asked while they are pending
+    assert requests(drain(q, 0.0)) == seeds[:3]
     for node in seeds[:2]:
         q.advance(QueryNodeResponse(node), 1.0)
         drain(q, 1.0)
     state = q.advance(QueryNodeResponse(seeds[2]), 1.0)
-    # three closest answered: the others still in flight are cancelled, then one finish
-    cancelled: list[Key] = []
-    while isinstance(state, QueryCancelRequest):
-        cancelled.append(state.node)
-        state = q.advance(QueryPoll(), 1.0)
     assert isinstance(state, QueryFinished)
     assert state.reason is FinishReason.DONE
     assert state.closest == tuple(seeds[:3])
-    assert sorted(n.value for n in cancelled) == sorted(n.value for n in seeds[3:7])
+    assert state.stats.requests == 3
     assert q.in_flight == 0
     # terminal: repeated, never a second different end
     assert q.advance(QueryPoll(), 2.0) is state
@@ -97,7 +94,7 @@ def test_closer_nodes_are_followed_and_self_is_skipped() -> None:
     assert q.node_state(SELF) is None
 
 
-def test_request_timeout_below_capacity_marks_unresponsive_and_moves_on() -> None:
+def test_hard_request_timeout_fails_the_node_and_moves_on() -> None:
     cfg = QueryConfig(concurrency=3, num_results=1, request_timeout=10.0)
     q = Query("q", SELF, TARGET, [k(1)], cfg)
     drain(q, 0.0)
@@ -105,7 +102,7 @@ def test_request_timeout_below_capacity_marks_unresponsive_and_moves_on() -> Non
     state = q.advance(QueryPoll(), 9.9)
     assert isinstance(state, QueryWaitingWithCapacity)
     state = q.advance(QueryPoll(), 10.0)
-    assert q.node_state(k(1)) is NodeState.UNRESPONSIVE
+    assert q.node_state(k(1)) is NodeState.FAILED
     # the only node timed out: the request is cancelled, then the query fails
     assert isinstance(state, QueryCancelRequest) and state.node == k(1)
     end = q.advance(QueryPoll(), 10.0)
@@ -113,13 +110,13 @@ def test_request_timeout_below_capacity_marks_unresponsive_and_moves_on() -> Non
 
 
 def test_request_timeout_at_capacity_makes_room() -> None:
-    cfg = QueryConfig(concurrency=2, num_results=5, request_timeout=5.0)
+    cfg = QueryConfig(concurrency=2, num_results=5, request_timeout=5.0, adaptive_timeout=False)
     seeds = [k(i) for i in range(1, 5)]
     q = Query("q", SELF, TARGET, seeds, cfg)
     assert isinstance(drain(q, 0.0)[-1], QueryWaitingAtCapacity)
     state = q.advance(QueryPoll(), 5.0)
     assert isinstance(state, QueryFindCloser) and state.node == seeds[2]
-    assert q.node_state(seeds[0]) is NodeState.UNRESPONSIVE
+    assert q.node_state(seeds[0]) is NodeState.FAILED
     assert q.stats.failure == 2
 
 
@@ -259,26 +256,116 @@ def test_never_finishes_past_a_closer_node_not_yet_asked() -> None:
     assert q.node_state(k(1)) in (NodeState.WAITING, NodeState.NOT_CONTACTED)
 
 
-def test_adaptive_wait_stops_waiting_on_a_silent_node() -> None:
-    cfg = QueryConfig(concurrency=4, num_results=3, request_timeout=10.0,
-                      adaptive_factor=3.0, adaptive_floor=0.5, adaptive_min_samples=3)
-    seeds = [k(1), k(2), k(3), k(4)]
+def test_adaptive_wait_widens_the_walk_but_never_finishes_past_a_slow_node() -> None:
+    cfg = QueryConfig(concurrency=3, num_results=3, request_timeout=10.0,
+                      adaptive_factor=2.0, adaptive_floor=0.1, adaptive_min_samples=2)
+    seeds = [k(i) for i in range(1, 7)]
+    q = Query("q", SELF, TARGET, seeds, cfg)
+    assert requests(drain(q, 0.0)) == seeds[:3]
+    assert q.wait_timeout() == 10.0  # no answers yet: the hard limit
+    q.advance(QueryNodeResponse(k(2)), 0.1)
+    q.advance(QueryNodeResponse(k(3)), 0.1)
+    assert isinstance(drain(q, 0.1)[-1], QueryWaitingWithCapacity)
+    # two answers in 0.1 s: k(1) holds its slot until 2 × 0.1 = 0.2 s
+    assert q.wait_timeout() == pytest.approx(0.2)
+    assert q.next_due() == pytest.approx(0.2)
+    state = q.advance(QueryPoll(), 0.2)
+    assert q.node_state(k(1)) is NodeState.SLOW
+    # slowness widens the walk by one: k(4) is asked in parallel
+    assert isinstance(state, QueryFindCloser) and state.node == k(4)
+    drain(q, 0.2)
+    state = q.advance(QueryNodeResponse(k(4)), 0.3)
+    # three answers, but k(1) is closer and still in flight: not done
+    assert not isinstance(state, QueryFinished | QueryCancelRequest)
+    assert q.next_due() == pytest.approx(10.0)  # k(1)'s hard timeout
+    end = q.advance(QueryNodeResponse(k(1)), 2.0)  # slow, but it answered
+    assert isinstance(end, QueryFinished) and end.reason is FinishReason.DONE
+    assert end.closest == (k(1), k(2), k(3))
+
+
+def test_a_silent_node_among_the_closest_is_waited_for_until_its_hard_timeout() -> None:
+    cfg = QueryConfig(concurrency=3, num_results=3, request_timeout=10.0,
+                      adaptive_factor=2.0, adaptive_floor=0.1, adaptive_min_samples=2)
+    seeds = [k(i) for i in range(1, 7)]
     q = Query("q", SELF, TARGET, seeds, cfg)
     drain(q, 0.0)
-    assert q.wait_timeout() == 10.0  # no answers yet: the hard limit
-    for node in seeds[1:]:
-        q.advance(QueryNodeResponse(node), 0.2)
-    # three answers in 0.2 s: waiting on k(1) stops at 3 × 0.2 = 0.6 s
-    assert q.wait_timeout() == pytest.approx(0.6)
-    due = q.next_due()
-    assert due == pytest.approx(0.6)
-    state = q.advance(QueryPoll(), due)
-    assert q.node_state(k(1)) is NodeState.UNRESPONSIVE
-    # the three that answered are the closest left: done, and the silent request cancelled
+    for node in (k(2), k(3)):
+        q.advance(QueryNodeResponse(node), 0.1)
+    drain(q, 0.2)
+    q.advance(QueryNodeResponse(k(4)), 0.3)
+    assert not q.finished
+    state = q.advance(QueryPoll(), 10.0)
+    assert q.node_state(k(1)) is NodeState.FAILED
     assert isinstance(state, QueryCancelRequest) and state.node == k(1)
-    end = q.advance(QueryPoll(), due)
+    end = q.advance(QueryPoll(), 10.0)
     assert isinstance(end, QueryFinished) and end.reason is FinishReason.DONE
     assert end.closest == (k(2), k(3), k(4))
+
+
+def test_a_slow_request_is_cancelled_once_it_cannot_be_in_the_result() -> None:
+    cfg = QueryConfig(concurrency=2, num_results=2, request_timeout=10.0,
+                      adaptive_factor=2.0, adaptive_floor=0.1, adaptive_min_samples=1)
+    q = Query("q", SELF, TARGET, [k(5), k(6)], cfg)
+    assert requests(drain(q, 0.0)) == [k(5), k(6)]
+    assert requests([q.advance(QueryNodeResponse(k(5), (k(1), k(2))), 0.1)]) == [k(1)]
+    drain(q, 0.1)
+    state = q.advance(QueryPoll(), 0.2)  # k(6) slow: the walk widens to k(2)
+    assert q.node_state(k(6)) is NodeState.SLOW
+    assert isinstance(state, QueryFindCloser) and state.node == k(2)
+    drain(q, 0.2)
+    # k(2) and k(5) answered: k(6) is farther than two answers and can never be in the
+    # result, so its request is cancelled now, while k(1) is still awaited
+    state = q.advance(QueryNodeResponse(k(2)), 0.25)
+    assert isinstance(state, QueryCancelRequest) and state.node == k(6)
+    assert q.node_state(k(6)) is NodeState.SKIPPED
+    assert not isinstance(q.advance(QueryPoll(), 0.25), QueryFinished)
+    end = q.advance(QueryNodeResponse(k(1)), 0.4)
+    assert isinstance(end, QueryFinished) and end.closest == (k(1), k(2))
+
+
+def test_a_dropped_request_is_retried_not_failed() -> None:
+    cfg = QueryConfig(concurrency=2, num_results=2, drop_retry_delay=0.05)
+    q = Query("q", SELF, TARGET, [k(1), k(2), k(3)], cfg)
+    assert requests(drain(q, 0.0)) == [k(1), k(2)]
+    state = q.advance(QueryNodeDropped(k(1)), 0.0)
+    assert q.node_state(k(1)) is NodeState.NOT_CONTACTED
+    assert not isinstance(state, QueryFindCloser)  # k(3) is beyond the k closest
+    assert q.next_due() == pytest.approx(0.05)
+    state = q.advance(QueryNodeResponse(k(2)), 0.01)
+    assert not isinstance(state, QueryFinished)  # never past the closer k(1)
+    state = q.advance(QueryPoll(), 0.05)
+    assert isinstance(state, QueryFindCloser) and state.node == k(1)
+    end = q.advance(QueryNodeResponse(k(1)), 0.1)
+    assert isinstance(end, QueryFinished) and end.closest == (k(1), k(2))
+    assert end.stats.requests == 2 and end.stats.failure == 0
+
+
+def test_repeated_drops_back_off() -> None:
+    cfg = QueryConfig(concurrency=1, num_results=1, drop_retry_delay=0.05)
+    q = Query("q", SELF, TARGET, [k(1)], cfg)
+    now = 0.0
+    delays = []
+    for _ in range(4):
+        state = q.advance(QueryPoll(), now)
+        assert isinstance(state, QueryFindCloser)
+        q.advance(QueryNodeDropped(k(1)), now)
+        due = q.next_due()
+        assert due is not None
+        delays.append(round(due - now, 3))
+        now = due
+    assert delays == [0.05, 0.1, 0.2, 0.4]
+
+
+def test_next_due_has_no_side_effects() -> None:
+    cfg = QueryConfig(concurrency=3, num_results=3, adaptive_min_samples=1)
+    q = Query("q", SELF, TARGET, [k(i) for i in range(1, 5)], cfg)
+    drain(q, 0.0)
+    q.advance(QueryNodeResponse(k(1)), 0.1)
+    q.advance(QueryNodeResponse(k(2)), 0.1)
+    before = (list(q._waiting), list(q._slow), q.stats)
+    first = q.next_due()
+    assert q.next_due() == first
+    assert (list(q._waiting), list(q._slow), q.stats) == before
 
 
 def test_adaptive_wait_never_exceeds_the_request_timeout_and_has_a_floor() -> None:

@@ -11,13 +11,21 @@ Three strategies share one shape (events ``Bcast*``, states ``Bcast*``):
   closest that were not stored yet get it too. Most stores overlap the lookup,
   so the broadcast ends soon after it (zikade declared this and panicked).
 
-Rules common to all: stores run at most ``store_concurrency`` at a time; a stop
+Rules common to all: stores run at most ``store_concurrency`` at a time; every
+successful store is reported with :class:`BcastStored` (an action state: advance
+again), whose ``settled`` turns true once, when the strategy lets the caller
+return (Optimistic: ``optimistic_return_ratio`` of the replicas stored, as go's
+optimistic provide returns after 75 %); a request dropped by our own admission
+control is retried after a back-off, never counted as the node's failure; a stop
 cancels every outstanding request (lookup and store) before the single
 :class:`BcastFinished`; a broadcast with nobody to store to finishes FAILED.
+Events derived from an input carry that input's trace.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, assert_never
@@ -33,6 +41,7 @@ from zikade_py.core.query import (
     QueryFindCloser,
     QueryFinished,
     QueryID,
+    QueryNodeDropped,
     QueryNodeFailure,
     QueryNodeResponse,
     QueryPoll,
@@ -54,6 +63,9 @@ class BroadcastConfig:
     """Store requests in flight at once."""
     store_timeout: float = 10.0
     """Seconds a store request may take before it counts as failed."""
+    optimistic_return_ratio: float = 0.75
+    """Share of ``num_replicas`` an optimistic broadcast stores before it reports
+    ``settled`` (go-libp2p-kad-dht's ``optProvReturnRatio``); the rest goes on."""
     query: QueryConfig = field(default_factory=QueryConfig)
 
     def validate(self) -> None:
@@ -64,6 +76,8 @@ class BroadcastConfig:
             raise ValueError("store_concurrency must be at least 1")
         if self.store_timeout <= 0:
             raise ValueError("store_timeout must be positive")
+        if not 0.0 < self.optimistic_return_ratio <= 1.0:
+            raise ValueError("optimistic_return_ratio must be within (0, 1]")
         self.query.validate()
 
 
@@ -99,6 +113,20 @@ class BcastLookupFailure(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BcastLookupDropped(Event):
+    """Our admission control refused a lookup request: the node is asked again later."""
+
+    node: Key
+
+
+@dataclass(frozen=True, slots=True)
+class BcastStoreDropped(Event):
+    """Our admission control refused a store request: it is retried later."""
+
+    node: Key
+
+
+@dataclass(frozen=True, slots=True)
 class BcastStoreSuccess(Event):
     """A node took the record."""
 
@@ -118,8 +146,10 @@ BcastEvent = (
     | BcastStop
     | BcastLookupResponse
     | BcastLookupFailure
+    | BcastLookupDropped
     | BcastStoreSuccess
     | BcastStoreFailure
+    | BcastStoreDropped
 )
 
 
@@ -154,6 +184,16 @@ class BcastCancelRequest(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BcastStored(Event):
+    """``node`` took the record: ``stored`` so far; ``settled`` once the caller may return."""
+
+    query_id: QueryID
+    node: Key
+    stored: int
+    settled: bool
+
+
+@dataclass(frozen=True, slots=True)
 class BcastWaiting(Event):
     """Requests are in flight; nothing to send now."""
 
@@ -170,14 +210,23 @@ class BcastFinished(Event):
     errors: tuple[tuple[Key, str], ...]
 
 
-BcastState = BcastFindCloser | BcastStoreRecord | BcastCancelRequest | BcastWaiting | BcastFinished
+BcastState = (
+    BcastFindCloser
+    | BcastStoreRecord
+    | BcastCancelRequest
+    | BcastStored
+    | BcastWaiting
+    | BcastFinished
+)
 
 
 @dataclass(slots=True)
 class _Store:
     node: Key
     deadline: float = 0.0
-    started: bool = False
+    retry_at: float | None = None
+    """Set while a dropped store waits for its retry."""
+    drops: int = 0
 
 
 class Broadcast:
@@ -212,7 +261,13 @@ class Broadcast:
         self._done: set[Key] = set()
         self._contacted: list[Key] = []
         self._errors: list[tuple[Key, str]] = []
-        self._cancels: list[BcastCancelRequest] = []
+        self._cancels: deque[BcastCancelRequest] = deque()
+        self._settle_at = (
+            math.ceil(self.config.optimistic_return_ratio * self.config.num_replicas)
+            if self.OPTIMISTIC
+            else None
+        )
+        """Successful stores after which the caller may return (None: only at the end)."""
         self._stop_reason: FinishReason | None = None
         self._result: BcastFinished | None = None
         if self.LOOKUP:
@@ -244,6 +299,9 @@ class Broadcast:
             due = earliest(due, self._query.next_due())
         for store in self._waiting.values():
             due = earliest(due, store.deadline)
+        if self._stop_reason is None:
+            for store in self._todo.values():
+                due = earliest(due, store.retry_at)
         return due
 
     def advance(self, event: BcastEvent, now: float) -> BcastState:
@@ -256,19 +314,38 @@ class Broadcast:
             case BcastStop(reason=reason):
                 self._stop(reason)
             case BcastLookupResponse(node=node, closer_nodes=closer):
-                state = self._advance_query(QueryNodeResponse(node, closer), now)
+                qev = QueryNodeResponse(node, closer, trace=event.trace)
+                state = self._advance_query(qev, now)
                 if state is not None:
                     return state
             case BcastLookupFailure(node=node, error=error):
-                state = self._advance_query(QueryNodeFailure(node, error), now)
+                state = self._advance_query(QueryNodeFailure(node, error, trace=event.trace), now)
+                if state is not None:
+                    return state
+            case BcastLookupDropped(node=node):
+                state = self._advance_query(QueryNodeDropped(node, trace=event.trace), now)
                 if state is not None:
                     return state
             case BcastStoreSuccess(node=node):
                 if self._waiting.pop(node, None) is not None:
                     self._contacted.append(node)
+                    stored = len(self._contacted)
+                    settled = stored == self._settle_at
+                    return BcastStored(self.query_id, node, stored, settled, trace=self.trace)
             case BcastStoreFailure(node=node, error=error):
                 if self._waiting.pop(node, None) is not None:
                     self._errors.append((node, error or "store failed"))
+            case BcastStoreDropped(node=node):
+                store = self._waiting.pop(node, None)
+                if store is not None and self._stop_reason is None:
+                    self._done.discard(node)
+                    delay = min(
+                        self.config.query.drop_retry_delay * (2**store.drops),
+                        self.config.store_timeout,
+                    )
+                    store.drops += 1
+                    store.retry_at = now + delay
+                    self._todo[node] = store
             case _:
                 assert_never(event)
         if self._stop_reason is None and self.trace.expired(now):
@@ -281,6 +358,12 @@ class Broadcast:
         if node in self._done or node in self._todo or node in self._waiting:
             return
         self._todo[node] = _Store(node)
+
+    def _next_ready_store(self, now: float) -> _Store | None:
+        for store in self._todo.values():
+            if store.retry_at is None or store.retry_at <= now:
+                return store
+        return None
 
     def _advance_query(self, event: QueryEvent, now: float) -> BcastState | None:
         if self._query is None or self._query.finished:
@@ -330,7 +413,7 @@ class Broadcast:
 
     def _step(self, now: float) -> BcastState:
         if self._cancels:
-            return self._cancels.pop(0)
+            return self._cancels.popleft()
         if self._query is not None and not self._query.finished:
             qevent: QueryEvent = QueryPoll()
             if self._stop_reason is not None:
@@ -345,16 +428,16 @@ class Broadcast:
                 del self._waiting[node]
                 self._errors.append((node, "timeout"))
                 return BcastCancelRequest(self.query_id, node, True, trace=self.trace)
-        if self._stop_reason is None and self._todo and (
-            len(self._waiting) < self.config.store_concurrency
-        ):
-            node, store = next(iter(self._todo.items()))
-            del self._todo[node]
-            store.deadline = now + self.config.store_timeout
-            self._waiting[node] = store
-            self._done.add(node)
-            trace = self.trace.with_deadline(store.deadline)
-            return BcastStoreRecord(self.query_id, node, self.message, trace=trace)
+        if self._stop_reason is None and len(self._waiting) < self.config.store_concurrency:
+            ready = self._next_ready_store(now)
+            if ready is not None:
+                del self._todo[ready.node]
+                ready.retry_at = None
+                ready.deadline = now + self.config.store_timeout
+                self._waiting[ready.node] = ready
+                self._done.add(ready.node)
+                trace = self.trace.with_deadline(ready.deadline)
+                return BcastStoreRecord(self.query_id, ready.node, self.message, trace=trace)
         lookup_running = self._query is not None and not self._query.finished
         if self._waiting or lookup_running or (self._todo and self._stop_reason is None):
             return BcastWaiting(self.query_id, trace=self.trace)

@@ -32,19 +32,6 @@ from enum import Enum
 from typing import assert_never
 
 from zikade_py.core.broadcast import (
-    BcastCancelRequest,
-    BcastEvent,
-    BcastFindCloser,
-    BcastFinished,
-    BcastLookupFailure,
-    BcastLookupResponse,
-    BcastPoll,
-    BcastState,
-    BcastStop,
-    BcastStoreFailure,
-    BcastStoreRecord,
-    BcastStoreSuccess,
-    BcastWaiting,
     Broadcast,
     BroadcastConfig,
     FollowUp,
@@ -54,6 +41,7 @@ from zikade_py.core.broadcast import (
 from zikade_py.core.coordinator_events import (
     AddCandidates,
     BroadcastFinished,
+    BroadcastStored,
     BroadcastStrategy,
     CancelRequest,
     CoordinatorInput,
@@ -77,12 +65,16 @@ from zikade_py.core.event import FinishReason
 from zikade_py.core.key import Key
 from zikade_py.core.network import DROPPED, Admission, NetworkConfig
 from zikade_py.core.pool import (
+    PoolAddBroadcast,
     PoolAddQuery,
+    PoolBroadcastFinished,
+    PoolBroadcastStored,
     PoolCancelRequest,
     PoolConfig,
     PoolEvent,
     PoolFindCloser,
     PoolIdle,
+    PoolNodeDropped,
     PoolNodeFailure,
     PoolNodeResponse,
     PoolPoll,
@@ -128,8 +120,9 @@ class CoordinatorConfig:
 
 class _Owner(Enum):
     QUERY = "query"
-    BROADCAST_LOOKUP = "broadcast-lookup"
-    BROADCAST_STORE = "broadcast-store"
+    """A lookup request of a query or of a broadcast (both run in the pool)."""
+    STORE = "store"
+    """A broadcast's store request."""
     ROUTING = "routing"
 
 
@@ -161,8 +154,7 @@ class Coordinator:
             self_key, self.config.bucket_size, node_filter=node_filter
         )
         self._rng = rng or random.Random()
-        self._pool = QueryPool(self_key, self.config.pool)
-        self._broadcasts: dict[QueryID, Broadcast] = {}
+        self._pool = QueryPool(self_key, self.config.pool, self.config.broadcast)
         self._routing = RoutingBehaviour(
             self_key, self.routing_table, self.config.routing, rng=self._rng, now=now
         )
@@ -172,15 +164,19 @@ class Coordinator:
         self._next_request_id = 1
         self._inbox: deque[CoordinatorInput] = deque()
         self._outbox: deque[CoordinatorOutput] = deque()
+        self._now = now
+        """The latest time the driver gave us: when queued work is due."""
 
     # -- the interface -----------------------------------------------------------------------
 
     def notify(self, event: CoordinatorInput, now: float) -> None:
         """Queue an input; it is handled by the next :meth:`poll`."""
+        self._now = max(self._now, now)
         self._inbox.append(event)
 
     def poll(self, now: float) -> CoordinatorOutput | None:
         """The next output, or ``None`` when idle until new input or :meth:`next_due`."""
+        self._now = max(self._now, now)
         for _ in range(1_000_000):
             if self._outbox:
                 return self._outbox.popleft()
@@ -192,13 +188,13 @@ class Coordinator:
         raise RuntimeError("coordinator did not settle")  # a bug, never a peer's doing
 
     def next_due(self) -> float | None:
-        """When the coordinator must be polled again even if nothing arrives."""
+        """When the coordinator must be polled again even if nothing arrives (no side effects).
+
+        Input or output still queued is due at once: at the latest time seen.
+        """
         if self._inbox or self._outbox:
-            return float("-inf")
-        due = earliest(self._pool.next_due(), self._routing.next_due())
-        for bcast in self._broadcasts.values():
-            due = earliest(due, bcast.next_due())
-        return due
+            return self._now
+        return earliest(self._pool.next_due(), self._routing.next_due())
 
     # -- views -------------------------------------------------------------------------------
 
@@ -214,8 +210,8 @@ class Coordinator:
 
     @property
     def running_queries(self) -> int:
-        """Queries and broadcasts not yet finished."""
-        return len(self._pool) + len(self._broadcasts)
+        """Queries and broadcasts not yet finished (admitted or queued)."""
+        return len(self._pool)
 
     @property
     def routing(self) -> RoutingBehaviour:
@@ -256,8 +252,6 @@ class Coordinator:
             case StopQuery(query_id=qid):
                 if qid in self._pool:
                     self._drive_pool(PoolStopQuery(qid, trace=event.trace), now)
-                elif qid in self._broadcasts:
-                    self._drive_broadcast(qid, BcastStop(trace=event.trace), now)
             case RequestSucceeded():
                 self._on_success(event, now)
             case RequestFailed():
@@ -272,10 +266,8 @@ class Coordinator:
         return tuple(self.routing_table.nearest(target, self.config.bucket_size))
 
     def _start_broadcast(self, event: StartBroadcast, now: float) -> None:
-        if event.query_id in self._broadcasts or event.query_id in self._pool:
-            raise ValueError(f"query {event.query_id!r} is already running")
         seeds = event.seeds if event.seeds is not None else self._seeds(event.target)
-        cls: type[FollowUp] | type[Static] | type[Optimistic]
+        cls: type[Broadcast]
         match event.strategy:
             case BroadcastStrategy.FOLLOW_UP:
                 cls = FollowUp
@@ -285,16 +277,12 @@ class Coordinator:
                 cls = Optimistic
             case _:
                 assert_never(event.strategy)
-        self._broadcasts[event.query_id] = cls(
-            event.query_id,
-            self.self_key,
-            event.target,
-            event.message,
-            seeds,
-            self.config.broadcast,
-            trace=event.trace,
+        self._drive_pool(
+            PoolAddBroadcast(
+                event.query_id, event.target, event.message, seeds, cls, trace=event.trace
+            ),
+            now,
         )
-        self._drive_broadcast(event.query_id, BcastPoll(), now)
 
     def _on_success(self, event: RequestSucceeded, now: float) -> None:
         req = self._requests.pop(event.request_id, None)
@@ -306,56 +294,46 @@ class Coordinator:
         self._routing.node_responded(req.node, event.closer_nodes, now)
         match req.owner:
             case _Owner.QUERY:
-                query = self._pool.query(req.query_id)
-                stats = query.stats if query is not None else QueryStats()
-                progress = QueryProgressed(
-                    req.query_id, req.node, event.response, stats, trace=event.trace
-                )
-                self._outbox.append(progress)
-                self._drive_pool(
-                    PoolNodeResponse(
-                        req.query_id, req.node, event.closer_nodes, event.response,
-                        trace=event.trace,
-                    ),
-                    now,
-                )
-            case _Owner.BROADCAST_LOOKUP:
-                bcast = self._broadcasts.get(req.query_id)
-                if bcast is not None:
-                    # The lookup of a broadcast is progress the caller may show too.
-                    self._outbox.append(
-                        QueryProgressed(
-                            req.query_id, req.node, event.response, bcast.lookup_stats,
-                            trace=event.trace,
-                        )
-                    )
-                self._drive_broadcast(
-                    req.query_id, BcastLookupResponse(req.node, event.closer_nodes), now
-                )
-            case _Owner.BROADCAST_STORE:
-                self._drive_broadcast(req.query_id, BcastStoreSuccess(req.node), now)
+                self._on_lookup_answer(req, event, now)
+            case _Owner.STORE:
+                answer = PoolNodeResponse(req.query_id, req.node, store=True, trace=event.trace)
+                self._drive_pool(answer, now)
             case _Owner.ROUTING:
                 self._routing.on_result(req.kind, req.node, event.closer_nodes, None, now)
         self._drain_routing(now)
+
+    def _on_lookup_answer(self, req: _Request, event: RequestSucceeded, now: float) -> None:
+        """Feed a lookup answer to its query or broadcast and report it as progress.
+
+        The progress carries the counters *after* the answer was applied and comes
+        before anything the answer caused (including the operation's end).
+        """
+        if req.query_id not in self._pool:
+            return
+        mark = len(self._outbox)
+        answer = PoolNodeResponse(
+            req.query_id, req.node, event.closer_nodes, event.response, trace=event.trace
+        )
+        stats = self._drive_pool(answer, now, stats_of=req.query_id)
+        progress = QueryProgressed(req.query_id, req.node, event.response, stats, trace=event.trace)
+        self._outbox.insert(mark, progress)
 
     def _on_failure(self, event: RequestFailed, now: float) -> None:
         req = self._requests.pop(event.request_id, None)
         if req is None:
             return
         self._forget(req)
-        self._fail(req, event.error or "failed", now)
+        self._fail(req, event.error or "failed", event.trace, now)
         self._drain_routing(now)
 
-    def _fail(self, req: _Request, error: str, now: float) -> None:
+    def _fail(self, req: _Request, error: str, trace: Trace, now: float) -> None:
         if req.owner is not _Owner.ROUTING:
             self._routing.node_failed(req.node)
         match req.owner:
-            case _Owner.QUERY:
-                self._drive_pool(PoolNodeFailure(req.query_id, req.node, error), now)
-            case _Owner.BROADCAST_LOOKUP:
-                self._drive_broadcast(req.query_id, BcastLookupFailure(req.node, error), now)
-            case _Owner.BROADCAST_STORE:
-                self._drive_broadcast(req.query_id, BcastStoreFailure(req.node, error), now)
+            case _Owner.QUERY | _Owner.STORE:
+                store = req.owner is _Owner.STORE
+                failure = PoolNodeFailure(req.query_id, req.node, error, store, trace=trace)
+                self._drive_pool(failure, now)
             case _Owner.ROUTING:
                 self._routing.on_result(req.kind, req.node, (), error, now)
 
@@ -391,26 +369,48 @@ class Coordinator:
 
     # -- the query pool ----------------------------------------------------------------------
 
-    def _drive_pool(self, event: PoolEvent, now: float) -> None:
-        state = self._pool.advance(event, now)
-        for _ in range(1_000_000):
-            nxt = self._on_pool_state(state, now)
-            if nxt is None:
-                return
-            state = self._pool.advance(nxt, now)
+    def _drive_pool(
+        self, event: PoolEvent, now: float, *, stats_of: QueryID | None = None
+    ) -> QueryStats:
+        """Advance the pool with ``event`` and act on its wishes until it waits.
 
-    def _on_pool_state(self, state: PoolState, now: float) -> PoolEvent | None:
+        Returns the counters of operation ``stats_of`` right after ``event`` was
+        applied (empty when not asked for or when it is gone).
+        """
+        state = self._pool.advance(event, now)
+        stats = self._pool.stats(stats_of) if stats_of is not None else None
+        for _ in range(1_000_000):
+            if isinstance(state, PoolQueryFinished) and state.query_id == stats_of:
+                stats = state.stats
+            nxt = self._on_pool_state(state)
+            if nxt is None:
+                return stats or QueryStats()
+            state = self._pool.advance(nxt, now)
+        raise RuntimeError("query pool did not settle")  # a bug, never a peer's doing
+
+    def _on_pool_state(self, state: PoolState) -> PoolEvent | None:
+        """Carry out one wish of the pool; the event to advance it with next, if any."""
         match state:
             case PoolFindCloser(query_id=qid, node=node, target=target):
                 if self._send(_Request(_Owner.QUERY, qid, node), target, None, state.trace):
                     return PoolPoll()
-                return PoolNodeFailure(qid, node, DROPPED)
-            case PoolSendMessage(query_id=qid, node=node, message=message):
-                if self._send(_Request(_Owner.QUERY, qid, node), None, message, state.trace):
+                return PoolNodeDropped(qid, node, trace=state.trace)
+            case PoolSendMessage(query_id=qid, node=node, message=message, store=store):
+                owner = _Owner.STORE if store else _Owner.QUERY
+                if self._send(_Request(owner, qid, node), None, message, state.trace):
                     return PoolPoll()
-                return PoolNodeFailure(qid, node, DROPPED)
-            case PoolCancelRequest(query_id=qid, node=node):
-                self._cancel(_Request(_Owner.QUERY, qid, node), state.trace)
+                return PoolNodeDropped(qid, node, store, trace=state.trace)
+            case PoolCancelRequest(query_id=qid, node=node, store=store):
+                owner = _Owner.STORE if store else _Owner.QUERY
+                self._cancel(_Request(owner, qid, node), state.trace)
+                return PoolPoll()
+            case PoolBroadcastStored():
+                self._outbox.append(
+                    BroadcastStored(
+                        state.query_id, state.node, state.stored, state.settled,
+                        trace=state.trace,
+                    )
+                )
                 return PoolPoll()
             case PoolQueryFinished():
                 self._outbox.append(
@@ -420,52 +420,15 @@ class Coordinator:
                     )
                 )
                 return PoolPoll()
-            case PoolWaitingAtCapacity() | PoolWaitingWithCapacity() | PoolIdle():
-                return None
-            case _:
-                assert_never(state)
-
-    # -- broadcasts --------------------------------------------------------------------------
-
-    def _drive_broadcast(self, qid: QueryID, event: BcastEvent, now: float) -> None:
-        bcast = self._broadcasts.get(qid)
-        if bcast is None:
-            return
-        state = bcast.advance(event, now)
-        for _ in range(1_000_000):
-            nxt = self._on_broadcast_state(bcast, state, now)
-            if nxt is None:
-                return
-            state = bcast.advance(nxt, now)
-
-    def _on_broadcast_state(
-        self, bcast: Broadcast, state: BcastState, now: float
-    ) -> BcastEvent | None:
-        qid = bcast.query_id
-        match state:
-            case BcastFindCloser(node=node, target=target):
-                req = _Request(_Owner.BROADCAST_LOOKUP, qid, node)
-                if self._send(req, target, None, state.trace):
-                    return BcastPoll()
-                return BcastLookupFailure(node, DROPPED)
-            case BcastStoreRecord(node=node, message=message):
-                req = _Request(_Owner.BROADCAST_STORE, qid, node)
-                if self._send(req, None, message, state.trace):
-                    return BcastPoll()
-                return BcastStoreFailure(node, DROPPED)
-            case BcastCancelRequest(node=node, store=store):
-                owner = _Owner.BROADCAST_STORE if store else _Owner.BROADCAST_LOOKUP
-                self._cancel(_Request(owner, qid, node), state.trace)
-                return BcastPoll()
-            case BcastFinished():
-                del self._broadcasts[qid]
+            case PoolBroadcastFinished():
                 self._outbox.append(
                     BroadcastFinished(
-                        qid, state.reason, state.contacted, state.errors, trace=state.trace
+                        state.query_id, state.reason, state.contacted, state.errors,
+                        trace=state.trace,
                     )
                 )
-                return None
-            case BcastWaiting():
+                return PoolPoll()
+            case PoolWaitingAtCapacity() | PoolWaitingWithCapacity() | PoolIdle():
                 return None
             case _:
                 assert_never(state)
@@ -492,13 +455,6 @@ class Coordinator:
         due = self._pool.next_due()
         if due is not None and due <= now:
             self._drive_pool(PoolPoll(), now)
-        for qid in list(self._broadcasts):
-            bcast = self._broadcasts.get(qid)
-            if bcast is None:
-                continue
-            bdue = bcast.next_due()
-            if bdue is not None and bdue <= now:
-                self._drive_broadcast(qid, BcastPoll(), now)
         rdue = self._routing.next_due()
         if rdue is not None and rdue <= now:
             self._drain_routing(now)

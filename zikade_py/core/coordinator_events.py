@@ -200,6 +200,21 @@ class BroadcastFinished(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BroadcastStored(Event):
+    """``node`` took a broadcast's record: ``stored`` so far.
+
+    ``settled`` is true exactly once, when the strategy lets the caller return
+    while the rest of the broadcast goes on (an optimistic provide returns after
+    75 % of the replicas, as go's does); other strategies settle only by finishing.
+    """
+
+    query_id: QueryID
+    node: Key
+    stored: int
+    settled: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingUpdated(Event):
     """``node`` entered the routing table."""
 
@@ -227,6 +242,7 @@ CoordinatorOutput = (
     | CancelRequest
     | QueryProgressed
     | QueryFinished
+    | BroadcastStored
     | BroadcastFinished
     | RoutingUpdated
     | RoutingRemoved

@@ -2,23 +2,38 @@
 
 Rules of the machine (read top to bottom as a table):
 
-* Nodes are kept in ascending XOR distance to the target. Each has a state:
-  NOT_CONTACTED → WAITING (request sent) → SUCCEEDED | FAILED | UNRESPONSIVE
-  (no answer within the wait timeout; a late answer still makes it SUCCEEDED).
-* The wait timeout is ``request_timeout`` until a few nodes have answered, then
-  adapts to the query's own answer times (see :class:`QueryConfig`), so one
-  silent node does not hold a whole lookup for the full request timeout.
-* Every ``advance`` first applies its event, expires overdue waits, then walks
-  the nodes closest first: the first NOT_CONTACTED node gets a request while
-  fewer than ``concurrency`` are in flight (one request per ``advance``: the
-  caller polls again until the state is a waiting one) — or, at capacity, the
-  walk stops there and waits; the walk finishes the query once
-  ``num_results`` SUCCEEDED nodes are counted with no closer node still
-  waiting or not yet asked.
+* Candidates are kept in ascending XOR distance to the target. Each has a state:
+  NOT_CONTACTED → WAITING (request sent) → SUCCEEDED | FAILED, with two detours:
+  WAITING → SLOW (no answer within the adaptive wait; still in flight, a late
+  answer makes it SUCCEEDED) and a request dropped by our own admission
+  control sends the node back to NOT_CONTACTED, to be asked again after a
+  short back-off (a local drop says nothing about the remote).
+* FAILED means the node itself failed: an error, or no answer within the
+  hard ``request_timeout``. Failed nodes are out of the walk; every other
+  candidate keeps its place in the distance order.
+* **Done is exact.** The query finishes DONE only when the ``num_results``
+  closest candidates that have not failed have all answered (or, with fewer
+  candidates left, all of them have). Slowness never shortens a walk.
+* **The walk is k-bounded.** Requests go only to the ``num_results`` closest
+  live candidates, widened by one for every SLOW node, so that slowness may
+  widen the walk (more in parallel) but no answer is asked of a node that
+  could not be in the result while closer ones are pending.
+* ``concurrency`` (α) bounds the WAITING requests; SLOW ones do not hold a slot.
+* Once ``num_results`` nodes have answered, any candidate farther than the
+  ``num_results``-th answer can no longer be in the result: its request, if
+  any, is cancelled at once and it is never asked (state SKIPPED).
+* The adaptive wait is ``request_timeout`` until a few nodes have answered,
+  then ``adaptive_factor`` × the median answer time (see :class:`QueryConfig`).
+* Every ``advance`` applies its event, moves expired waits on (WAITING → SLOW
+  at the adaptive wait, → FAILED at the hard timeout), then walks the
+  candidates closest first and returns one wish: a request, a cancel, a
+  waiting state, or the end. Action states mean "advance me again".
 * Finishing (done, deadline, cancel) first emits :class:`QueryCancelRequest`
   for every request still outstanding, one per ``advance``, then a single
   :class:`QueryFinished`, which every later ``advance`` repeats.
 * Responses from nodes never asked, and duplicate answers, are ignored.
+* :meth:`Query.next_due` has no side effects: it reads what the last
+  ``advance`` left.
 """
 
 from __future__ import annotations
@@ -43,27 +58,28 @@ class QueryConfig:
     """Knobs of a single lookup; defaults follow go-libp2p-kad-dht (WIRE.md §9)."""
 
     concurrency: int = 10
-    """α: requests kept in flight while candidates remain."""
+    """α: requests kept waiting at once while candidates remain."""
     num_results: int = 20
-    """k: the query is done when this many of the closest nodes have answered."""
+    """k: the query is done when this many of the closest live candidates have answered."""
     request_timeout: float = 10.0
-    """Hard limit: seconds a request may stay in flight (the driver enforces it too)."""
+    """Hard limit: seconds a node has to answer before it counts as failed."""
     max_closer_per_response: int = 40
     """Closer nodes taken from one answer (go takes 2·k); bounds a hostile peer's effect."""
     adaptive_timeout: bool = True
-    """Stop waiting on a node that is much slower than this query's other nodes.
+    """Stop holding a concurrency slot for a node much slower than this query's others.
 
     Once ``adaptive_min_samples`` nodes have answered, a node that has not answered
     within ``adaptive_factor`` × the median answer time (at least
-    ``adaptive_floor``) counts as unresponsive for the walk: it no longer holds up
-    the end of the query nor a concurrency slot. Its request stays in flight until
-    ``request_timeout`` and a late answer still counts. In the simulator with 10%
-    silent nodes this cut the median lookup from the full request timeout (10.1 s)
-    to about a second (scripts/bench/sim_timeouts.py).
+    ``adaptive_floor``) becomes SLOW: it frees its slot, so the walk asks another
+    candidate in parallel, but the query still waits for its answer (or its hard
+    ``request_timeout``) before it can finish past it.
     """
     adaptive_factor: float = 3.0
     adaptive_floor: float = 1.0
     adaptive_min_samples: int = 3
+    drop_retry_delay: float = 0.05
+    """Seconds before a node whose request our admission control dropped is asked again;
+    doubles with every further drop of the same node, up to ``request_timeout``."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` for a configuration no query could run with."""
@@ -81,6 +97,8 @@ class QueryConfig:
             raise ValueError("adaptive_floor must be positive")
         if self.adaptive_min_samples < 1:
             raise ValueError("adaptive_min_samples must be at least 1")
+        if self.drop_retry_delay <= 0:
+            raise ValueError("drop_retry_delay must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +139,20 @@ class QueryNodeResponse(Event):
 
 @dataclass(frozen=True, slots=True)
 class QueryNodeFailure(Event):
-    """A request to a node failed (error, reset, dropped by admission)."""
+    """A request to a node failed (error, reset, timeout): the node is out of the walk."""
 
     node: Key
     error: str = ""
 
 
-QueryEvent = QueryPoll | QueryCancel | QueryNodeResponse | QueryNodeFailure
+@dataclass(frozen=True, slots=True)
+class QueryNodeDropped(Event):
+    """Our own admission control refused the request: ask the node again later."""
+
+    node: Key
+
+
+QueryEvent = QueryPoll | QueryCancel | QueryNodeResponse | QueryNodeFailure | QueryNodeDropped
 
 
 # -- states ---------------------------------------------------------------------------------
@@ -164,7 +189,7 @@ class QueryCancelRequest(Event):
 
 @dataclass(frozen=True, slots=True)
 class QueryWaitingAtCapacity(Event):
-    """α requests are in flight; nothing to do until an answer or a deadline."""
+    """α requests are waiting; nothing to do until an answer or a deadline."""
 
     query_id: QueryID
     stats: QueryStats
@@ -172,7 +197,7 @@ class QueryWaitingAtCapacity(Event):
 
 @dataclass(frozen=True, slots=True)
 class QueryWaitingWithCapacity(Event):
-    """Requests are in flight, there is room, but no candidate is left to ask."""
+    """There is room for requests, but no candidate may be asked now."""
 
     query_id: QueryID
     stats: QueryStats
@@ -199,13 +224,16 @@ QueryState = (
 
 
 class NodeState(Enum):
-    """Where one node stands in a query."""
+    """Where one candidate stands in a query."""
 
     NOT_CONTACTED = "not-contacted"
     WAITING = "waiting"
-    UNRESPONSIVE = "unresponsive"
+    SLOW = "slow"
+    """Past the adaptive wait: still in flight, no longer holding a concurrency slot."""
     FAILED = "failed"
     SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"
+    """Farther than ``num_results`` answered nodes: it can no longer be in the result."""
 
 
 @dataclass(slots=True)
@@ -215,6 +243,9 @@ class _Node:
     sent_at: float = 0.0
     outstanding: bool = False
     """A request was sent and neither an answer nor a failure came back."""
+    retry_at: float | None = None
+    """Set while a dropped request waits for its retry."""
+    drops: int = 0
 
 
 @dataclass(slots=True)
@@ -222,11 +253,11 @@ class _Finishing:
     reason: FinishReason
     closest: tuple[Key, ...]
     result: QueryFinished | None = None
-    pending_cancels: list[Key] = field(default_factory=list)
+    pending_cancels: deque[Key] = field(default_factory=deque)
 
 
 class Query:
-    """One lookup towards ``target``, as a pure state machine.
+    """One lookup towards ``target``, as a pure state machine (rules in the module docstring).
 
     ``message`` ``None`` makes it a find-closer query (FIND_NODE requests);
     otherwise every request carries ``message`` (GET_PROVIDERS, GET_VALUE…)
@@ -254,11 +285,20 @@ class Query:
         self._nodes: dict[Key, _Node] = {}
         self._order: list[tuple[int, Key]] = []
         self._waiting: deque[_Node] = deque()
-        """Nodes in the order their requests were sent: the oldest wait expires first."""
+        """WAITING nodes in the order their requests were sent: the oldest wait expires first."""
+        self._slow: deque[_Node] = deque()
+        """SLOW nodes in send order: the oldest reaches the hard timeout first."""
+        self._retrying: list[_Node] = []
+        """Nodes whose dropped request waits for a retry."""
         self._answer_times: list[float] = []
         """Answer times so far, kept sorted (the median sets the adaptive wait)."""
         self._wait_timeout = self.config.request_timeout
         self._in_flight = 0
+        """WAITING nodes (SLOW ones excluded): what α bounds."""
+        self._slow_count = 0
+        self._outstanding = 0
+        self._pending_cancels: deque[Key] = deque()
+        """Requests to SKIPPED nodes, to be cancelled one per ``advance``."""
         self._start: float | None = None
         self._end: float | None = None
         self._requests = 0
@@ -280,8 +320,13 @@ class Query:
 
     @property
     def in_flight(self) -> int:
-        """Requests the walk still waits for (answered, failed and given-up ones excluded)."""
+        """Requests holding a concurrency slot (SLOW, answered and failed ones excluded)."""
         return self._in_flight
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered, failed or cancelled."""
+        return self._outstanding
 
     @property
     def finished(self) -> bool:
@@ -305,8 +350,91 @@ class Query:
         return tuple(out)
 
     def wait_timeout(self) -> float:
-        """How long the walk waits for a node now (adaptive, see :class:`QueryConfig`)."""
+        """How long a request holds its concurrency slot now (see :class:`QueryConfig`)."""
         return self._wait_timeout
+
+    def next_due(self) -> float | None:
+        """The earliest wait, retry or query deadline still ahead, if any (no side effects)."""
+        if self._finishing is not None:
+            return None
+        due = self.trace.deadline
+        for node in self._waiting:
+            if node.state is NodeState.WAITING:
+                due = earliest(due, node.sent_at + self._wait_timeout)
+                break
+        for node in self._slow:
+            if node.state is NodeState.SLOW:
+                due = earliest(due, node.sent_at + self.config.request_timeout)
+                break
+        for node in self._retrying:
+            due = earliest(due, node.retry_at)
+        return due
+
+    # -- the machine ---------------------------------------------------------------------
+
+    def advance(self, event: QueryEvent, now: float) -> QueryState:
+        """Apply ``event`` at time ``now`` and return what the query wants next."""
+        if self._finishing is not None:
+            return self._continue_finishing()
+        match event:
+            case QueryPoll():
+                pass
+            case QueryCancel(reason=reason):
+                return self._finish(reason, now)
+            case QueryNodeResponse():
+                self._on_response(event, now)
+            case QueryNodeFailure():
+                self._on_failure(event.node)
+            case QueryNodeDropped():
+                self._on_dropped(event.node, now)
+            case _:
+                assert_never(event)
+        if self.trace.expired(now):
+            return self._finish(FinishReason.TIMEOUT, now)
+        if self._pending_cancels:
+            return self._cancel_skipped()
+        return self._walk(now)
+
+    def _on_response(self, event: QueryNodeResponse, now: float) -> None:
+        node = self._nodes.get(event.node)
+        if node is None or not node.outstanding:
+            return  # never asked, or a duplicate answer
+        self._settle(node)
+        node.state = NodeState.SUCCEEDED
+        self._success += 1
+        self._record_answer_time(now - node.sent_at)
+        for key in event.closer_nodes[: self.config.max_closer_per_response]:
+            self._add_candidate(key)
+
+    def _on_failure(self, key: Key) -> None:
+        node = self._nodes.get(key)
+        if node is None or not node.outstanding:
+            return
+        if node.state is not NodeState.FAILED:  # not already failed by the hard timeout
+            self._failure += 1
+        self._settle(node)
+        node.state = NodeState.FAILED
+
+    def _on_dropped(self, key: Key, now: float) -> None:
+        node = self._nodes.get(key)
+        if node is None or not node.outstanding:
+            return
+        self._settle(node)
+        self._requests -= 1  # it never left
+        node.state = NodeState.NOT_CONTACTED
+        delay = min(self.config.drop_retry_delay * (2**node.drops), self.config.request_timeout)
+        node.drops += 1
+        node.retry_at = now + delay
+        self._retrying.append(node)
+
+    def _settle(self, node: _Node) -> None:
+        """The request to ``node`` ended (answer, failure or drop): free what it held."""
+        if node.state is NodeState.WAITING:
+            self._in_flight -= 1
+        elif node.state is NodeState.SLOW:
+            self._slow_count -= 1
+        node.outstanding = False
+        self._outstanding -= 1
 
     def _record_answer_time(self, elapsed: float) -> None:
         cfg = self.config
@@ -318,62 +446,6 @@ class Query:
                 cfg.request_timeout, max(cfg.adaptive_floor, cfg.adaptive_factor * median)
             )
 
-    def next_due(self) -> float | None:
-        """The earliest wait or query deadline still ahead, if any."""
-        if self._finishing is not None:
-            return None
-        waiting = self._waiting
-        while waiting and waiting[0].state is not NodeState.WAITING:
-            waiting.popleft()
-        due = self.trace.deadline
-        if waiting:
-            due = earliest(due, waiting[0].sent_at + self.wait_timeout())
-        return due
-
-    # -- the machine ---------------------------------------------------------------------
-
-    def advance(self, event: QueryEvent, now: float) -> QueryState:
-        """Apply ``event`` at time ``now`` and return what the query wants next."""
-        if self._finishing is not None:
-            return self._continue_finishing(now)
-        match event:
-            case QueryPoll():
-                pass
-            case QueryCancel(reason=reason):
-                return self._finish(reason, now)
-            case QueryNodeResponse():
-                self._on_response(event, now)
-            case QueryNodeFailure():
-                self._on_failure(event)
-            case _:
-                assert_never(event)
-        if self.trace.expired(now):
-            return self._finish(FinishReason.TIMEOUT, now)
-        return self._walk(now)
-
-    def _on_response(self, event: QueryNodeResponse, now: float) -> None:
-        node = self._nodes.get(event.node)
-        if node is None or not node.outstanding:
-            return  # never asked, or a duplicate answer
-        if node.state is NodeState.WAITING:
-            self._in_flight -= 1
-        node.state = NodeState.SUCCEEDED
-        node.outstanding = False
-        self._success += 1
-        self._record_answer_time(now - node.sent_at)
-        for key in event.closer_nodes[: self.config.max_closer_per_response]:
-            self._add_candidate(key)
-
-    def _on_failure(self, event: QueryNodeFailure) -> None:
-        node = self._nodes.get(event.node)
-        if node is None or not node.outstanding:
-            return
-        if node.state is NodeState.WAITING:
-            self._in_flight -= 1
-            self._failure += 1
-        node.state = NodeState.FAILED
-        node.outstanding = False
-
     def _add_candidate(self, key: Key) -> None:
         if key == self.self_key or key in self._nodes:
             return
@@ -381,50 +453,107 @@ class Query:
         bisect.insort(self._order, (key.value ^ self.target.value, key))
 
     def _expire(self, now: float) -> None:
-        waiting = self._waiting
-        timeout = self.wait_timeout()
+        """WAITING → SLOW past the adaptive wait; SLOW → FAILED past the hard timeout."""
+        waiting, slow = self._waiting, self._slow
+        wait = self._wait_timeout
         while waiting:
             node = waiting[0]
             if node.state is NodeState.WAITING:
-                if now < node.sent_at + timeout:
-                    return
-                node.state = NodeState.UNRESPONSIVE
+                if now < node.sent_at + wait:
+                    break
+                node.state = NodeState.SLOW
                 self._in_flight -= 1
-                self._failure += 1
+                self._slow_count += 1
+                slow.append(node)
             waiting.popleft()
+        hard = self.config.request_timeout
+        while slow:
+            node = slow[0]
+            if node.state is NodeState.SLOW:
+                if now < node.sent_at + hard:
+                    break
+                # Failed for the walk; the request stays outstanding (a late answer
+                # still counts) until the driver's own deadline or the query's end.
+                node.state = NodeState.FAILED
+                self._slow_count -= 1
+                self._failure += 1
+            slow.popleft()
+        if self._retrying:
+            still: list[_Node] = []
+            for node in self._retrying:
+                if node.state is not NodeState.NOT_CONTACTED:
+                    continue
+                if node.retry_at is not None and node.retry_at <= now:
+                    node.retry_at = None
+                else:
+                    still.append(node)
+            self._retrying = still
 
     def _walk(self, now: float) -> QueryState:
         self._expire(now)
         cfg = self.config
+        k = cfg.num_results
+        window = k + self._slow_count
+        live = 0
+        """Candidates passed that have not failed."""
         successes = 0
-        progressing = False
+        unsettled = False
+        """A candidate closer than the current position has not answered yet."""
+        outstanding_seen = 0
+        waiting_for_retry = False
+        request: _Node | None = None
         for _, key in self._order:
             node = self._nodes[key]
             state = node.state
-            if state is NodeState.WAITING:
-                progressing = True
-            elif state is NodeState.SUCCEEDED:
+            if node.outstanding:
+                outstanding_seen += 1
+            if state is NodeState.FAILED or state is NodeState.SKIPPED:
+                continue
+            if successes >= k:
+                # Farther than k answers: it can never be in the result.
+                if node.outstanding:
+                    self._skip(node)
+                if outstanding_seen >= self._outstanding + len(self._pending_cancels):
+                    break
+                continue
+            live += 1
+            if state is NodeState.SUCCEEDED:
                 successes += 1
-                if not progressing and successes >= cfg.num_results:
+                if successes >= k and not unsettled:
                     return self._finish(FinishReason.DONE, now)
-            elif state is NodeState.NOT_CONTACTED:
-                # The closest node not asked yet: ask it, or wait for a free slot.
-                # Never finish past it, or the k closest would not all have answered.
-                if self._in_flight < cfg.concurrency:
-                    return self._request(node, now)
-                return QueryWaitingAtCapacity(self.query_id, self.stats, trace=self.trace)
-        if self._in_flight > 0:
+                continue
+            unsettled = True
+            if state is NodeState.NOT_CONTACTED:
+                if node.retry_at is not None:
+                    waiting_for_retry = True
+                elif request is None and live <= window and self._in_flight < cfg.concurrency:
+                    request = node
+            if live >= window and outstanding_seen >= self._outstanding:
+                break  # nothing farther can be asked, finish the query or need cancelling
+        if self._pending_cancels:
+            return self._cancel_skipped()
+        if request is not None:
+            return self._request(request, now)
+        if unsettled or waiting_for_retry or self._in_flight or self._slow_count:
             if self._in_flight >= cfg.concurrency:
                 return QueryWaitingAtCapacity(self.query_id, self.stats, trace=self.trace)
             return QueryWaitingWithCapacity(self.query_id, self.stats, trace=self.trace)
         self._exhausted = True
-        reason = FinishReason.DONE if successes else FinishReason.FAILED
-        return self._finish(reason, now)
+        return self._finish(FinishReason.DONE if successes else FinishReason.FAILED, now)
+
+    def _skip(self, node: _Node) -> None:
+        self._settle(node)
+        node.state = NodeState.SKIPPED
+        self._pending_cancels.append(node.key)
+
+    def _cancel_skipped(self) -> QueryState:
+        return QueryCancelRequest(self.query_id, self._pending_cancels.popleft(), trace=self.trace)
 
     def _request(self, node: _Node, now: float) -> QueryState:
         node.state = NodeState.WAITING
         node.sent_at = now
         node.outstanding = True
+        self._outstanding += 1
         self._waiting.append(node)
         self._in_flight += 1
         if self._start is None:
@@ -439,21 +568,24 @@ class Query:
 
     def _finish(self, reason: FinishReason, now: float) -> QueryState:
         self._end = now
-        pending = [key for _, key in self._order if self._nodes[key].outstanding]
+        pending = self._pending_cancels
+        for _, key in self._order:
+            node = self._nodes[key]
+            if node.outstanding:
+                self._settle(node)
+                if node.state is NodeState.WAITING or node.state is NodeState.SLOW:
+                    node.state = NodeState.FAILED
+                pending.append(key)
+        self._pending_cancels = deque()
         self._finishing = _Finishing(reason, self.closest_succeeded(), pending_cancels=pending)
-        return self._continue_finishing(now)
+        return self._continue_finishing()
 
-    def _continue_finishing(self, now: float) -> QueryState:
+    def _continue_finishing(self) -> QueryState:
         fin = self._finishing
         assert fin is not None
         if fin.pending_cancels:
-            key = fin.pending_cancels.pop(0)
-            node = self._nodes[key]
-            if node.state is NodeState.WAITING:
-                self._in_flight -= 1
-                node.state = NodeState.FAILED
-            node.outstanding = False
-            return QueryCancelRequest(self.query_id, key, trace=self.trace)
+            node = fin.pending_cancels.popleft()
+            return QueryCancelRequest(self.query_id, node, trace=self.trace)
         if fin.result is None:
             fin.result = QueryFinished(
                 self.query_id, fin.reason, fin.closest, self.stats, trace=self.trace

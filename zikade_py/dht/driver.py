@@ -42,6 +42,7 @@ from zikade_py.core.coordinator import Coordinator
 from zikade_py.core.coordinator_events import (
     BootstrapFinished,
     BroadcastFinished,
+    BroadcastStored,
     CancelRequest,
     CoordinatorInput,
     CoordinatorOutput,
@@ -364,6 +365,12 @@ class Driver:
                 handle = self._handles.get(out.query_id)
                 if handle is not None and handle.observer is not None:
                     handle.observer.on_progress(key_peer(out.node), out.response)
+            case BroadcastStored():
+                handle = self._handles.get(out.query_id)
+                if handle is not None and handle.span.is_recording():
+                    handle.span.add_event(
+                        "stored", {"peer_id": str(key_peer(out.node)), "stored": out.stored}
+                    )
             case QueryFinished() | BroadcastFinished():
                 handle = self._handles.pop(out.query_id, None)
                 if handle is not None:
