@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, assert_never
 
-from zikade_py.core.event import Event, FinishReason
+from zikade_py.core.event import Event, FinishReason, State
 from zikade_py.core.key import Key
 from zikade_py.core.query import (
     Query,
@@ -157,7 +157,7 @@ BcastEvent = (
 
 
 @dataclass(frozen=True, slots=True)
-class BcastFindCloser(Event):
+class BcastFindCloser(State):
     """Lookup request: FIND_NODE(target) to ``node``."""
 
     query_id: QueryID
@@ -166,7 +166,7 @@ class BcastFindCloser(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BcastStoreRecord(Event):
+class BcastStoreRecord(State):
     """Store request: send the record ``message`` to ``node``."""
 
     query_id: QueryID
@@ -175,7 +175,7 @@ class BcastStoreRecord(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BcastCancelRequest(Event):
+class BcastCancelRequest(State):
     """Cancel the outstanding request to ``node`` (``store`` tells which of the two kinds)."""
 
     query_id: QueryID
@@ -184,7 +184,7 @@ class BcastCancelRequest(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BcastStored(Event):
+class BcastStored(State):
     """``node`` took the record: ``stored`` so far; ``settled`` once the caller may return."""
 
     query_id: QueryID
@@ -194,14 +194,14 @@ class BcastStored(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BcastWaiting(Event):
+class BcastWaiting(State):
     """Requests are in flight; nothing to send now."""
 
     query_id: QueryID
 
 
 @dataclass(frozen=True, slots=True)
-class BcastFinished(Event):
+class BcastFinished(State):
     """The single end of a broadcast: who took the record and who failed."""
 
     query_id: QueryID

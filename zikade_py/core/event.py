@@ -1,8 +1,10 @@
-"""The base of every core event and state.
+"""The bases of every core event and state.
 
-Events and states are frozen, slotted dataclasses. Each carries a
+Events (what happened: inputs of a machine, outputs of the coordinator to its
+driver) and states (what a machine wants next) are frozen, slotted dataclasses
+of two distinct bases, :class:`Event` and :class:`State`. Both carry a
 :class:`~zikade_py.core.trace.Trace` as the keyword-only field ``trace``; the
-properties :attr:`Event.span_context` and :attr:`Event.deadline` read it.
+properties ``span_context`` and ``deadline`` read it.
 Machines handle their event unions with ``match`` and ``typing.assert_never``.
 """
 
@@ -17,8 +19,8 @@ from zikade_py.core.trace import NO_TRACE, Trace
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened, with the trace of the operation it belongs to."""
+class Traced:
+    """Anything that carries the trace of the operation it belongs to."""
 
     _: KW_ONLY
     trace: Trace = NO_TRACE
@@ -32,6 +34,16 @@ class Event:
     def deadline(self) -> float | None:
         """Absolute deadline of the operation, or ``None`` for none."""
         return self.trace.deadline
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Traced):
+    """Something that happened: what a machine is advanced with, or what a driver is told."""
+
+
+@dataclass(frozen=True, slots=True)
+class State(Traced):
+    """What a machine wants next, returned by its ``advance`` (never fed back in as an event)."""
 
 
 class FinishReason(Enum):

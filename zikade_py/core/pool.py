@@ -49,7 +49,7 @@ from zikade_py.core.broadcast import (
     Broadcast,
     BroadcastConfig,
 )
-from zikade_py.core.event import Event, FinishReason
+from zikade_py.core.event import Event, FinishReason, State
 from zikade_py.core.key import Key
 from zikade_py.core.query import (
     Query,
@@ -178,7 +178,7 @@ PoolEvent = (
 
 
 @dataclass(frozen=True, slots=True)
-class PoolFindCloser(Event):
+class PoolFindCloser(State):
     """Send FIND_NODE(target) to ``node`` for ``query_id``."""
 
     query_id: QueryID
@@ -188,7 +188,7 @@ class PoolFindCloser(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PoolSendMessage(Event):
+class PoolSendMessage(State):
     """Send ``message`` to ``node``: a query's request, or a broadcast's store (``store``)."""
 
     query_id: QueryID
@@ -200,7 +200,7 @@ class PoolSendMessage(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PoolCancelRequest(Event):
+class PoolCancelRequest(State):
     """Cancel the request of ``query_id`` in flight to ``node``."""
 
     query_id: QueryID
@@ -209,7 +209,7 @@ class PoolCancelRequest(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PoolBroadcastStored(Event):
+class PoolBroadcastStored(State):
     """A broadcast's record was taken by ``node``; ``settled``: the caller may return now."""
 
     query_id: QueryID
@@ -219,22 +219,22 @@ class PoolBroadcastStored(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PoolWaitingAtCapacity(Event):
+class PoolWaitingAtCapacity(State):
     """``max_queries`` operations are admitted and all of them wait."""
 
 
 @dataclass(frozen=True, slots=True)
-class PoolWaitingWithCapacity(Event):
+class PoolWaitingWithCapacity(State):
     """Operations wait for answers; there is room to admit more."""
 
 
 @dataclass(frozen=True, slots=True)
-class PoolIdle(Event):
+class PoolIdle(State):
     """No operation exists."""
 
 
 @dataclass(frozen=True, slots=True)
-class PoolQueryFinished(Event):
+class PoolQueryFinished(State):
     """A query ended (done, timeout, cancelled or failed) with its closest nodes."""
 
     query_id: QueryID
@@ -244,7 +244,7 @@ class PoolQueryFinished(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PoolBroadcastFinished(Event):
+class PoolBroadcastFinished(State):
     """A broadcast ended: who took the record and who failed."""
 
     query_id: QueryID

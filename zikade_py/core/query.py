@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import assert_never
 
-from zikade_py.core.event import Event, FinishReason
+from zikade_py.core.event import Event, FinishReason, State
 from zikade_py.core.key import Key
 from zikade_py.core.trace import NO_TRACE, Trace, earliest
 
@@ -159,7 +159,7 @@ QueryEvent = QueryPoll | QueryCancel | QueryNodeResponse | QueryNodeFailure | Qu
 
 
 @dataclass(frozen=True, slots=True)
-class QueryFindCloser(Event):
+class QueryFindCloser(State):
     """Send FIND_NODE(target) to ``node``; the trace carries the request deadline."""
 
     query_id: QueryID
@@ -169,7 +169,7 @@ class QueryFindCloser(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class QuerySendMessage(Event):
+class QuerySendMessage(State):
     """Send the query's opaque ``message`` to ``node``."""
 
     query_id: QueryID
@@ -180,7 +180,7 @@ class QuerySendMessage(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class QueryCancelRequest(Event):
+class QueryCancelRequest(State):
     """Cancel the request in flight to ``node``: the query no longer wants its answer."""
 
     query_id: QueryID
@@ -188,7 +188,7 @@ class QueryCancelRequest(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class QueryWaitingAtCapacity(Event):
+class QueryWaitingAtCapacity(State):
     """α requests are waiting; nothing to do until an answer or a deadline."""
 
     query_id: QueryID
@@ -196,7 +196,7 @@ class QueryWaitingAtCapacity(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class QueryWaitingWithCapacity(Event):
+class QueryWaitingWithCapacity(State):
     """There is room for requests, but no candidate may be asked now."""
 
     query_id: QueryID
@@ -204,7 +204,7 @@ class QueryWaitingWithCapacity(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class QueryFinished(Event):
+class QueryFinished(State):
     """The terminal state: why it ended and the closest nodes that answered."""
 
     query_id: QueryID
