@@ -236,9 +236,10 @@ class NodeState(Enum):
     """Farther than ``num_results`` answered nodes: it can no longer be in the result."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Node:
     key: Key
+    distance: int
     state: NodeState = NodeState.NOT_CONTACTED
     sent_at: float = 0.0
     outstanding: bool = False
@@ -296,7 +297,8 @@ class Query:
         self._in_flight = 0
         """WAITING nodes (SLOW ones excluded): what α bounds."""
         self._slow_count = 0
-        self._outstanding = 0
+        self._requested: dict[Key, _Node] = {}
+        """Nodes with a request sent and neither answered, failed nor cancelled."""
         self._pending_cancels: deque[Key] = deque()
         """Requests to SKIPPED nodes, to be cancelled one per ``advance``."""
         self._start: float | None = None
@@ -326,7 +328,7 @@ class Query:
     @property
     def outstanding(self) -> int:
         """Requests sent and not yet answered, failed or cancelled."""
-        return self._outstanding
+        return len(self._requested)
 
     @property
     def finished(self) -> bool:
@@ -434,7 +436,7 @@ class Query:
         elif node.state is NodeState.SLOW:
             self._slow_count -= 1
         node.outstanding = False
-        self._outstanding -= 1
+        del self._requested[node.key]
 
     def _record_answer_time(self, elapsed: float) -> None:
         cfg = self.config
@@ -449,8 +451,9 @@ class Query:
     def _add_candidate(self, key: Key) -> None:
         if key == self.self_key or key in self._nodes:
             return
-        self._nodes[key] = _Node(key)
-        bisect.insort(self._order, (key.value ^ self.target.value, key))
+        distance = key.value ^ self.target.value
+        self._nodes[key] = _Node(key, distance)
+        bisect.insort(self._order, (distance, key))
 
     def _expire(self, now: float) -> None:
         """WAITING → SLOW past the adaptive wait; SLOW → FAILED past the hard timeout."""
@@ -499,28 +502,22 @@ class Query:
         successes = 0
         unsettled = False
         """A candidate closer than the current position has not answered yet."""
-        outstanding_seen = 0
         waiting_for_retry = False
         request: _Node | None = None
-        for _, key in self._order:
-            node = self._nodes[key]
+        nodes = self._nodes
+        for distance, key in self._order:
+            node = nodes[key]
             state = node.state
-            if node.outstanding:
-                outstanding_seen += 1
             if state is NodeState.FAILED or state is NodeState.SKIPPED:
-                continue
-            if successes >= k:
-                # Farther than k answers: it can never be in the result.
-                if node.outstanding:
-                    self._skip(node)
-                if outstanding_seen >= self._outstanding + len(self._pending_cancels):
-                    break
                 continue
             live += 1
             if state is NodeState.SUCCEEDED:
                 successes += 1
-                if successes >= k and not unsettled:
-                    return self._finish(FinishReason.DONE, now)
+                if successes >= k:
+                    if not unsettled:
+                        return self._finish(FinishReason.DONE, now)
+                    self._skip_beyond(distance)
+                    break
                 continue
             unsettled = True
             if state is NodeState.NOT_CONTACTED:
@@ -528,8 +525,8 @@ class Query:
                     waiting_for_retry = True
                 elif request is None and live <= window and self._in_flight < cfg.concurrency:
                     request = node
-            if live >= window and outstanding_seen >= self._outstanding:
-                break  # nothing farther can be asked, finish the query or need cancelling
+            if live >= window:
+                break  # nothing farther may be asked, and the query cannot be done
         if self._pending_cancels:
             return self._cancel_skipped()
         if request is not None:
@@ -541,10 +538,13 @@ class Query:
         self._exhausted = True
         return self._finish(FinishReason.DONE if successes else FinishReason.FAILED, now)
 
-    def _skip(self, node: _Node) -> None:
-        self._settle(node)
-        node.state = NodeState.SKIPPED
-        self._pending_cancels.append(node.key)
+    def _skip_beyond(self, distance: int) -> None:
+        """Cancel requests to nodes farther than ``distance`` (the k-th answer's)."""
+        for node in [n for n in self._requested.values() if n.distance > distance]:
+            if node.state is not NodeState.SUCCEEDED:
+                self._settle(node)
+                node.state = NodeState.SKIPPED
+                self._pending_cancels.append(node.key)
 
     def _cancel_skipped(self) -> QueryState:
         return QueryCancelRequest(self.query_id, self._pending_cancels.popleft(), trace=self.trace)
@@ -553,7 +553,7 @@ class Query:
         node.state = NodeState.WAITING
         node.sent_at = now
         node.outstanding = True
-        self._outstanding += 1
+        self._requested[node.key] = node
         self._waiting.append(node)
         self._in_flight += 1
         if self._start is None:
@@ -569,13 +569,11 @@ class Query:
     def _finish(self, reason: FinishReason, now: float) -> QueryState:
         self._end = now
         pending = self._pending_cancels
-        for _, key in self._order:
-            node = self._nodes[key]
-            if node.outstanding:
-                self._settle(node)
-                if node.state is NodeState.WAITING or node.state is NodeState.SLOW:
-                    node.state = NodeState.FAILED
-                pending.append(key)
+        for node in list(self._requested.values()):
+            self._settle(node)
+            if node.state is NodeState.WAITING or node.state is NodeState.SLOW:
+                node.state = NodeState.FAILED
+            pending.append(node.key)
         self._pending_cancels = deque()
         self._finishing = _Finishing(reason, self.closest_succeeded(), pending_cancels=pending)
         return self._continue_finishing()
