@@ -251,3 +251,79 @@ def test_every_request_gets_exactly_one_answer_or_is_cancelled() -> None:
             # unanswered: the node went silent or left, or the answer is still due
             assert not node.running or (deadline is not None and deadline > end - 1.0)
     assert total > 500
+
+
+# -- the network model -----------------------------------------------------------------------
+
+
+def test_first_contact_pays_the_handshake_later_requests_reuse_the_connection() -> None:
+    config = NetworkConfig(latency=LatencyConfig(0.05, 0.0), handshake_rtts=2.0, stream_rtts=0.5)
+    net = Network(config, random.Random(1))
+    # first contact: 2 round trips of handshake, then half a round trip for the stream
+    assert net.send_at(1, 2, 10.0) == pytest.approx(10.0 + 0.2 + 0.05)
+    # the same connection, from either end: only the stream set-up
+    assert net.send_at(1, 2, 11.0) == pytest.approx(11.05)
+    assert net.send_at(2, 1, 12.0) == pytest.approx(12.05)
+    # a request made while the handshake is under way waits for that handshake
+    assert net.send_at(1, 3, 20.0) == pytest.approx(20.25)
+    assert net.send_at(1, 3, 20.1) == pytest.approx(20.25)
+    assert net.handshakes == 2
+
+
+def test_connections_per_node_are_bounded_least_recently_used_first() -> None:
+    config = NetworkConfig(latency=LatencyConfig(0.01, 0.0), handshake_rtts=1.0, max_connections=3)
+    net = Network(config, random.Random(1))
+    for peer in range(1, 50):
+        net.send_at(0, peer, float(peer))
+        assert net.connections(0) <= 3
+    assert all(net.connections(peer) <= 1 for peer in range(1, 50))
+    before = net.handshakes
+    net.send_at(0, 49, 100.0)  # still connected
+    net.send_at(0, 1, 100.0)  # evicted long ago: a new handshake
+    assert net.handshakes == before + 1
+    net.disconnect(0)
+    assert net.connections(0) == 0 and net.connections(49) == 0
+
+
+def test_jitter_adds_at_most_its_share_of_the_link_delay() -> None:
+    config = NetworkConfig(latency=LatencyConfig(0.05, 0.0), jitter=0.2)
+    net = Network(config, random.Random(3))
+    delays = [net.delay(1, 2) for _ in range(500)]
+    assert min(delays) >= 0.05 and max(delays) <= 0.06
+    assert len(set(delays)) > 100
+
+
+def test_client_mode_nodes_are_in_no_server_table_and_dead_dials_hang() -> None:
+    net = NetworkConfig(clients=0.3, undialable=0.2, dial_timeout=4.0)
+    sim = Simulation(
+        SimConfig(nodes=80, lookups=30, seed=9, join_batch=20, network=net),
+        coordinator_factory(sim_coordinator_config(prefill=False)),
+    )
+    report = sim.run()
+    clients = {n.key for n in sim.nodes if n.client}
+    assert len(clients) == round(0.3 * 76)
+    for node in sim.nodes:
+        if not node.client:
+            table = node.coord.routing_table
+            assert not clients & set(table.nearest(node.key, len(table)))
+    assert report["dial_failures"] > 0  # type: ignore[operator]
+    assert report["finish_reasons"] == {"done": 30}
+    assert report["success_rate"] == 1.0
+
+
+def test_preset_and_ops_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--nodes", "60", "--lookups", "4", "--seed", "3", "--prefill", "--json"]
+    argv += ["--preset", "amino", "--ops", "lookup,provide,find-providers", "--loss", "0.01"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["undialable"] == 0.12 and report["loss"] == 0.01
+    for name in (
+        "provide_ms_p50",
+        "provide_optimistic_ms_p90",
+        "find_providers_first_ms_p50",
+        "find_providers_success_rate",
+        "join_requests_per_node_mean",
+    ):
+        assert name in report, name
+    assert main(["--nodes", "20", "--ops", "find-providers"]) == 2
+    assert "provide" in capsys.readouterr().err
