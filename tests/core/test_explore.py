@@ -22,7 +22,9 @@ from zikade_py.core.routing.explore import (
     Explore,
     ExploreCancelRequest,
     ExploreConfig,
+    ExploreCovered,
     ExploreFindCloser,
+    ExploreFindCloserDropped,
     ExploreFindCloserFailure,
     ExploreFindCloserResponse,
     ExploreIdle,
@@ -200,7 +202,8 @@ def test_walk_target_has_the_walks_cpl_and_seeds_come_from_the_table() -> None:
         cpl = explore.current_cpl
         assert cpl is not None and SELF.common_prefix_length(target) == cpl
         asked = [s.node for s in states if isinstance(s, ExploreFindCloser)]
-        assert set(asked) == set(explore.table.nearest(target, 20)[:10])
+        alpha = explore.config.request_concurrency
+        assert set(asked) == set(explore.table.nearest(target, 20)[:alpha])
         explore.advance(ExploreStop(), 0.0)
         drain(explore, explore.advance(ExplorePoll(), 0.0), 0.0)
 
@@ -291,3 +294,62 @@ def test_random_key_with_cpl_has_a_real_preimage() -> None:
             random_key_with_cpl(SELF, bad, rng)
     a = preimage_targets(SELF, random.Random(1))(3)
     assert a == preimage_targets(SELF, random.Random(1))(3)
+
+
+# -- walks sized to the job ------------------------------------------------------------------
+
+
+def test_full_buckets_are_not_walked() -> None:
+    table = RoutingTable(SELF, bucket_size=2)
+    for key in (at_cpl(0, 1), at_cpl(0, 2), at_cpl(1, 1)):
+        table.add(key, 0.0)
+    schedule = DynamicExploreSchedule(random.Random(0), max_cpl=1, interval=10.0)
+    explore = make(table, schedule)
+    state = explore.advance(ExplorePoll(), 0.0)
+    # Bucket 0 is full (no seat a walk could fill): only bucket 1 is walked.
+    assert isinstance(state, ExploreFindCloser) and state.cpl == 1
+    assert schedule.due_at(0) == 0.0 + schedule.interval_for(0)
+
+
+def test_a_walk_stops_once_its_bucket_is_full() -> None:
+    table = RoutingTable(SELF, bucket_size=2)
+    table.add(at_cpl(0, 1), 0.0)
+    explore = make(table, NoWaitExploreSchedule(max_cpl=0))
+    states = drain(explore, explore.advance(ExplorePoll(), 0.0), 0.0)
+    first = states[0]
+    assert isinstance(first, ExploreFindCloser) and first.cpl == 0
+    new = [at_cpl(0, s) for s in range(10, 20)]
+    table.add(new[0], 0.5)  # the bucket filled up (the routing behaviour admitted a node)
+    answer = ExploreFindCloserResponse(first.node, tuple(new))
+    states = drain(explore, explore.advance(answer, 1.0), 1.0)
+    finished = states[-1]
+    assert isinstance(finished, ExploreQueryFinished) and finished.reason is FinishReason.DONE
+    assert not any(isinstance(st, ExploreFindCloser) for st in states)
+
+
+def test_self_lookup_coverage_refreshes_deep_buckets_and_makes_shallow_ones_due() -> None:
+    table = table_with(*[at_cpl(c, 1) for c in range(6)])
+    schedule = DynamicExploreSchedule(random.Random(0), max_cpl=5, start=100.0, interval=10.0)
+    explore = make(table, schedule)
+    state = explore.advance(ExploreCovered(3), 50.0)
+    # Shallow buckets are due at once (the shallowest first), deep ones are refreshed.
+    assert isinstance(state, ExploreFindCloser) and state.cpl == 0
+    for cpl in (1, 2):
+        assert schedule.due_at(cpl) == 50.0
+    for cpl in range(3, 6):
+        assert schedule.due_at(cpl) == 50.0 + schedule.interval_for(cpl)
+
+
+def test_a_dropped_request_is_asked_again_not_failed() -> None:
+    seed = at_cpl(0, 1)
+    cfg = ExploreConfig(request_concurrency=1)
+    explore = make(table_with(seed), NoWaitExploreSchedule(max_cpl=0), cfg)
+    first = explore.advance(ExplorePoll(), 0.0)
+    assert isinstance(first, ExploreFindCloser) and first.node == seed
+    # Our own admission control refused it: the walk must not treat the seed as failed.
+    state = explore.advance(ExploreFindCloserDropped(seed), 0.0)
+    assert not isinstance(state, ExploreQueryFinished)
+    due = explore.next_due()
+    assert due is not None and due > 0.0
+    states = drain(explore, explore.advance(ExplorePoll(), due), due)
+    assert any(isinstance(st, ExploreFindCloser) and st.node == seed for st in states)

@@ -1,4 +1,4 @@
-"""Include: candidate queue, concurrency, check timeouts, table updates."""
+"""Include: candidate queue, concurrency, check timeouts and drops (it never writes the table)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,29 @@ from zikade_py.core.key import Key
 from zikade_py.core.routing.cpl import random_digest_with_cpl
 from zikade_py.core.routing.include import (
     Include,
-    IncludeAddCandidate,
+    IncludeAddCandidates,
     IncludeCancelCheck,
+    IncludeCheckDropped,
     IncludeCheckFailure,
     IncludeCheckSuccess,
     IncludeConfig,
     IncludeConnectivityCheck,
     IncludeIdle,
     IncludePoll,
-    IncludeRoutingUpdated,
     IncludeState,
     IncludeWaitingAtCapacity,
     IncludeWaitingFull,
     IncludeWaitingWithCapacity,
 )
 from zikade_py.core.routing_table import RoutingTable
-from zikade_py.core.trace import Trace
+from zikade_py.core.trace import NO_TRACE, Trace
 
 SELF = Key.from_preimage(b"self")
+
+
+def candidate(node: Key, *, trace: Trace = NO_TRACE) -> IncludeAddCandidates:
+    """One candidate (the machine takes the nodes of one answer at once)."""
+    return IncludeAddCandidates((node,), trace=trace)
 
 
 def node(i: int, cpl: int = 0) -> Key:
@@ -46,32 +51,70 @@ def drain(inc: Include, now: float, limit: int = 50) -> list[IncludeState]:
     for _ in range(limit):
         state = inc.advance(IncludePoll(), now)
         out.append(state)
-        if not isinstance(
-            state, IncludeConnectivityCheck | IncludeCancelCheck | IncludeRoutingUpdated
-        ):
+        if not isinstance(state, IncludeConnectivityCheck | IncludeCancelCheck):
             return out
     raise AssertionError("include did not settle")
 
 
-def test_empty_table_first_candidate_is_checked_then_added() -> None:
+def test_empty_table_first_candidate_is_checked_and_the_answer_ends_the_check() -> None:
     inc, table = make()
     a = node(1)
-    state = inc.advance(IncludeAddCandidate(a), 0.0)
+    state = inc.advance(candidate(a), 0.0)
     assert state == IncludeConnectivityCheck(a, a, trace=Trace(deadline=10.0))
     assert isinstance(inc.advance(IncludePoll(), 0.0), IncludeWaitingWithCapacity)
     assert inc.next_due() == 10.0
     state = inc.advance(IncludeCheckSuccess(a, closer_count=3), 1.0)
-    assert isinstance(state, IncludeRoutingUpdated) and state.node == a
-    assert table.contains(a) and table.added_at(a) == 1.0
-    assert isinstance(inc.advance(IncludePoll(), 1.0), IncludeIdle)
+    assert isinstance(state, IncludeIdle)
+    # Admission is the routing behaviour's (the one writer of the table).
+    assert not table.contains(a)
     assert inc.next_due() is None
-    assert inc.stats.added == 1 and inc.stats.checks == 1
+    assert inc.stats.answered == 1 and inc.stats.checks == 1
+
+
+def test_one_event_offers_every_node_of_an_answer() -> None:
+    inc, _ = make(concurrency=1)
+    a, b, c = node(0), node(1), node(2)
+    state = inc.advance(IncludeAddCandidates((a, b, c, a)), 0.0)
+    assert isinstance(state, IncludeConnectivityCheck) and state.node == a
+    assert inc.queued() == [b, c] and inc.stats.ignored == 1
+
+
+def test_dropped_check_requeues_the_candidate_after_a_delay() -> None:
+    inc, _ = make(concurrency=1, drop_retry_delay=2.0)
+    a, b = node(0), node(1)
+    inc.advance(IncludeAddCandidates((a, b)), 0.0)
+    # Our own admission control refused a's check: no verdict on a, b goes next.
+    state = inc.advance(IncludeCheckDropped(a), 1.0)
+    assert isinstance(state, IncludeConnectivityCheck) and state.node == b
+    assert inc.retrying() == [a] and inc.stats.failures == 0
+    assert inc.next_due() == 3.0
+    inc.advance(IncludeCheckFailure(b), 2.0)
+    state = inc.advance(IncludePoll(), 3.0)
+    assert isinstance(state, IncludeConnectivityCheck) and state.node == a
+    assert inc.stats.retries == 1
+
+
+def test_drop_retries_are_bounded() -> None:
+    inc, _ = make(concurrency=1, drop_retry_delay=1.0, max_drop_retries=2)
+    a = node(0)
+    inc.advance(candidate(a), 0.0)
+    now = 0.0
+    for _ in range(2):
+        assert isinstance(inc.advance(IncludeCheckDropped(a), now), IncludeWaitingWithCapacity)
+        now += 1.0
+        state = inc.advance(IncludePoll(), now)
+        assert isinstance(state, IncludeConnectivityCheck) and state.node == a
+    # The third refusal: forgotten, so a saturated network cannot make it spin.
+    assert isinstance(inc.advance(IncludeCheckDropped(a), now), IncludeIdle)
+    assert inc.stats.abandoned == 1 and inc.next_due() is None
+    # Heard of again later, it is a fresh candidate.
+    assert isinstance(inc.advance(candidate(a), now + 5), IncludeConnectivityCheck)
 
 
 def test_check_carries_candidate_span_context_and_its_own_deadline() -> None:
     inc, _ = make(check_timeout=4.0)
     ctx = SpanContext(trace_id=7, span_id=9, is_remote=False, trace_flags=TraceFlags(1))
-    state = inc.advance(IncludeAddCandidate(node(1), trace=Trace(ctx, deadline=1.0)), 2.0)
+    state = inc.advance(candidate(node(1), trace=Trace(ctx, deadline=1.0)), 2.0)
     assert isinstance(state, IncludeConnectivityCheck)
     assert state.span_context == ctx and state.deadline == 6.0
     assert state.target == state.node
@@ -79,7 +122,7 @@ def test_check_carries_candidate_span_context_and_its_own_deadline() -> None:
 
 def test_concurrency_cap() -> None:
     inc, _ = make(concurrency=3)
-    states = [inc.advance(IncludeAddCandidate(node(i)), 0.0) for i in range(5)]
+    states = [inc.advance(candidate(node(i)), 0.0) for i in range(5)]
     checks = [s for s in states if isinstance(s, IncludeConnectivityCheck)]
     assert [c.node for c in checks] == [node(0), node(1), node(2)]
     assert all(isinstance(s, IncludeWaitingAtCapacity) for s in states[3:])
@@ -92,10 +135,10 @@ def test_concurrency_cap() -> None:
 
 def test_queue_capacity_drops_and_reports_full() -> None:
     inc, _ = make(concurrency=1, queue_capacity=2)
-    assert isinstance(inc.advance(IncludeAddCandidate(node(0)), 0.0), IncludeConnectivityCheck)
-    assert isinstance(inc.advance(IncludeAddCandidate(node(1)), 0.0), IncludeWaitingAtCapacity)
-    assert isinstance(inc.advance(IncludeAddCandidate(node(2)), 0.0), IncludeWaitingFull)
-    assert isinstance(inc.advance(IncludeAddCandidate(node(3)), 0.0), IncludeWaitingFull)
+    assert isinstance(inc.advance(candidate(node(0)), 0.0), IncludeConnectivityCheck)
+    assert isinstance(inc.advance(candidate(node(1)), 0.0), IncludeWaitingAtCapacity)
+    assert isinstance(inc.advance(candidate(node(2)), 0.0), IncludeWaitingFull)
+    assert isinstance(inc.advance(candidate(node(3)), 0.0), IncludeWaitingFull)
     assert inc.stats.dropped == 1
     assert inc.queued() == [node(1), node(2)]
 
@@ -104,10 +147,10 @@ def test_duplicates_self_and_present_nodes_are_ignored() -> None:
     inc, table = make(concurrency=1)
     a, b, c = node(0), node(1), node(2)
     table.add(c, 0.0)
-    inc.advance(IncludeAddCandidate(a), 0.0)  # being checked
-    inc.advance(IncludeAddCandidate(b), 0.0)  # queued
+    inc.advance(candidate(a), 0.0)  # being checked
+    inc.advance(candidate(b), 0.0)  # queued
     for dup in (a, b, c, SELF):
-        assert isinstance(inc.advance(IncludeAddCandidate(dup), 0.0), IncludeWaitingAtCapacity)
+        assert isinstance(inc.advance(candidate(dup), 0.0), IncludeWaitingAtCapacity)
     assert inc.queued() == [b] and inc.checking() == [a]
     assert inc.stats.ignored == 4 and inc.stats.queued == 2
 
@@ -115,8 +158,8 @@ def test_duplicates_self_and_present_nodes_are_ignored() -> None:
 def test_check_timeout_at_capacity_cancels_fails_and_moves_on() -> None:
     inc, table = make(concurrency=1, check_timeout=10.0)
     a, b = node(0), node(1)
-    inc.advance(IncludeAddCandidate(a), 0.0)
-    inc.advance(IncludeAddCandidate(b), 5.0)
+    inc.advance(candidate(a), 0.0)
+    inc.advance(candidate(b), 5.0)
     assert isinstance(inc.advance(IncludePoll(), 9.9), IncludeWaitingAtCapacity)
     assert inc.next_due() == 10.0
     states = drain(inc, 10.0)
@@ -133,7 +176,7 @@ def test_check_timeout_at_capacity_cancels_fails_and_moves_on() -> None:
 def test_check_timeout_below_capacity() -> None:
     inc, table = make(concurrency=3, check_timeout=10.0)
     a = node(0)
-    inc.advance(IncludeAddCandidate(a), 0.0)
+    inc.advance(candidate(a), 0.0)
     assert isinstance(inc.advance(IncludePoll(), 3.0), IncludeWaitingWithCapacity)
     states = drain(inc, 12.0)
     assert [type(s) for s in states] == [IncludeCancelCheck, IncludeIdle]
@@ -144,29 +187,31 @@ def test_check_timeout_below_capacity() -> None:
 def test_timeout_is_noticed_whatever_event_arrives() -> None:
     inc, _ = make(concurrency=3, check_timeout=10.0)
     a, b = node(0), node(1)
-    inc.advance(IncludeAddCandidate(a), 0.0)
-    state = inc.advance(IncludeAddCandidate(b), 15.0)
+    inc.advance(candidate(a), 0.0)
+    state = inc.advance(candidate(b), 15.0)
     assert isinstance(state, IncludeCancelCheck) and state.node == a
 
 
-def test_answer_without_closer_nodes_is_a_failure() -> None:
-    inc, table = make()
-    a = node(0)
-    inc.advance(IncludeAddCandidate(a), 0.0)
+def test_answer_without_closer_nodes_counts_as_failed_once_the_table_holds_k() -> None:
+    table = RoutingTable(SELF, bucket_size=1)
+    inc = Include(table)
+    a = node(0, cpl=3)
+    table.add(node(1), 0.0)
+    inc.advance(candidate(a), 0.0)
     assert isinstance(inc.advance(IncludeCheckSuccess(a, closer_count=0), 1.0), IncludeIdle)
-    assert not table.contains(a) and inc.stats.failures == 1
+    assert inc.stats.failures == 1 and inc.stats.answered == 0
 
 
 def test_unknown_and_duplicate_answers_are_ignored() -> None:
     inc, table = make()
     a, stranger = node(0), node(1)
-    inc.advance(IncludeAddCandidate(a), 0.0)
+    inc.advance(candidate(a), 0.0)
     assert isinstance(
         inc.advance(IncludeCheckSuccess(stranger, 1), 1.0), IncludeWaitingWithCapacity
     )
-    assert isinstance(inc.advance(IncludeCheckSuccess(a, 1), 1.0), IncludeRoutingUpdated)
     assert isinstance(inc.advance(IncludeCheckSuccess(a, 1), 1.0), IncludeIdle)
-    assert not table.contains(stranger) and inc.stats.added == 1
+    assert isinstance(inc.advance(IncludeCheckSuccess(a, 1), 1.0), IncludeIdle)
+    assert not table.contains(stranger) and inc.stats.answered == 1
 
 
 def test_full_bucket_costs_no_check() -> None:
@@ -176,35 +221,24 @@ def test_full_bucket_costs_no_check() -> None:
     table.add(seated, 0.0)
     # No free seat: a check would only feed the replacement cache, which nodes that
     # answer our own requests feed for free. No FIND_NODE is spent on it.
-    assert isinstance(inc.advance(IncludeAddCandidate(cand), 0.0), IncludeIdle)
+    assert isinstance(inc.advance(candidate(cand), 0.0), IncludeIdle)
     assert inc.stats.ignored == 1 and inc.stats.checks == 0
-
-
-def test_bucket_filled_during_the_check_parks_the_candidate() -> None:
-    table = RoutingTable(SELF, bucket_size=1, replacement_capacity=1)
-    inc = Include(table)
-    seated, cand = node(0), node(1)
-    assert isinstance(inc.advance(IncludeAddCandidate(cand), 0.0), IncludeConnectivityCheck)
-    table.add(seated, 0.5)  # the last seat went to someone else meanwhile
-    assert isinstance(inc.advance(IncludeCheckSuccess(cand, 2), 1.0), IncludeIdle)
-    assert table.bucket(0) == [seated] and table.replacements(0) == [cand]
-    assert inc.stats.cached == 1
-    # Once a seat frees up, the parked candidate takes it.
-    table.remove(seated)
-    assert table.take_promoted() == [cand]
 
 
 def test_table_change_while_queued_skips_the_check() -> None:
     inc, table = make(concurrency=1)
     a, b = node(0), node(1)
-    inc.advance(IncludeAddCandidate(a), 0.0)
-    inc.advance(IncludeAddCandidate(b), 0.0)
+    inc.advance(candidate(a), 0.0)
+    inc.advance(candidate(b), 0.0)
     table.add(b, 0.5)  # someone else added it meanwhile
     inc.advance(IncludeCheckFailure(a), 1.0)
     assert inc.checking() == [] and inc.queued() == []
 
 
 def test_config_validation() -> None:
-    for bad in ({"queue_capacity": 0}, {"concurrency": 0}, {"check_timeout": 0.0}):
+    for bad in (
+        {"queue_capacity": 0}, {"concurrency": 0}, {"check_timeout": 0.0},
+        {"drop_retry_delay": 0.0}, {"max_drop_retries": -1},
+    ):
         with pytest.raises(ValueError):
             IncludeConfig(**bad).validate()

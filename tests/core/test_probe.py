@@ -1,4 +1,9 @@
-"""Probe: check schedule, success/failure, timeouts, connectivity notices, promotions."""
+"""Probe: check schedule, success/failure verdicts, timeouts, drops, connectivity notices.
+
+The probe never writes the table (the routing behaviour does): a failure is a
+:class:`ProbeNodeFailure` verdict and the node stays seated until the behaviour
+evicts it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from zikade_py.core.routing.probe import (
     Probe,
     ProbeAdd,
     ProbeCancelCheck,
+    ProbeCheckDropped,
     ProbeCheckFailure,
     ProbeCheckSuccess,
     ProbeConfig,
@@ -80,7 +86,7 @@ def test_success_pushes_the_next_check_out() -> None:
     probe.advance(ProbePoll(), INTERVAL)
     assert isinstance(probe.advance(ProbeCheckSuccess(a, 4), INTERVAL + 2), ProbeIdle)
     assert probe.scheduled(a) == 2 * INTERVAL + 2
-    assert probe.table.contains(a) and probe.table.last_seen(a) == INTERVAL + 2
+    assert probe.table.contains(a) and probe.table.last_seen(a) == 0.0  # not its to write
 
 
 def test_failure_removes_and_reports() -> None:
@@ -90,19 +96,43 @@ def test_failure_removes_and_reports() -> None:
     assert isinstance(check, ProbeConnectivityCheck)
     first = check.node
     state = probe.advance(ProbeCheckFailure(first, "reset"), INTERVAL + 1)
-    assert state == ProbeNodeFailure(first, ())
-    assert not probe.table.contains(first) and probe.scheduled(first) is None
+    assert state == ProbeNodeFailure(first)
+    # A verdict only: the routing behaviour evicts; the probe stops checking it.
+    assert probe.table.contains(first) and probe.scheduled(first) is None
     # The other node is still checked afterwards.
     state = probe.advance(ProbePoll(), INTERVAL + 1)
     assert isinstance(state, ProbeConnectivityCheck) and state.node != first
 
 
-def test_answer_without_closer_nodes_is_a_failure() -> None:
+def test_answer_without_closer_nodes_is_a_failure_once_the_table_holds_k() -> None:
+    table = RoutingTable(SELF, bucket_size=2)
+    a, b = node(1), node(2)
+    probe = make(a, b, table=table)
+    drain(probe, INTERVAL)
+    assert probe.advance(ProbeCheckSuccess(a, 0), INTERVAL + 1) == ProbeNodeFailure(a)
+
+
+def test_answer_without_closer_nodes_passes_while_the_table_is_small() -> None:
+    a = node(1)
+    probe = make(a)  # one node in a k=20 table: the network may be that small (go's rule)
+    probe.advance(ProbePoll(), INTERVAL)
+    assert isinstance(probe.advance(ProbeCheckSuccess(a, 0), INTERVAL + 1), ProbeIdle)
+    assert probe.scheduled(a) == 2 * INTERVAL + 1
+
+
+def test_dropped_check_keeps_the_seat_and_is_retried_later() -> None:
     a = node(1)
     probe = make(a)
     probe.advance(ProbePoll(), INTERVAL)
-    assert isinstance(probe.advance(ProbeCheckSuccess(a, 0), INTERVAL + 1), ProbeNodeFailure)
-    assert not probe.table.contains(a)
+    # Our own admission control refused the request: nothing is known about the node.
+    state = probe.advance(ProbeCheckDropped(a), INTERVAL + 1)
+    assert isinstance(state, ProbeIdle)
+    assert probe.table.contains(a) and probe.checking() == []
+    retry_at = INTERVAL + 1 + probe.config.drop_retry_delay
+    assert probe.scheduled(a) == retry_at and probe.next_due() == retry_at
+    assert isinstance(probe.advance(ProbePoll(), retry_at - 0.1), ProbeIdle)
+    state = probe.advance(ProbePoll(), retry_at)
+    assert isinstance(state, ProbeConnectivityCheck) and state.node == a
 
 
 def test_timeout_below_capacity_cancels_then_removes() -> None:
@@ -113,10 +143,10 @@ def test_timeout_below_capacity_cancels_then_removes() -> None:
     states = drain(probe, INTERVAL + 10)
     assert [type(s) for s in states] == [ProbeCancelCheck, ProbeNodeFailure, ProbeIdle]
     assert all(s.node == a for s in states[:2])  # type: ignore[union-attr]
-    assert not probe.table.contains(a) and probe.next_due() is None
+    assert probe.next_due() is None
     # A late answer changes nothing.
     assert isinstance(probe.advance(ProbeCheckSuccess(a, 3), INTERVAL + 11), ProbeIdle)
-    assert not probe.table.contains(a)
+    assert probe.scheduled(a) is None
 
 
 def test_timeout_at_capacity_frees_the_slot() -> None:
@@ -143,7 +173,6 @@ def test_notify_connectivity_pushes_the_check_out() -> None:
     assert isinstance(probe.advance(ProbeNotifyConnectivity(a), 500.0), ProbeIdle)
     assert probe.scheduled(a) == 500.0 + INTERVAL
     assert isinstance(probe.advance(ProbePoll(), INTERVAL), ProbeIdle)
-    assert probe.table.last_seen(a) == 500.0
 
 
 def test_notify_connectivity_schedules_an_untracked_table_node() -> None:
@@ -169,21 +198,18 @@ def test_remove_cancels_a_check_in_flight() -> None:
     probe.advance(ProbePoll(), INTERVAL)
     state = probe.advance(ProbeRemove(a), INTERVAL + 1)
     assert state == ProbeCancelCheck(a)
-    assert probe.advance(ProbePoll(), INTERVAL + 1) == ProbeNodeFailure(a, ())
     assert isinstance(probe.advance(ProbePoll(), INTERVAL + 1), ProbeIdle)
-    assert not probe.table.contains(a)
+    assert probe.scheduled(a) is None
 
 
-def test_removal_reports_and_schedules_the_promoted_replacement() -> None:
-    table = RoutingTable(SELF, bucket_size=1)
-    a, spare = node(1), node(2)
-    probe = make(a, table=table)
-    assert table.offer_replacement(spare, 3.0)
-    probe.advance(ProbePoll(), INTERVAL)
-    state = probe.advance(ProbeCheckFailure(a), INTERVAL + 1)
-    assert state == ProbeNodeFailure(a, (spare,))
-    assert table.bucket(0) == [spare]
-    assert probe.scheduled(spare) == 2 * INTERVAL + 1
+def test_unverified_add_is_checked_at_once() -> None:
+    table = RoutingTable(SELF)
+    a = node(1)
+    probe = make(table=table)
+    table.add(a, 0.0)
+    # A promoted replacement may have gone stale in the cache: check it now.
+    state = probe.advance(ProbeAdd(a, verified=False), 50.0)
+    assert isinstance(state, ProbeConnectivityCheck) and state.node == a
 
 
 def test_due_ties_go_to_the_deeper_bucket_first() -> None:
@@ -211,15 +237,17 @@ def test_many_notices_do_not_grow_the_schedule_without_bound() -> None:
 
 
 def test_config_validation() -> None:
-    for bad in ({"check_interval": 0.0}, {"concurrency": 0}, {"timeout": 0.0}):
+    for bad in (
+        {"check_interval": 0.0}, {"concurrency": 0}, {"timeout": 0.0}, {"drop_retry_delay": 0.0}
+    ):
         with pytest.raises(ValueError):
             ProbeConfig(**bad).validate()
 
 
-def test_remove_without_a_check_reports_the_failure_at_once() -> None:
+def test_remove_without_a_check_stops_checking_silently() -> None:
     a, b = node(1), node(2)
     probe = make(a, b)
-    assert probe.advance(ProbeRemove(a), 3.0) == ProbeNodeFailure(a, ())
-    assert not probe.table.contains(a) and probe.scheduled(a) is None
-    assert isinstance(probe.advance(ProbeRemove(a), 4.0), ProbeIdle)  # already gone: silent
+    assert isinstance(probe.advance(ProbeRemove(a), 3.0), ProbeIdle)
+    assert probe.scheduled(a) is None
+    assert isinstance(probe.advance(ProbeRemove(a), 4.0), ProbeIdle)
     assert probe.next_due() == INTERVAL  # b is still scheduled

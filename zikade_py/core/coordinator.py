@@ -91,6 +91,7 @@ from zikade_py.core.routing.behaviour import (
     RoutingBehaviour,
     RoutingCancel,
     RoutingConfig,
+    RoutingMachine,
     RoutingRequest,
 )
 from zikade_py.core.routing_table import NodeFilter, RoutingTable
@@ -131,7 +132,7 @@ class _Request:
     owner: _Owner
     query_id: QueryID
     node: Key
-    kind: str = ""
+    machine: RoutingMachine | None = None
     """For routing requests: which routing machine asked."""
 
 
@@ -299,7 +300,8 @@ class Coordinator:
                 answer = PoolNodeResponse(req.query_id, req.node, store=True, trace=event.trace)
                 self._drive_pool(answer, now)
             case _Owner.ROUTING:
-                self._routing.on_result(req.kind, req.node, event.closer_nodes, None, now)
+                assert req.machine is not None
+                self._routing.on_response(req.machine, req.node, event.closer_nodes, now)
         self._drain_routing(now)
 
     def _on_lookup_answer(self, req: _Request, event: RequestSucceeded, now: float) -> None:
@@ -327,15 +329,19 @@ class Coordinator:
         self._drain_routing(now)
 
     def _fail(self, req: _Request, error: str, trace: Trace, now: float) -> None:
-        if req.owner is not _Owner.ROUTING:
-            self._routing.node_failed(req.node)
+        if req.owner is not _Owner.ROUTING and error != DROPPED:
+            self._routing.node_failed(req.node)  # a local drop says nothing about the node
         match req.owner:
             case _Owner.QUERY | _Owner.STORE:
                 store = req.owner is _Owner.STORE
                 failure = PoolNodeFailure(req.query_id, req.node, error, store, trace=trace)
                 self._drive_pool(failure, now)
             case _Owner.ROUTING:
-                self._routing.on_result(req.kind, req.node, (), error, now)
+                assert req.machine is not None
+                if error == DROPPED:
+                    self._routing.on_dropped(req.machine, req.node, now)
+                else:
+                    self._routing.on_failure(req.machine, req.node, error, now)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -441,12 +447,13 @@ class Coordinator:
             if out is None:
                 return
             match out:
-                case RoutingRequest(kind=kind, node=node, target=target):
-                    req = _Request(_Owner.ROUTING, kind, node, kind)
+                case RoutingRequest(machine=machine, node=node, target=target):
+                    req = _Request(_Owner.ROUTING, machine.value, node, machine)
                     if not self._send(req, target, None, out.trace):
-                        self._routing.on_result(kind, node, (), DROPPED, now)
-                case RoutingCancel(kind=kind, node=node):
-                    self._cancel(_Request(_Owner.ROUTING, kind, node, kind), out.trace)
+                        # A local refusal says nothing about the node: a drop, not a failure.
+                        self._routing.on_dropped(machine, node, now)
+                case RoutingCancel(machine=machine, node=node):
+                    self._cancel(_Request(_Owner.ROUTING, machine.value, node, machine), out.trace)
                 case _:
                     self._outbox.append(out)
 

@@ -13,7 +13,12 @@ Rules of the table (read top to bottom as a table):
   replacement cache (:meth:`offer_replacement`). When a node leaves the table,
   the most recently offered replacement the filter still allows takes its
   place; :meth:`take_promoted` hands those promotions to whoever must announce
-  them (the probe machine does).
+  them (the routing behaviour does, and has them checked soon: a parked
+  replacement may have gone stale while it waited).
+* :meth:`proves_useful` is the one rule for "does this answer earn (or keep)
+  a seat": an answer must name at least one closer node, unless the table
+  holds fewer than ``bucket_size`` nodes (go's ``lookupCheck``: a young
+  table in a tiny network is not picky).
 * A pluggable :class:`NodeFilter` may refuse a node (:attr:`AddResult.FILTERED`);
   :class:`GroupDiversityFilter` implements the IP-diversity rule without the
   core knowing what an IP address is.
@@ -231,6 +236,20 @@ class RoutingTable:
     def replacements(self, cpl: int) -> list[Key]:
         """Candidates parked for bucket ``cpl``, oldest offer first."""
         return list(self._replacements.get(cpl, ()))
+
+    def is_full(self, cpl: int) -> bool:
+        """Whether bucket ``cpl`` holds ``bucket_size`` nodes (no free seat to fill)."""
+        bucket = self._buckets.get(cpl)
+        return bucket is not None and len(bucket) >= self.bucket_size
+
+    def proves_useful(self, closer_count: int) -> bool:
+        """Whether an answer naming ``closer_count`` nodes shows a server worth a seat.
+
+        A node that knows nobody cannot help a lookup; but while this table holds
+        fewer than ``bucket_size`` nodes the network may be that small, so any
+        answer will do (go-libp2p-kad-dht's ``lookupCheck`` rule).
+        """
+        return closer_count > 0 or self._size < self.bucket_size
 
     def would_add(self, node: Key) -> AddResult:
         """What :meth:`add` would answer now, without changing anything.

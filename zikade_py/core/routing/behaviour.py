@@ -4,18 +4,36 @@ It owns the :class:`~zikade_py.core.routing_table.RoutingTable` and the
 bootstrap, include, probe and explore machines, and is what the coordinator
 talks to about routing. Rules:
 
-* Nodes that answer any of our requests are live servers: they go straight into
-  the table (or its replacement cache when their bucket is full) and their next
-  liveness check is pushed out. The closer nodes they name become include
-  candidates, which must pass a check first.
-* :class:`NodeConnected` (a peer that speaks kad as a server contacted us) makes
-  the node a candidate; :class:`NodeUnreachable` and failed requests bring its
-  liveness check forward instead of evicting it on one failure.
+* **One writer.** Only this behaviour changes the table. The machines read it
+  and return decisions: the probe's :class:`ProbeNodeFailure` evicts, and
+  admission is one rule for every answer from every request (a query's, a
+  walk's, an include check's or a probe's): a node that answered proves itself
+  a live server if the table's
+  :meth:`~zikade_py.core.routing_table.RoutingTable.proves_useful` accepts its
+  answer (at least one closer node, once the table holds k nodes). Then it
+  enters the table (or, its bucket full, the replacement cache), or if present
+  is marked seen and its next liveness check pushed out. A node whose answer
+  is refused never enters, and if seated is left to its probe, which evicts it
+  by the same rule.
+* The closer nodes that answers name become include candidates, which must
+  answer a check first. :class:`NodeConnected` (a peer that speaks kad as a
+  server contacted us) makes the node a candidate and, if seated, marks it
+  seen; :class:`NodeUnreachable` and failed requests bring its liveness check
+  forward instead of evicting it on one failure.
+* A replacement promoted into a freed seat was checked only when it was
+  parked: the probe checks it at once.
+* A request our own admission control refused (:meth:`on_dropped`) is no
+  failure of the node: each machine has its own dropped event (retry later,
+  the node keeps its seat or its place in the walk).
+* The bootstrap's self-lookup refreshes the buckets it covered (those deeper
+  than its farthest result); the explore walks only visit the others, and
+  only when their bucket is not full (see ``routing.explore``).
 * Machines are advanced only when an event reached them or their due time has
-  come. Their requests leave as :class:`RoutingRequest` (``kind`` names the
-  machine, so answers find their way back) and their cancellations as
-  :class:`RoutingCancel`; table changes leave as ``RoutingUpdated`` /
-  ``RoutingRemoved`` and bootstrap endings as ``BootstrapFinished``.
+  come, all by one drive loop. Their requests leave as :class:`RoutingRequest`
+  (``machine`` names the machine, so the outcome finds its way back) and their
+  cancellations as :class:`RoutingCancel`; table changes leave as
+  ``RoutingUpdated`` / ``RoutingRemoved`` and bootstrap endings as
+  ``BootstrapFinished``.
 * Everything here starts with a fresh trace: routing upkeep caused by a query
   must survive that query's cancellation (DESIGN.md §2 rule 3).
 """
@@ -24,9 +42,10 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import assert_never
+from enum import Enum
+from typing import Generic, TypeVar, assert_never
 
 from zikade_py.core.coordinator_events import (
     AddCandidates,
@@ -45,11 +64,13 @@ from zikade_py.core.routing.bootstrap import (
     BootstrapConfig,
     BootstrapEvent,
     BootstrapFindCloser,
+    BootstrapFindCloserDropped,
     BootstrapFindCloserFailure,
     BootstrapFindCloserResponse,
     BootstrapIdle,
     BootstrapPoll,
     BootstrapStart,
+    BootstrapState,
     BootstrapWaiting,
 )
 from zikade_py.core.routing.bootstrap import (
@@ -61,19 +82,23 @@ from zikade_py.core.routing.explore import (
     Explore,
     ExploreCancelRequest,
     ExploreConfig,
+    ExploreCovered,
     ExploreEvent,
     ExploreFindCloser,
+    ExploreFindCloserDropped,
     ExploreFindCloserFailure,
     ExploreFindCloserResponse,
     ExploreIdle,
     ExplorePoll,
     ExploreQueryFinished,
+    ExploreState,
     ExploreWaiting,
 )
 from zikade_py.core.routing.include import (
     Include,
-    IncludeAddCandidate,
+    IncludeAddCandidates,
     IncludeCancelCheck,
+    IncludeCheckDropped,
     IncludeCheckFailure,
     IncludeCheckSuccess,
     IncludeConfig,
@@ -81,7 +106,7 @@ from zikade_py.core.routing.include import (
     IncludeEvent,
     IncludeIdle,
     IncludePoll,
-    IncludeRoutingUpdated,
+    IncludeState,
     IncludeWaitingAtCapacity,
     IncludeWaitingFull,
     IncludeWaitingWithCapacity,
@@ -90,6 +115,7 @@ from zikade_py.core.routing.probe import (
     Probe,
     ProbeAdd,
     ProbeCancelCheck,
+    ProbeCheckDropped,
     ProbeCheckFailure,
     ProbeCheckSuccess,
     ProbeConfig,
@@ -100,16 +126,21 @@ from zikade_py.core.routing.probe import (
     ProbeNotifyConnectivity,
     ProbeNotifyNonConnectivity,
     ProbePoll,
+    ProbeState,
     ProbeWaitingAtCapacity,
     ProbeWaitingWithCapacity,
 )
 from zikade_py.core.routing_table import AddResult, RoutingTable
 from zikade_py.core.trace import earliest
 
-BOOTSTRAP = "bootstrap"
-INCLUDE = "include"
-PROBE = "probe"
-EXPLORE = "explore"
+
+class RoutingMachine(Enum):
+    """Which routing machine a request belongs to, so its outcome finds its way back."""
+
+    BOOTSTRAP = "bootstrap"
+    INCLUDE = "include"
+    PROBE = "probe"
+    EXPLORE = "explore"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,18 +178,18 @@ class RoutingConfig:
 
 @dataclass(frozen=True, slots=True)
 class RoutingRequest(Event):
-    """A routing machine wants FIND_NODE(``target``) sent to ``node``."""
+    """The routing ``machine`` wants FIND_NODE(``target``) sent to ``node``."""
 
-    kind: str
+    machine: RoutingMachine
     node: Key
     target: Key
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingCancel(Event):
-    """A routing machine no longer wants the answer of its request to ``node``."""
+    """The routing ``machine`` no longer wants the answer of its request to ``node``."""
 
-    kind: str
+    machine: RoutingMachine
     node: Key
 
 
@@ -166,6 +197,39 @@ RoutingInput = AddCandidates | StartBootstrap | NodeConnected | NodeUnreachable
 RoutingOutput = (
     RoutingRequest | RoutingCancel | RoutingUpdated | RoutingRemoved | BootstrapFinished
 )
+
+_State = BootstrapState | IncludeState | ProbeState | ExploreState
+_E = TypeVar("_E", bound=Event)
+
+
+@dataclass(slots=True, eq=False)
+class _Slot(Generic[_E]):
+    """One machine as the drive loop sees it: how to advance it and to word its events."""
+
+    machine: RoutingMachine
+    advance: Callable[[_E, float], _State]
+    machine_due: Callable[[], float | None]
+    poll: Callable[[], _E]
+    answered: Callable[[Key, tuple[Key, ...]], _E]
+    failed: Callable[[Key, str], _E]
+    dropped: Callable[[Key], _E]
+    enabled: bool
+    events: deque[_E] = field(default_factory=deque)
+    due: float | None = None
+    """The machine's due time, read after its last advance (it changes only then)."""
+
+    def push(self, event: _E) -> None:
+        if self.enabled:
+            self.events.append(event)
+
+    def answer(self, node: Key, closer: tuple[Key, ...]) -> None:
+        self.push(self.answered(node, closer))
+
+    def fail(self, node: Key, error: str) -> None:
+        self.push(self.failed(node, error))
+
+    def drop(self, node: Key) -> None:
+        self.push(self.dropped(node))
 
 
 class RoutingBehaviour:
@@ -180,256 +244,235 @@ class RoutingBehaviour:
         rng: random.Random | None = None,
         now: float = 0.0,
     ) -> None:
-        self.config = config or RoutingConfig()
-        self.config.validate()
+        cfg = self.config = config or RoutingConfig()
+        cfg.validate()
         self.self_key = self_key
         self.table = table
         self._rng = rng or random.Random()
-        self.bootstrap = Bootstrap(self_key, self.config.bootstrap, query_id=BOOTSTRAP)
-        self.include = Include(table, self.config.include)
-        self.probe = Probe(table, self.config.probe)
-        make_target = preimage_targets if self.config.explore_preimages else digest_targets
+        self._now = now
+        """The latest time an input or poll brought; what :meth:`next_due` answers with
+        while events wait (they are due at once)."""
+        self.bootstrap = Bootstrap(self_key, cfg.bootstrap, query_id=RoutingMachine.BOOTSTRAP.value)
+        self.include = Include(table, cfg.include)
+        self.probe = Probe(table, cfg.probe)
+        make_target = preimage_targets if cfg.explore_preimages else digest_targets
         self.explore = Explore(
             self_key,
             table,
-            self._explore_schedule(now),
+            DynamicExploreSchedule(
+                self._rng, max_cpl=cfg.explore_max_cpl, start=now, interval=cfg.explore_interval
+            ),
             make_target(self_key, self._rng),
-            self.config.explore,
-            query_id=EXPLORE,
+            cfg.explore,
+            query_id=RoutingMachine.EXPLORE.value,
         )
-        self._explore_events: deque[ExploreEvent] = deque()
-        # A machine's due time changes only when it is advanced (or its schedule is
-        # replaced), so it is cached here instead of recomputed on every poll.
-        self._dues: dict[str, float | None] = {
-            BOOTSTRAP: self.bootstrap.next_due(),
-            INCLUDE: self.include.next_due(),
-            PROBE: self.probe.next_due(),
-            EXPLORE: self.explore.next_due(),
-        }
-        self._bootstrap_events: deque[BootstrapEvent] = deque()
-        self._include_events: deque[IncludeEvent] = deque()
-        self._probe_events: deque[ProbeEvent] = deque()
+        self._bootstrap: _Slot[BootstrapEvent] = _Slot(
+            RoutingMachine.BOOTSTRAP, self.bootstrap.advance, self.bootstrap.next_due,
+            BootstrapPoll, BootstrapFindCloserResponse, BootstrapFindCloserFailure,
+            BootstrapFindCloserDropped, enabled=True,
+        )
+        self._include: _Slot[IncludeEvent] = _Slot(
+            RoutingMachine.INCLUDE, self.include.advance, self.include.next_due,
+            IncludePoll, lambda n, c: IncludeCheckSuccess(n, len(c)), IncludeCheckFailure,
+            IncludeCheckDropped, enabled=True,
+        )
+        self._probe: _Slot[ProbeEvent] = _Slot(
+            RoutingMachine.PROBE, self.probe.advance, self.probe.next_due,
+            ProbePoll, lambda n, c: ProbeCheckSuccess(n, len(c)), ProbeCheckFailure,
+            ProbeCheckDropped, enabled=cfg.enable_probe,
+        )
+        self._explore: _Slot[ExploreEvent] = _Slot(
+            RoutingMachine.EXPLORE, self.explore.advance, self.explore.next_due,
+            ExplorePoll, ExploreFindCloserResponse, ExploreFindCloserFailure,
+            ExploreFindCloserDropped, enabled=cfg.enable_explore,
+        )
+        self._slots = (self._bootstrap, self._include, self._probe, self._explore)
+        for slot in self._slots:
+            slot.due = slot.machine_due() if slot.enabled else None
         self._out: deque[RoutingOutput] = deque()
 
     # -- inputs ------------------------------------------------------------------------------
 
     def notify(self, event: RoutingInput, now: float) -> None:
         """Take a routing input from the coordinator."""
+        self._now = now
         match event:
             case AddCandidates(nodes=nodes):
                 self._candidates(nodes)
             case StartBootstrap(seeds=seeds):
-                self._bootstrap_events.append(BootstrapStart(seeds, trace=event.trace))
+                self._bootstrap.push(BootstrapStart(seeds, trace=event.trace))
             case NodeConnected(node=node):
                 self._candidates((node,))
-                if self.config.enable_probe:
-                    self._probe_events.append(ProbeNotifyConnectivity(node))
+                if self.table.mark_seen(node, now):
+                    self._probe.push(ProbeNotifyConnectivity(node))
             case NodeUnreachable(node=node):
-                if self.config.enable_probe:
-                    self._probe_events.append(ProbeNotifyNonConnectivity(node))
+                self._probe.push(ProbeNotifyNonConnectivity(node))
             case _:
                 assert_never(event)
 
     def node_responded(self, node: Key, closer: Iterable[Key], now: float) -> None:
-        """``node`` answered one of our requests: it is a live server."""
-        self._admit_live(node, now)
+        """``node`` answered one of our requests (any owner's): the one admission rule."""
+        self._now = now
+        closer = tuple(closer)
+        self._heard_from(node, len(closer), now)
         if self.config.candidates_from_answers:
             self._candidates(closer)
 
     def node_failed(self, node: Key) -> None:
-        """A request to ``node`` failed: check it soon if it is in the table."""
-        if self.config.enable_probe and node in self.table:
-            self._probe_events.append(ProbeNotifyNonConnectivity(node))
+        """A request to ``node`` failed (not dropped): check it soon if it is in the table."""
+        if node in self.table:
+            self._probe.push(ProbeNotifyNonConnectivity(node))
 
-    def on_result(
-        self, kind: str, node: Key, closer: tuple[Key, ...], error: str | None, now: float
+    def on_response(
+        self, machine: RoutingMachine, node: Key, closer: tuple[Key, ...], now: float
     ) -> None:
-        """The answer (``error`` ``None``) or failure of a routing request."""
-        if kind == BOOTSTRAP:
-            if error is None:
-                self._bootstrap_events.append(BootstrapFindCloserResponse(node, closer))
-            else:
-                self._bootstrap_events.append(BootstrapFindCloserFailure(node, error))
-        elif kind == INCLUDE:
-            if error is None:
-                self._include_events.append(IncludeCheckSuccess(node, len(closer)))
-            else:
-                self._include_events.append(IncludeCheckFailure(node, error))
-        elif kind == PROBE:
-            if error is None:
-                self._probe_events.append(ProbeCheckSuccess(node, len(closer)))
-            else:
-                self._probe_events.append(ProbeCheckFailure(node, error))
-        elif kind == EXPLORE:
-            if error is None:
-                self._explore_events.append(ExploreFindCloserResponse(node, closer))
-            else:
-                self._explore_events.append(ExploreFindCloserFailure(node, error))
+        """``machine``'s request to ``node`` was answered with ``closer`` nodes."""
+        self._now = now
+        self._slot(machine).answer(node, closer)
+
+    def on_failure(self, machine: RoutingMachine, node: Key, error: str, now: float) -> None:
+        """``machine``'s request to ``node`` failed (an error, a reset, a timeout)."""
+        self._now = now
+        self._slot(machine).fail(node, error)
+
+    def on_dropped(self, machine: RoutingMachine, node: Key, now: float) -> None:
+        """Our own admission control refused ``machine``'s request to ``node``."""
+        self._now = now
+        self._slot(machine).drop(node)
 
     # -- outputs -----------------------------------------------------------------------------
 
     def poll(self, now: float) -> RoutingOutput | None:
         """The next routing output, or ``None`` when nothing is due."""
+        self._now = now
         if not self._out:
-            self._advance_bootstrap(now)
-            self._advance_include(now)
-            self._advance_probe(now)
-            self._advance_explore(now)
+            self._drive(self._bootstrap, now)
+            self._drive(self._include, now)
+            self._drive(self._probe, now)
+            self._drive(self._explore, now)
         return self._out.popleft() if self._out else None
 
     def next_due(self) -> float | None:
-        """When a routing machine next needs time to pass (or at once if events wait)."""
-        if (
-            self._out
-            or self._bootstrap_events
-            or self._include_events
-            or self._probe_events
-            or self._explore_events
-        ):
-            return float("-inf")
-        due = earliest(self._dues[BOOTSTRAP], self._dues[INCLUDE])
-        if self.config.enable_probe:
-            due = earliest(due, self._dues[PROBE])
-        if self.config.enable_explore:
-            due = earliest(due, self._dues[EXPLORE])
+        """When :meth:`poll` must run next: the latest ``now`` seen if work waits already.
+
+        No side effects: it reads the due times cached after each machine's last advance.
+        """
+        if self._out or any(slot.events for slot in self._slots):
+            return self._now
+        due: float | None = None
+        for slot in self._slots:
+            due = earliest(due, slot.due)
         return due
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _explore_schedule(self, start: float) -> DynamicExploreSchedule:
-        return DynamicExploreSchedule(
-            self._rng,
-            max_cpl=self.config.explore_max_cpl,
-            start=start,
-            interval=self.config.explore_interval,
-        )
+    def _slot(
+        self, machine: RoutingMachine
+    ) -> _Slot[BootstrapEvent] | _Slot[IncludeEvent] | _Slot[ProbeEvent] | _Slot[ExploreEvent]:
+        match machine:
+            case RoutingMachine.BOOTSTRAP:
+                return self._bootstrap
+            case RoutingMachine.INCLUDE:
+                return self._include
+            case RoutingMachine.PROBE:
+                return self._probe
+            case RoutingMachine.EXPLORE:
+                return self._explore
+            case _:
+                assert_never(machine)
+
+    def _drive(self, slot: _Slot[_E], now: float) -> None:
+        """Advance one machine through its queued events and any due time, until it waits."""
+        events = slot.events
+        if not slot.enabled or (not events and (slot.due is None or slot.due > now)):
+            return
+        for _ in range(100_000):
+            state = slot.advance(events.popleft() if events else slot.poll(), now)
+            if not self._act(slot.machine, state, now) and not events:
+                slot.due = slot.machine_due()
+                return
+        raise RuntimeError(f"routing machine {slot.machine.value} did not settle")
+
+    def _act(self, machine: RoutingMachine, state: _State, now: float) -> bool:
+        """Carry out a machine's state; ``True`` for action states (advance it again)."""
+        match state:
+            case (
+                BootstrapFindCloser(node=node, target=target)
+                | ExploreFindCloser(node=node, target=target)
+                | IncludeConnectivityCheck(node=node, target=target)
+                | ProbeConnectivityCheck(node=node, target=target)
+            ):
+                self._out.append(RoutingRequest(machine, node, target, trace=state.trace))
+            case (
+                BootstrapCancelRequest(node=node)
+                | ExploreCancelRequest(node=node)
+                | IncludeCancelCheck(node=node)
+                | ProbeCancelCheck(node=node)
+            ):
+                self._out.append(RoutingCancel(machine, node, trace=state.trace))
+            case BootstrapMachineFinished(reason=reason, stats=stats, closest=closest):
+                self._out.append(BootstrapFinished(reason, stats, trace=state.trace))
+                if closest:
+                    self._explore.push(ExploreCovered(self._covered_from(closest)))
+            case ExploreQueryFinished():
+                pass
+            case ProbeNodeFailure(node=node):
+                self._evict(node)
+            case (
+                BootstrapWaiting()
+                | BootstrapIdle()
+                | ExploreWaiting()
+                | ExploreIdle()
+                | IncludeWaitingAtCapacity()
+                | IncludeWaitingWithCapacity()
+                | IncludeWaitingFull()
+                | IncludeIdle()
+                | ProbeWaitingAtCapacity()
+                | ProbeWaitingWithCapacity()
+                | ProbeIdle()
+            ):
+                return False
+            case _:
+                assert_never(state)
+        return True
+
+    def _covered_from(self, closest: tuple[Key, ...]) -> int:
+        """The shallowest bucket a self-lookup ending with ``closest`` filled completely.
+
+        Every node sharing more bits with us than the farthest result is closer
+        than it, so it is among the results: buckets deeper than that result's
+        are complete. Fewer results than asked for mean the walk saw everyone.
+        """
+        if len(closest) < self.config.bootstrap.num_results:
+            return 0
+        return min(self.table.cpl(node) for node in closest) + 1
 
     def _candidates(self, nodes: Iterable[Key]) -> None:
-        # Every lookup answer names up to 20 nodes, nearly all already known or
-        # headed for a full bucket: filter here, before an event is built for each.
-        would_add = self.table.would_add
-        for node in nodes:
-            if would_add(node) is AddResult.ADDED:
-                self._include_events.append(IncludeAddCandidate(node))
+        batch = tuple(nodes)
+        if batch:
+            self._include.push(IncludeAddCandidates(batch))
 
-    def _admit_live(self, node: Key, now: float) -> None:
-        if self.table.mark_seen(node, now):
-            if self.config.enable_probe:
-                self._probe_events.append(ProbeNotifyConnectivity(node))
+    def _heard_from(self, node: Key, closer_count: int, now: float) -> None:
+        table = self.table
+        if not table.proves_useful(closer_count):
+            return  # if seated, its probe applies the same rule and evicts it
+        if table.mark_seen(node, now):
+            self._probe.push(ProbeNotifyConnectivity(node))
             return
-        result = self.table.add(node, now)
+        result = table.add(node, now)
         if result is AddResult.ADDED:
-            self._announce_added(node)
+            self._announce_added(node, verified=True)
         elif result is AddResult.BUCKET_FULL:
-            self.table.offer_replacement(node, now)
+            table.offer_replacement(node, now)
 
-    def _announce_added(self, node: Key) -> None:
+    def _evict(self, node: Key) -> None:
+        if not self.table.remove(node):
+            return
+        self._out.append(RoutingRemoved(node))
+        for promoted in self.table.take_promoted():
+            self._announce_added(promoted, verified=False)
+
+    def _announce_added(self, node: Key, *, verified: bool) -> None:
         self._out.append(RoutingUpdated(node))
-        if self.config.enable_probe:
-            self._probe_events.append(ProbeAdd(node))
+        self._probe.push(ProbeAdd(node, verified))
 
-    @staticmethod
-    def _due(machine_due: float | None, now: float) -> bool:
-        return machine_due is not None and machine_due <= now
-
-    def _advance_bootstrap(self, now: float) -> None:
-        if not self._bootstrap_events and not self._due(self._dues[BOOTSTRAP], now):
-            return
-        events = self._bootstrap_events
-        for _ in range(100_000):
-            state = self.bootstrap.advance(events.popleft() if events else BootstrapPoll(), now)
-            match state:
-                case BootstrapFindCloser(node=node, target=target):
-                    self._out.append(RoutingRequest(BOOTSTRAP, node, target, trace=state.trace))
-                case BootstrapCancelRequest(node=node):
-                    self._out.append(RoutingCancel(BOOTSTRAP, node, trace=state.trace))
-                case BootstrapMachineFinished(reason=reason, stats=stats):
-                    self._out.append(BootstrapFinished(reason, stats, trace=state.trace))
-                    if state.closest:
-                        # Joined (again): refresh every bucket now, as go does after
-                        # a bootstrap, instead of waiting out the schedule.
-                        self.explore.schedule = self._explore_schedule(now)
-                        self._dues[EXPLORE] = self.explore.next_due()
-                case BootstrapWaiting() | BootstrapIdle():
-                    if not events:
-                        self._dues[BOOTSTRAP] = self.bootstrap.next_due()
-                        return
-                case _:
-                    assert_never(state)
-        raise RuntimeError("bootstrap did not settle")
-
-    def _advance_include(self, now: float) -> None:
-        if not self._include_events and not self._due(self._dues[INCLUDE], now):
-            return
-        events = self._include_events
-        for _ in range(100_000):
-            state = self.include.advance(events.popleft() if events else IncludePoll(), now)
-            match state:
-                case IncludeConnectivityCheck(node=node, target=target):
-                    self._out.append(RoutingRequest(INCLUDE, node, target, trace=state.trace))
-                case IncludeCancelCheck(node=node):
-                    self._out.append(RoutingCancel(INCLUDE, node, trace=state.trace))
-                case IncludeRoutingUpdated(node=node):
-                    self._announce_added(node)
-                case (
-                    IncludeWaitingAtCapacity()
-                    | IncludeWaitingWithCapacity()
-                    | IncludeWaitingFull()
-                    | IncludeIdle()
-                ):
-                    if not events:
-                        self._dues[INCLUDE] = self.include.next_due()
-                        return
-                case _:
-                    assert_never(state)
-        raise RuntimeError("include did not settle")
-
-    def _advance_probe(self, now: float) -> None:
-        if not self.config.enable_probe:
-            self._probe_events.clear()
-            return
-        if not self._probe_events and not self._due(self._dues[PROBE], now):
-            return
-        events = self._probe_events
-        for _ in range(100_000):
-            state = self.probe.advance(events.popleft() if events else ProbePoll(), now)
-            match state:
-                case ProbeConnectivityCheck(node=node, target=target):
-                    self._out.append(RoutingRequest(PROBE, node, target, trace=state.trace))
-                case ProbeCancelCheck(node=node):
-                    self._out.append(RoutingCancel(PROBE, node, trace=state.trace))
-                case ProbeNodeFailure(node=node, promoted=promoted):
-                    self._out.append(RoutingRemoved(node))
-                    for p in promoted:
-                        self._announce_added(p)
-                case ProbeWaitingAtCapacity() | ProbeWaitingWithCapacity() | ProbeIdle():
-                    if not events:
-                        self._dues[PROBE] = self.probe.next_due()
-                        return
-                case _:
-                    assert_never(state)
-        raise RuntimeError("probe did not settle")
-
-    def _advance_explore(self, now: float) -> None:
-        if not self.config.enable_explore:
-            self._explore_events.clear()
-            return
-        if not self._explore_events and not self._due(self._dues[EXPLORE], now):
-            return
-        events = self._explore_events
-        for _ in range(100_000):
-            state = self.explore.advance(events.popleft() if events else ExplorePoll(), now)
-            match state:
-                case ExploreFindCloser(node=node, target=target):
-                    self._out.append(RoutingRequest(EXPLORE, node, target, trace=state.trace))
-                case ExploreCancelRequest(node=node):
-                    self._out.append(RoutingCancel(EXPLORE, node, trace=state.trace))
-                case ExploreQueryFinished():
-                    pass
-                case ExploreWaiting() | ExploreIdle():
-                    if not events:
-                        self._dues[EXPLORE] = self.explore.next_due()
-                        return
-                case _:
-                    assert_never(state)
-        raise RuntimeError("explore did not settle")

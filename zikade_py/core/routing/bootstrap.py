@@ -8,7 +8,9 @@ Rules of the machine (read top to bottom as a table):
   progress is ignored (it acts as a poll): one bootstrap at a time, and the
   seeds of the running one are already in its query.
 * Answers and failures feed the query; it keeps ``request_concurrency``
-  requests in flight, each with ``request_timeout``.
+  requests in flight, each with ``request_timeout``. A request our own
+  admission control dropped (:class:`BootstrapFindCloserDropped`) is no
+  failure of the node: the query asks it again after a short back-off.
 * Every ending is an ordinary :class:`BootstrapFinished` with a reason: DONE,
   TIMEOUT (the run's deadline passed — zikade panicked here, ZIKADE.md §10),
   CANCELLED (:class:`BootstrapStop`) or FAILED (no node to ask, e.g. empty
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
-from zikade_py.core.event import Event, FinishReason
+from zikade_py.core.event import Event, FinishReason, State
 from zikade_py.core.key import Key
 from zikade_py.core.query import (
     Query,
@@ -33,6 +35,7 @@ from zikade_py.core.query import (
     QueryFindCloser,
     QueryFinished,
     QueryID,
+    QueryNodeDropped,
     QueryNodeFailure,
     QueryNodeResponse,
     QueryPoll,
@@ -81,6 +84,13 @@ class BootstrapFindCloserFailure(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BootstrapFindCloserDropped(Event):
+    """Our own admission control refused the FIND_NODE to ``node``: ask it again later."""
+
+    node: Key
+
+
+@dataclass(frozen=True, slots=True)
 class BootstrapPoll(Event):
     """Advance on time alone."""
 
@@ -94,6 +104,7 @@ BootstrapEvent = (
     BootstrapStart
     | BootstrapFindCloserResponse
     | BootstrapFindCloserFailure
+    | BootstrapFindCloserDropped
     | BootstrapPoll
     | BootstrapStop
 )
@@ -103,7 +114,7 @@ BootstrapEvent = (
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapFindCloser(Event):
+class BootstrapFindCloser(State):
     """Send FIND_NODE(``target``) to ``node``; the trace carries the request deadline."""
 
     query_id: QueryID
@@ -113,7 +124,7 @@ class BootstrapFindCloser(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapCancelRequest(Event):
+class BootstrapCancelRequest(State):
     """Cancel the request in flight to ``node``."""
 
     query_id: QueryID
@@ -121,14 +132,14 @@ class BootstrapCancelRequest(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapWaiting(Event):
+class BootstrapWaiting(State):
     """Requests are in flight; nothing to do until an answer or :meth:`Bootstrap.next_due`."""
 
     stats: QueryStats
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapFinished(Event):
+class BootstrapFinished(State):
     """The run ended; ``closest`` are the closest nodes to self that answered."""
 
     reason: FinishReason
@@ -137,7 +148,7 @@ class BootstrapFinished(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapIdle(Event):
+class BootstrapIdle(State):
     """No run in progress."""
 
 
@@ -187,6 +198,8 @@ class Bootstrap:
                 qev = QueryNodeResponse(node, closer, trace=event.trace)
             case BootstrapFindCloserFailure(node=node, error=error):
                 qev = QueryNodeFailure(node, error, trace=event.trace)
+            case BootstrapFindCloserDropped(node=node):
+                qev = QueryNodeDropped(node, trace=event.trace)
             case BootstrapPoll():
                 qev = QueryPoll(trace=event.trace)
             case BootstrapStop():

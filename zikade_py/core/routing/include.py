@@ -2,25 +2,32 @@
 
 Rules of the machine (read top to bottom as a table):
 
-* :class:`IncludeAddCandidate` queues a node (FIFO, unique, at most
-  ``queue_capacity``) only if it would take a free seat in the table: self,
-  nodes already present, nodes the filter refuses and nodes whose bucket is
-  full are ignored (a full bucket's replacement cache is fed by nodes that
-  answer our requests, which proved themselves already). Candidates already
-  queued or being checked are ignored.
-  A full queue drops the candidate (counted in :attr:`IncludeStats.dropped`).
+* :class:`IncludeAddCandidates` offers the nodes named in one answer (or one
+  inbound server). Each is queued (FIFO, unique, at most ``queue_capacity``)
+  only if it would take a free seat in the table: self, nodes already present,
+  nodes the filter refuses and nodes whose bucket is full are ignored (a full
+  bucket's replacement cache is fed by nodes that answer our requests, which
+  proved themselves already), and so are candidates already queued, being
+  checked or waiting to retry. A full queue drops the candidate (counted in
+  :attr:`IncludeStats.dropped`).
 * A check is a FIND_NODE for the candidate's own key, sent to the candidate,
   at most ``concurrency`` at a time, each with a deadline of
-  ``now + check_timeout`` (zikade had none, ZIKADE.md §10).
-* :class:`IncludeCheckSuccess` with at least one closer node adds the node to
-  the table (→ :class:`IncludeRoutingUpdated`); a full bucket parks it in the
-  replacement cache instead. An answer with no closer node counts as a failure:
-  a node that knows nobody cannot help a lookup.
+  ``now + check_timeout`` (zikade had none, ZIKADE.md §10). A candidate whose
+  seat was taken while it waited is skipped.
+* The machine never writes the table. An answer to a check ends the check;
+  whether the node gets a seat is the routing behaviour's one admission rule
+  (:meth:`~zikade_py.core.routing_table.RoutingTable.proves_useful`), applied
+  to every answer from every request alike. An error ends it as failed.
+* :class:`IncludeCheckDropped` (our own admission control refused the request:
+  it says nothing about the candidate) puts the candidate back in the queue
+  after ``drop_retry_delay``, at most ``max_drop_retries`` times; after that it
+  is forgotten (counted in :attr:`IncludeStats.abandoned`), so a saturated
+  network cannot make it spin.
 * Every ``advance`` first expires checks whose deadline has passed: each is
   failed and announced with :class:`IncludeCancelCheck` so the driver can
   cancel the request — below capacity as well as at capacity.
-* Action states (check, cancel, routing updated) mean "advance me again";
-  waiting and idle states mean "nothing until an event or :meth:`next_due`".
+* Action states (check, cancel) mean "advance me again"; waiting and idle
+  states mean "nothing until an event or :meth:`next_due`".
 * Late or unknown answers are ignored.
 """
 
@@ -30,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import assert_never
 
-from zikade_py.core.event import Event
+from zikade_py.core.event import Event, State
 from zikade_py.core.key import Key
 from zikade_py.core.routing_table import AddResult, RoutingTable
 from zikade_py.core.trace import Trace, earliest
@@ -46,6 +53,10 @@ class IncludeConfig:
     """Checks in flight at once (zikade's default; checks are background work)."""
     check_timeout: float = 10.0
     """Seconds a candidate has to answer its check: the per-request timeout of WIRE.md §9."""
+    drop_retry_delay: float = 1.0
+    """Seconds before a check refused by our own admission control is tried again."""
+    max_drop_retries: int = 3
+    """Refusals after which a candidate is forgotten (bounds the retrying)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` for a configuration the queue cannot run with."""
@@ -55,6 +66,10 @@ class IncludeConfig:
             raise ValueError("concurrency must be at least 1")
         if self.check_timeout <= 0:
             raise ValueError("check_timeout must be positive")
+        if self.drop_retry_delay <= 0:
+            raise ValueError("drop_retry_delay must be positive")
+        if self.max_drop_retries < 0:
+            raise ValueError("max_drop_retries must not be negative")
 
 
 @dataclass(slots=True)
@@ -68,21 +83,29 @@ class IncludeStats:
     queued: int = 0
     ignored: int = 0
     dropped: int = 0
+    """Candidates refused because the queue was full."""
     checks: int = 0
-    added: int = 0
-    cached: int = 0
+    answered: int = 0
     failures: int = 0
     timeouts: int = 0
+    retries: int = 0
+    """Checks refused by our admission control and queued again."""
+    abandoned: int = 0
+    """Candidates forgotten after ``max_drop_retries`` refusals."""
 
 
 # -- events ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class IncludeAddCandidate(Event):
-    """A node was heard of (a lookup answer, an inbound connection): maybe include it."""
+class IncludeAddCandidates(Event):
+    """Nodes were heard of (named in one answer, or an inbound server): maybe include them.
 
-    node: Key
+    One event per answer, not per node: this path runs for every node named in
+    every answer, the simulator's hottest.
+    """
+
+    nodes: tuple[Key, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +118,17 @@ class IncludeCheckSuccess(Event):
 
 @dataclass(frozen=True, slots=True)
 class IncludeCheckFailure(Event):
-    """The candidate's check failed (error, reset, dropped by admission)."""
+    """The candidate's check failed (error, reset): it is not included."""
 
     node: Key
     error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IncludeCheckDropped(Event):
+    """Our own admission control refused the check: try the candidate again later."""
+
+    node: Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +136,20 @@ class IncludePoll(Event):
     """Advance on time alone."""
 
 
-IncludeEvent = IncludeAddCandidate | IncludeCheckSuccess | IncludeCheckFailure | IncludePoll
+IncludeEvent = (
+    IncludeAddCandidates
+    | IncludeCheckSuccess
+    | IncludeCheckFailure
+    | IncludeCheckDropped
+    | IncludePoll
+)
 
 
 # -- states ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class IncludeConnectivityCheck(Event):
+class IncludeConnectivityCheck(State):
     """Send FIND_NODE(``target``) to ``node``; ``target`` is the node itself."""
 
     node: Key
@@ -121,43 +157,35 @@ class IncludeConnectivityCheck(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class IncludeCancelCheck(Event):
+class IncludeCancelCheck(State):
     """The check of ``node`` timed out: cancel its request (it already counts as failed)."""
 
     node: Key
 
 
 @dataclass(frozen=True, slots=True)
-class IncludeRoutingUpdated(Event):
-    """``node`` entered the routing table."""
-
-    node: Key
-
-
-@dataclass(frozen=True, slots=True)
-class IncludeWaitingAtCapacity(Event):
+class IncludeWaitingAtCapacity(State):
     """``concurrency`` checks are in flight; candidates wait."""
 
 
 @dataclass(frozen=True, slots=True)
-class IncludeWaitingWithCapacity(Event):
+class IncludeWaitingWithCapacity(State):
     """Checks are in flight, there is room, but no candidate waits."""
 
 
 @dataclass(frozen=True, slots=True)
-class IncludeWaitingFull(Event):
+class IncludeWaitingFull(State):
     """At capacity with a full queue: new candidates are being dropped."""
 
 
 @dataclass(frozen=True, slots=True)
-class IncludeIdle(Event):
+class IncludeIdle(State):
     """No check in flight and no candidate queued."""
 
 
 IncludeState = (
     IncludeConnectivityCheck
     | IncludeCancelCheck
-    | IncludeRoutingUpdated
     | IncludeWaitingAtCapacity
     | IncludeWaitingWithCapacity
     | IncludeWaitingFull
@@ -166,14 +194,18 @@ IncludeState = (
 
 
 class Include:
-    """Connectivity-checks candidates and adds the ones that answer to the table."""
+    """Connectivity-checks candidates so that the ones that answer can enter the table."""
 
     def __init__(self, table: RoutingTable, config: IncludeConfig | None = None) -> None:
+        """``table`` is only read (free seats); the routing behaviour writes it."""
         self.config = config or IncludeConfig()
         self.config.validate()
         self.table = table
         self._queue: dict[Key, Trace] = {}
         self._checks: dict[Key, Trace] = {}
+        self._retry: deque[tuple[float, Key, Trace]] = deque()
+        """Dropped checks waiting out ``drop_retry_delay`` (in due order: the delay is fixed)."""
+        self._drops: dict[Key, int] = {}
         self._pending: deque[IncludeCancelCheck] = deque()
         self._stats = IncludeStats()
 
@@ -183,48 +215,64 @@ class Include:
         return self._stats
 
     def queued(self) -> list[Key]:
-        """Candidates waiting for a check, oldest first."""
+        """Candidates waiting for a check, oldest first (retries not yet due excluded)."""
         return list(self._queue)
 
     def checking(self) -> list[Key]:
         """Candidates whose check is in flight."""
         return list(self._checks)
 
+    def retrying(self) -> list[Key]:
+        """Candidates whose dropped check waits to be tried again."""
+        return [node for _, node, _ in self._retry]
+
     def next_due(self) -> float | None:
-        """The earliest check deadline (nothing else in this machine is timed)."""
-        due: float | None = None
+        """The earliest check deadline or retry time."""
+        due: float | None = self._retry[0][0] if self._retry else None
         for trace in self._checks.values():
             due = earliest(due, trace.deadline)
         return due
 
     def advance(self, event: IncludeEvent, now: float) -> IncludeState:
         """Apply ``event`` at ``now`` and return what the queue wants next."""
-        updated: IncludeRoutingUpdated | None = None
         match event:
             case IncludePoll():
                 pass
-            case IncludeAddCandidate():
-                self._on_candidate(event)
-            case IncludeCheckSuccess():
-                updated = self._on_success(event, now)
-            case IncludeCheckFailure():
-                if self._checks.pop(event.node, None) is not None:
+            case IncludeAddCandidates(nodes=nodes):
+                for node in nodes:
+                    self._on_candidate(node, event.trace)
+            case IncludeCheckSuccess(node=node, closer_count=count):
+                if self._checks.pop(node, None) is not None:
+                    self._drops.pop(node, None)
+                    if self.table.proves_useful(count):
+                        self._stats.answered += 1
+                    else:
+                        self._stats.failures += 1
+            case IncludeCheckFailure(node=node):
+                if self._checks.pop(node, None) is not None:
+                    self._drops.pop(node, None)
                     self._stats.failures += 1
+            case IncludeCheckDropped(node=node):
+                trace = self._checks.pop(node, None)
+                if trace is not None:
+                    self._on_dropped(node, trace, now)
             case _:
                 assert_never(event)
         self._expire(now)
-        if updated is not None:
-            return updated
         return self._next(now, event.trace)
 
-    def _on_candidate(self, event: IncludeAddCandidate) -> None:
-        node = event.node
-        if node in self._queue or node in self._checks or not self._worth_checking(node):
+    def _on_candidate(self, node: Key, trace: Trace) -> None:
+        if (
+            node in self._queue
+            or node in self._checks
+            or node in self._drops
+            or not self._worth_checking(node)
+        ):
             self._stats.ignored += 1
         elif len(self._queue) >= self.config.queue_capacity:
             self._stats.dropped += 1
         else:
-            self._queue[node] = event.trace
+            self._queue[node] = trace
             self._stats.queued += 1
 
     def _worth_checking(self, node: Key) -> bool:
@@ -234,27 +282,29 @@ class Include:
         # by nodes that answer our own requests instead.
         return self.table.would_add(node) is AddResult.ADDED
 
-    def _on_success(self, event: IncludeCheckSuccess, now: float) -> IncludeRoutingUpdated | None:
-        if self._checks.pop(event.node, None) is None:
-            return None  # never asked, timed out already, or a duplicate answer
-        if event.closer_count < 1:
-            self._stats.failures += 1
-            return None
-        result = self.table.add(event.node, now)
-        if result is AddResult.ADDED:
-            self._stats.added += 1
-            return IncludeRoutingUpdated(event.node, trace=event.trace)
-        if result is AddResult.BUCKET_FULL and self.table.offer_replacement(event.node, now):
-            self._stats.cached += 1
-        return None
+    def _on_dropped(self, node: Key, trace: Trace, now: float) -> None:
+        drops = self._drops.get(node, 0) + 1
+        if drops > self.config.max_drop_retries:
+            self._drops.pop(node, None)
+            self._stats.abandoned += 1
+            return
+        self._drops[node] = drops
+        self._stats.retries += 1
+        self._retry.append((now + self.config.drop_retry_delay, node, trace))
 
     def _expire(self, now: float) -> None:
         for node, trace in list(self._checks.items()):
             if trace.expired(now):
                 del self._checks[node]
+                self._drops.pop(node, None)
                 self._stats.failures += 1
                 self._stats.timeouts += 1
                 self._pending.append(IncludeCancelCheck(node, trace=trace))
+        retry = self._retry
+        while retry and retry[0][0] <= now:
+            _, node, trace = retry.popleft()
+            # Back at the head of the line: it was first before its check was refused.
+            self._queue = {node: trace, **self._queue}
 
     def _next(self, now: float, trace: Trace) -> IncludeState:
         if self._pending:
@@ -264,6 +314,7 @@ class Include:
             node = next(iter(self._queue))
             queued_trace = self._queue.pop(node)
             if not self._worth_checking(node):  # the table changed while it waited
+                self._drops.pop(node, None)
                 self._stats.ignored += 1
                 continue
             check_trace = Trace(queued_trace.span_context, now + cfg.check_timeout)
@@ -274,6 +325,6 @@ class Include:
             if len(self._queue) >= cfg.queue_capacity:
                 return IncludeWaitingFull(trace=trace)
             return IncludeWaitingAtCapacity(trace=trace)
-        if self._checks:
+        if self._checks or self._retry:
             return IncludeWaitingWithCapacity(trace=trace)
         return IncludeIdle(trace=trace)

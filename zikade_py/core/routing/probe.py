@@ -3,22 +3,28 @@
 Rules of the machine (read top to bottom as a table):
 
 * Every node in the table has a next check due ``check_interval`` after it last
-  proved alive: :class:`ProbeAdd` schedules it (only if it is in the table);
-  a successful check or :class:`ProbeNotifyConnectivity` (any successful
-  exchange with it) pushes the next check out again.
-  :class:`ProbeNotifyNonConnectivity` (a request to it failed) brings its
-  check forward to now instead of evicting it on one failure.
+  proved alive: :class:`ProbeAdd` schedules it (only if it is in the table); an
+  unverified add (a replacement promoted from the cache, which may have gone
+  stale while it waited) is due at once. A successful check or
+  :class:`ProbeNotifyConnectivity` (any useful answer from it) pushes the next
+  check out again. :class:`ProbeNotifyNonConnectivity` (a request to it failed)
+  brings its check forward to now instead of evicting it on one failure.
 * Due checks start in order of due time (ties: higher CPL first, the buckets
   with fewest alternatives), at most ``concurrency`` at a time. A check is a
   FIND_NODE for the node's own key with a deadline of ``now + timeout``.
-* A check fails on an error, on an answer without closer nodes, or when its
-  deadline passes. A failed node is removed from the table and reported with
-  :class:`ProbeNodeFailure`, which also names any replacement the table
-  promoted into the free seat (those are scheduled like added nodes). A timed
-  out check is first announced with :class:`ProbeCancelCheck` so the driver
-  cancels the request. Deadlines are evaluated on every ``advance``.
-* :class:`ProbeRemove` removes a node from the table and from the schedule at
-  once (cancelling its check if one is in flight).
+* A check fails on an error, on an answer the table's one admission rule
+  refuses (:meth:`~zikade_py.core.routing_table.RoutingTable.proves_useful`:
+  no closer node once the table holds k nodes), or when its deadline passes.
+  The probe never writes the table: a failed node is reported with
+  :class:`ProbeNodeFailure`, the verdict the routing behaviour applies by
+  evicting it. A timed out check is first announced with
+  :class:`ProbeCancelCheck` so the driver cancels the request. Deadlines are
+  evaluated on every ``advance``.
+* :class:`ProbeCheckDropped` (our own admission control refused the check)
+  says nothing about the node: it keeps its seat and its check is due again
+  ``drop_retry_delay`` later.
+* :class:`ProbeRemove` (the node left the table by another path) stops
+  checking it, cancelling its check if one is in flight.
 * Action states (check, cancel, failure) mean "advance me again"; waiting and
   idle states mean "nothing until an event or :meth:`next_due`".
 """
@@ -30,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import assert_never
 
-from zikade_py.core.event import Event
+from zikade_py.core.event import Event, State
 from zikade_py.core.key import Key
 from zikade_py.core.routing_table import RoutingTable
 from zikade_py.core.trace import Trace, earliest
@@ -55,6 +61,8 @@ class ProbeConfig:
     """Checks in flight at once."""
     timeout: float = 10.0
     """Seconds a node has to answer its check (the per-request timeout, WIRE.md §9)."""
+    drop_retry_delay: float = 5.0
+    """Seconds before a check refused by our own admission control is due again."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` for a configuration the probe cannot run with."""
@@ -64,6 +72,8 @@ class ProbeConfig:
             raise ValueError("concurrency must be at least 1")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if self.drop_retry_delay <= 0:
+            raise ValueError("drop_retry_delay must be positive")
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -71,14 +81,19 @@ class ProbeConfig:
 
 @dataclass(frozen=True, slots=True)
 class ProbeAdd(Event):
-    """``node`` entered the routing table: start checking it."""
+    """``node`` entered the routing table: start checking it.
+
+    ``verified`` is false for a node nobody heard from lately (a promoted
+    replacement): its first check is due at once.
+    """
 
     node: Key
+    verified: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class ProbeRemove(Event):
-    """Remove ``node`` from the table and stop checking it."""
+    """``node`` left the table by another path: stop checking it."""
 
     node: Key
 
@@ -97,6 +112,13 @@ class ProbeCheckFailure(Event):
 
     node: Key
     error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCheckDropped(Event):
+    """Our own admission control refused ``node``'s check: it keeps its seat, retry later."""
+
+    node: Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +145,7 @@ ProbeEvent = (
     | ProbeRemove
     | ProbeCheckSuccess
     | ProbeCheckFailure
+    | ProbeCheckDropped
     | ProbeNotifyConnectivity
     | ProbeNotifyNonConnectivity
     | ProbePoll
@@ -133,7 +156,7 @@ ProbeEvent = (
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeConnectivityCheck(Event):
+class ProbeConnectivityCheck(State):
     """Send FIND_NODE(``target``) to ``node``; ``target`` is the node itself."""
 
     node: Key
@@ -141,32 +164,31 @@ class ProbeConnectivityCheck(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeCancelCheck(Event):
+class ProbeCancelCheck(State):
     """Cancel the request of ``node``'s check (timed out or node removed)."""
 
     node: Key
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeNodeFailure(Event):
-    """``node`` left the routing table; ``promoted`` replacements took its seat."""
+class ProbeNodeFailure(State):
+    """``node`` failed its check: the verdict is to evict it from the table."""
 
     node: Key
-    promoted: tuple[Key, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeWaitingAtCapacity(Event):
+class ProbeWaitingAtCapacity(State):
     """``concurrency`` checks are in flight."""
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeWaitingWithCapacity(Event):
+class ProbeWaitingWithCapacity(State):
     """Checks are in flight, there is room, but no other check is due."""
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeIdle(Event):
+class ProbeIdle(State):
     """No check in flight; :meth:`Probe.next_due` tells when the next one is due."""
 
 
@@ -181,13 +203,18 @@ ProbeState = (
 
 
 class Probe:
-    """Schedules and runs liveness checks; evicts nodes that fail them."""
+    """Schedules and runs liveness checks; reports the nodes that fail them."""
 
     def __init__(self, table: RoutingTable, config: ProbeConfig | None = None) -> None:
+        """``table`` is only read (membership, CPLs); the routing behaviour writes it."""
         self.config = config or ProbeConfig()
         self.config.validate()
         self.table = table
         self._due: dict[Key, float] = {}
+        # Lazy heap: every scheduled node has an entry due no later than _due[node];
+        # pushing a check out only updates _due (an answer arrives with every
+        # request, so that path must stay a dict write), and _peek_due re-files
+        # entries that turn out early.
         self._heap: list[tuple[float, int, int, Key]] = []
         self._seq = 0
         self._checks: dict[Key, Trace] = {}
@@ -207,36 +234,38 @@ class Probe:
         for trace in self._checks.values():
             due = earliest(due, trace.deadline)
         if len(self._checks) < self.config.concurrency:
-            due = earliest(due, self._peek_due())
+            due = earliest(due, self._earliest_scheduled())
         return due
 
     def advance(self, event: ProbeEvent, now: float) -> ProbeState:
         """Apply ``event`` at ``now`` and return what the probe wants next."""
+        cfg = self.config
         match event:
             case ProbePoll():
                 pass
-            case ProbeAdd(node=node):
+            case ProbeAdd(node=node, verified=verified):
                 tracked = node in self._due or node in self._checks
                 if not tracked and self.table.contains(node):
-                    self._schedule(node, now + self.config.check_interval)
+                    self._schedule(node, now + cfg.check_interval if verified else now)
             case ProbeRemove(node=node):
                 self._due.pop(node, None)
-                check = self._checks.pop(node, None)
-                if check is not None:
+                if self._checks.pop(node, None) is not None:
                     self._pending.append(ProbeCancelCheck(node, trace=event.trace))
-                self._evict(node, now, event.trace)
             case ProbeCheckSuccess(node=node, closer_count=count):
                 if self._checks.pop(node, None) is not None:
-                    if count >= 1 and self.table.mark_seen(node, now):
-                        self._schedule(node, now + self.config.check_interval)
-                    elif count < 1:
-                        self._evict(node, now, event.trace)
+                    if not self.table.proves_useful(count):
+                        self._fail(node, event.trace)
+                    elif self.table.contains(node):
+                        self._schedule(node, now + cfg.check_interval)
             case ProbeCheckFailure(node=node):
                 if self._checks.pop(node, None) is not None:
-                    self._evict(node, now, event.trace)
+                    self._fail(node, event.trace)
+            case ProbeCheckDropped(node=node):
+                if self._checks.pop(node, None) is not None and self.table.contains(node):
+                    self._schedule(node, now + cfg.drop_retry_delay)
             case ProbeNotifyConnectivity(node=node):
-                if self.table.mark_seen(node, now) and node not in self._checks:
-                    self._schedule(node, now + self.config.check_interval)
+                if node not in self._checks and self.table.contains(node):
+                    self._schedule(node, now + cfg.check_interval)
             case ProbeNotifyNonConnectivity(node=node):
                 if node in self._due:
                     self._schedule(node, min(now, self._due[node]))
@@ -250,16 +279,12 @@ class Probe:
             if trace.expired(now):
                 del self._checks[node]
                 self._pending.append(ProbeCancelCheck(node, trace=trace))
-                self._evict(node, now, trace)
+                self._fail(node, trace)
 
-    def _evict(self, node: Key, now: float, trace: Trace) -> None:
+    def _fail(self, node: Key, trace: Trace) -> None:
         self._due.pop(node, None)
-        if not self.table.remove(node):
-            return
-        promoted = tuple(self.table.take_promoted())
-        for key in promoted:
-            self._schedule(key, now + self.config.check_interval)
-        self._pending.append(ProbeNodeFailure(node, promoted, trace=trace))
+        if self.table.contains(node):
+            self._pending.append(ProbeNodeFailure(node, trace=trace))
 
     def _next(self, now: float, trace: Trace) -> ProbeState:
         if self._pending:
@@ -267,7 +292,7 @@ class Probe:
         cfg = self.config
         if len(self._checks) >= cfg.concurrency:
             return ProbeWaitingAtCapacity(trace=trace)
-        while self._heap:
+        while True:
             due = self._peek_due()
             if due is None or due > now:
                 break
@@ -283,21 +308,38 @@ class Probe:
         return ProbeIdle(trace=trace)
 
     def _schedule(self, node: Key, due: float) -> None:
+        old = self._due.get(node)
         self._due[node] = due
+        if old is not None and old <= due:
+            return  # its heap entry is early; _peek_due re-files it when it surfaces
         self._seq += 1
         heapq.heappush(self._heap, (due, -self.table.cpl(node), self._seq, node))
         if len(self._heap) > 2 * len(self._due) + 64:
             self._compact()
 
     def _peek_due(self) -> float | None:
-        """Due time of the heap's first live entry, dropping stale entries on the way."""
+        """Due time of the first scheduled node, re-filing early and dropping stale entries."""
         heap = self._heap
         while heap:
-            due, _, _, node = heap[0]
-            if self._due.get(node) == due:
+            due, neg_cpl, _, node = heap[0]
+            actual = self._due.get(node)
+            if actual == due:
                 return due
-            heapq.heappop(heap)
+            if actual is not None and actual > due:
+                self._seq += 1
+                heapq.heapreplace(heap, (actual, neg_cpl, self._seq, node))
+            else:
+                heapq.heappop(heap)  # unscheduled, or a later duplicate of an earlier entry
         return None
+
+    def _earliest_scheduled(self) -> float | None:
+        """The heap's first due time, without touching the heap (for :meth:`next_due`).
+
+        Every ``advance`` that leaves room for a check ends in :meth:`_peek_due`,
+        which leaves the top entry exact; in between it is a lower bound, so at
+        worst the probe is advanced early once.
+        """
+        return self._heap[0][0] if self._heap else None
 
     def _compact(self) -> None:
         self._heap = [
