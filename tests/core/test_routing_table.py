@@ -240,3 +240,19 @@ def test_filter_limits_must_be_positive() -> None:
         GroupDiversityFilter(lambda k: None, max_per_bucket=0)
     with pytest.raises(ValueError):
         RoutingTable(SELF, bucket_size=0)
+
+
+def test_seatable_agrees_with_would_add_and_proves_useful_follows_go() -> None:
+    groups = {at_cpl(0, s): "g" for s in range(3)}
+    table = RoutingTable(
+        SELF, bucket_size=2, node_filter=GroupDiversityFilter(lambda k: groups.get(k))
+    )
+    table.add(at_cpl(1, 1), 0.0)
+    table.add(at_cpl(1, 2), 0.0)  # bucket 1 full
+    offered = [SELF, at_cpl(1, 1), at_cpl(1, 3), *groups, at_cpl(4, 1)]
+    expected = [n for n in offered if table.would_add(n) is AddResult.ADDED]
+    assert table.seatable(offered) == expected
+    assert table.is_full(1) and not table.is_full(4)
+    # An empty answer passes while the table holds fewer than k nodes (go's lookupCheck).
+    assert table.proves_useful(1) and not table.proves_useful(0)
+    assert RoutingTable(SELF).proves_useful(0)

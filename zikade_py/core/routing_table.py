@@ -29,9 +29,8 @@ Rules of the table (read top to bottom as a table):
 from __future__ import annotations
 
 import bisect
-import heapq
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Protocol
 
@@ -255,19 +254,43 @@ class RoutingTable:
         """What :meth:`add` would answer now, without changing anything.
 
         Lets the include queue skip a connectivity check whose outcome could
-        not change the table.
+        not change the table. Runs for every node named in every answer, so it
+        compares plain ints (no ``Key`` equality).
         """
-        if node == self.self_key:
+        value = node.value
+        own = self._self_value
+        if value == own:
             return AddResult.SELF
-        cpl = self.cpl(node)
-        bucket = self._buckets.get(cpl)
-        if bucket is not None and node.value in bucket:
+        bucket = self._buckets.get(KEY_BITS - (own ^ value).bit_length())
+        if bucket is not None and value in bucket:
             return AddResult.ALREADY_PRESENT
         if self.node_filter is not None and not self.node_filter.allow(self, node):
             return AddResult.FILTERED
         if bucket is not None and len(bucket) >= self.bucket_size:
             return AddResult.BUCKET_FULL
         return AddResult.ADDED
+
+    def seatable(self, nodes: Iterable[Key]) -> list[Key]:
+        """The ``nodes`` that :meth:`add` would seat now (:attr:`AddResult.ADDED`), in order.
+
+        :meth:`would_add` over a whole answer in one call: the include queue
+        asks this for every node named in every answer.
+        """
+        own = self._self_value
+        buckets = self._buckets
+        size = self.bucket_size
+        node_filter = self.node_filter
+        out: list[Key] = []
+        for node in nodes:
+            value = node.value
+            if value == own:
+                continue
+            bucket = buckets.get(KEY_BITS - (own ^ value).bit_length())
+            if bucket is not None and (value in bucket or len(bucket) >= size):
+                continue
+            if node_filter is None or node_filter.allow(self, node):
+                out.append(node)
+        return out
 
     def is_replacement(self, node: Key) -> bool:
         """Whether ``node`` is parked in its bucket's replacement cache."""
@@ -307,19 +330,13 @@ class RoutingTable:
                 second.append(i)
         second.reverse()
         out: list[Key] = []
-
-        def by_distance(e: _Entry) -> int:
-            return e.value ^ t
-
         for i in first + second:
-            entries = self._buckets[i].values()
+            bucket = self._buckets[i]
+            # Sort plain ints (distance XOR target gives the value back): no key function.
+            distances = sorted([value ^ t for value in bucket])
             need = n - len(out)
-            if len(entries) <= need:
-                out.extend([e.key for e in sorted(entries, key=by_distance)])
-                if len(out) == n:
-                    break
-            else:
-                out.extend([e.key for e in heapq.nsmallest(need, entries, key=by_distance)])
+            out.extend([bucket[d ^ t].key for d in distances[:need]])
+            if len(out) >= n:
                 break
         return out
 

@@ -222,6 +222,11 @@ class _Slot(Generic[_E]):
         if self.enabled:
             self.events.append(event)
 
+    def ready(self, now: float) -> bool:
+        """Whether the machine has events queued or its due time has come."""
+        due = self.due
+        return self.enabled and (bool(self.events) or (due is not None and due <= now))
+
     def answer(self, node: Key, closer: tuple[Key, ...]) -> None:
         self.push(self.answered(node, closer))
 
@@ -346,10 +351,15 @@ class RoutingBehaviour:
         """The next routing output, or ``None`` when nothing is due."""
         self._now = now
         if not self._out:
-            self._drive(self._bootstrap, now)
-            self._drive(self._include, now)
-            self._drive(self._probe, now)
-            self._drive(self._explore, now)
+            # Tested before the call: poll runs after every answer, most machines idle.
+            if self._bootstrap.ready(now):
+                self._drive(self._bootstrap, now)
+            if self._include.ready(now):
+                self._drive(self._include, now)
+            if self._probe.ready(now):
+                self._drive(self._probe, now)
+            if self._explore.ready(now):
+                self._drive(self._explore, now)
         return self._out.popleft() if self._out else None
 
     def next_due(self) -> float | None:
@@ -357,12 +367,10 @@ class RoutingBehaviour:
 
         No side effects: it reads the due times cached after each machine's last advance.
         """
-        if self._out or any(slot.events for slot in self._slots):
+        b, i, p, e = self._slots
+        if self._out or b.events or i.events or p.events or e.events:
             return self._now
-        due: float | None = None
-        for slot in self._slots:
-            due = earliest(due, slot.due)
-        return due
+        return earliest(b.due, i.due, p.due, e.due)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -382,10 +390,8 @@ class RoutingBehaviour:
                 assert_never(machine)
 
     def _drive(self, slot: _Slot[_E], now: float) -> None:
-        """Advance one machine through its queued events and any due time, until it waits."""
+        """Advance a :meth:`~_Slot.ready` machine through its events until it waits."""
         events = slot.events
-        if not slot.enabled or (not events and (slot.due is None or slot.due > now)):
-            return
         for _ in range(100_000):
             state = slot.advance(events.popleft() if events else slot.poll(), now)
             if not self._act(slot.machine, state, now) and not events:
