@@ -120,6 +120,8 @@ class Counters:
     """Requests sent before the operations started (the join and any settling)."""
     dial_failures: int = 0
     """Requests to undialable or departed nodes (the dial hung until it timed out)."""
+    join_requests_by_kind: dict[str, int] = field(default_factory=dict)
+    """Join-phase requests by the query that sent them (bootstrap, explore, include, probe)."""
     bootstrap_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -227,6 +229,7 @@ def build_report(
             "handshakes": counters.handshakes,
             "dial_failures": counters.dial_failures,
             "join_requests": counters.join_requests,
+            "join_requests_by_kind": dict(sorted(counters.join_requests_by_kind.items())),
             "stuck_timers": counters.stuck_timers,
             "events": counters.events,
         }

@@ -338,6 +338,9 @@ class Simulation:
         counters.requests += 1
         if self._joining:
             counters.join_requests += 1
+            kinds = counters.join_requests_by_kind
+            kind = query_id if query_id in kinds or len(kinds) < 16 else "other"
+            kinds[kind] = kinds.get(kind, 0) + 1
         node.pending[request_id] = (self.ops.count_request(node.index, query_id), trace)
         deadline = trace.deadline
         if deadline is None:
