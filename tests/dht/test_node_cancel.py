@@ -71,6 +71,8 @@ async def rig() -> AsyncIterator[Rig]:
     await wait_for(lambda: len(q.routing_table()) == 1)
     include = q.driver.coordinator.routing.include
     await wait_for(lambda: q.router.in_flight == 0 and not include.checking())
+    # the holes have seen the resets of the failed include checks (tests count resets)
+    await wait_for(lambda: all(stream_count_of(h) == 0 for h in holes))
     try:
         yield Rig(q, dirp, holes)
     finally:
