@@ -219,6 +219,7 @@ class _Slot(Generic[_E]):
     """The machine's due time, read after its last advance (it changes only then)."""
 
     def push(self, event: _E) -> None:
+        """Queue ``event`` for the next drive (a disabled machine hears nothing)."""
         if self.enabled:
             self.events.append(event)
 
@@ -228,12 +229,15 @@ class _Slot(Generic[_E]):
         return self.enabled and (bool(self.events) or (due is not None and due <= now))
 
     def answer(self, node: Key, closer: tuple[Key, ...]) -> None:
+        """The machine's request to ``node`` was answered."""
         self.push(self.answered(node, closer))
 
     def fail(self, node: Key, error: str) -> None:
+        """The machine's request to ``node`` failed."""
         self.push(self.failed(node, error))
 
     def drop(self, node: Key) -> None:
+        """Our admission control refused the machine's request to ``node``."""
         self.push(self.dropped(node))
 
 
@@ -273,23 +277,24 @@ class RoutingBehaviour:
         )
         self._bootstrap: _Slot[BootstrapEvent] = _Slot(
             RoutingMachine.BOOTSTRAP, self.bootstrap.advance, self.bootstrap.next_due,
-            BootstrapPoll, BootstrapFindCloserResponse, BootstrapFindCloserFailure,
-            BootstrapFindCloserDropped, enabled=True,
+            poll=BootstrapPoll, answered=BootstrapFindCloserResponse,
+            failed=BootstrapFindCloserFailure, dropped=BootstrapFindCloserDropped, enabled=True,
         )
         self._include: _Slot[IncludeEvent] = _Slot(
             RoutingMachine.INCLUDE, self.include.advance, self.include.next_due,
-            IncludePoll, lambda n, c: IncludeCheckSuccess(n, len(c)), IncludeCheckFailure,
-            IncludeCheckDropped, enabled=True,
+            poll=IncludePoll, answered=lambda n, c: IncludeCheckSuccess(n, len(c)),
+            failed=IncludeCheckFailure, dropped=IncludeCheckDropped, enabled=True,
         )
         self._probe: _Slot[ProbeEvent] = _Slot(
             RoutingMachine.PROBE, self.probe.advance, self.probe.next_due,
-            ProbePoll, lambda n, c: ProbeCheckSuccess(n, len(c)), ProbeCheckFailure,
-            ProbeCheckDropped, enabled=cfg.enable_probe,
+            poll=ProbePoll, answered=lambda n, c: ProbeCheckSuccess(n, len(c)),
+            failed=ProbeCheckFailure, dropped=ProbeCheckDropped, enabled=cfg.enable_probe,
         )
         self._explore: _Slot[ExploreEvent] = _Slot(
             RoutingMachine.EXPLORE, self.explore.advance, self.explore.next_due,
-            ExplorePoll, ExploreFindCloserResponse, ExploreFindCloserFailure,
-            ExploreFindCloserDropped, enabled=cfg.enable_explore,
+            poll=ExplorePoll, answered=ExploreFindCloserResponse,
+            failed=ExploreFindCloserFailure, dropped=ExploreFindCloserDropped,
+            enabled=cfg.enable_explore,
         )
         self._slots = (self._bootstrap, self._include, self._probe, self._explore)
         for slot in self._slots:
