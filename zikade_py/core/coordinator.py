@@ -1,8 +1,8 @@
 """The coordinator: one sans-IO object that runs every behaviour of a node.
 
-It holds the query pool, the broadcasts, the routing behaviour (table,
-bootstrap, include, probe, explore) and network admission, and dispatches
-events between them. Its whole interface to the outside world is:
+It holds the query pool (every lookup and broadcast, bounded), the routing
+behaviour (table, bootstrap, include, probe, explore) and network admission,
+and dispatches events between them. Its whole interface to the outside world is:
 
 * ``notify(event, now)`` — queue an input (:data:`CoordinatorInput`);
 * ``poll(now)`` — the next output (:data:`CoordinatorOutput`) or ``None`` when
@@ -15,7 +15,8 @@ Rules (DESIGN.md §2):
   ``poll`` returns one at a time. Machines are advanced only when an event
   reaches them or their own due time has come, never in a busy loop.
 * Every request gets a ``request_id``. A request refused by admission never
-  leaves: its machine receives a failure with :data:`~zikade_py.core.network.DROPPED`.
+  leaves: its machine is told it was *dropped* and asks again later. A local
+  drop is never counted as the node's failure (no eviction, no failed candidate).
 * A query or broadcast that stops for any reason first emits
   :class:`CancelRequest` for every request it has in flight, then exactly one
   terminal output (:class:`QueryFinished` / :class:`BroadcastFinished`).
@@ -223,31 +224,14 @@ class Coordinator:
 
     def _handle(self, event: CoordinatorInput, now: float) -> None:
         match event:
-            case StartFindCloserQuery():
+            case StartFindCloserQuery() | StartMessageQuery():
+                message = event.message if isinstance(event, StartMessageQuery) else None
                 seeds = event.seeds if event.seeds is not None else self._seeds(event.target)
-                self._drive_pool(
-                    PoolAddQuery(
-                        event.query_id,
-                        event.target,
-                        seeds,
-                        num_results=event.num_results,
-                        trace=event.trace,
-                    ),
-                    now,
+                add = PoolAddQuery(
+                    event.query_id, event.target, seeds, message, event.num_results,
+                    trace=event.trace,
                 )
-            case StartMessageQuery():
-                seeds = event.seeds if event.seeds is not None else self._seeds(event.target)
-                self._drive_pool(
-                    PoolAddQuery(
-                        event.query_id,
-                        event.target,
-                        seeds,
-                        message=event.message,
-                        num_results=event.num_results,
-                        trace=event.trace,
-                    ),
-                    now,
-                )
+                self._drive_pool(add, now)
             case StartBroadcast():
                 self._start_broadcast(event, now)
             case StopQuery(query_id=qid):
