@@ -25,7 +25,15 @@ from zikade_py.core.coordinator_events import (
 from zikade_py.core.event import FinishReason
 from zikade_py.core.key import Key
 from zikade_py.core.network import NetworkConfig
-from zikade_py.core.routing.behaviour import RoutingBehaviour, RoutingConfig, RoutingMachine
+from zikade_py.core.routing.behaviour import (
+    RoutingBehaviour,
+    RoutingConfig,
+    RoutingMachine,
+    RoutingRequest,
+)
+from zikade_py.core.routing.bootstrap import BootstrapConfig
+from zikade_py.core.routing.cpl import random_digest_with_cpl
+from zikade_py.core.routing.explore import DynamicExploreSchedule
 from zikade_py.core.routing.include import IncludeConfig
 from zikade_py.core.routing.probe import ProbeConfig
 from zikade_py.core.routing_table import RoutingTable
@@ -198,3 +206,44 @@ def test_behaviour_next_due_is_a_real_time() -> None:
     assert beh.next_due() == 7.0 + INTERVAL  # k(1)'s liveness check
     beh.on_dropped(RoutingMachine.PROBE, k(1), 8.0)  # unknown request: no effect but a poll
     assert beh.next_due() == 8.0
+
+
+# -- 4. the self-lookup refreshes the buckets it covered --------------------------------------
+
+
+def at_cpl(cpl: int, seed: int) -> Key:
+    return random_digest_with_cpl(SELF, cpl, random.Random(seed))
+
+
+def test_the_self_lookup_counts_as_refreshing_the_buckets_it_covered() -> None:
+    cfg = RoutingConfig(
+        bootstrap=BootstrapConfig(num_results=2),
+        explore_preimages=False,
+        explore_max_cpl=5,
+        candidates_from_answers=False,
+        enable_probe=False,
+    )
+    beh = RoutingBehaviour(SELF, RoutingTable(SELF), cfg, rng=random.Random(1), now=0.0)
+    seed, near, nearest = at_cpl(1, 1), at_cpl(3, 1), at_cpl(4, 1)
+    beh.notify(StartBootstrap((seed,)), 10.0)
+    answers = {seed: (near, nearest), near: (nearest,), nearest: (near,)}
+    for _ in range(20):
+        out = beh.poll(10.0)
+        if out is None:
+            break
+        if isinstance(out, RoutingRequest) and out.machine is RoutingMachine.BOOTSTRAP:
+            beh.node_responded(out.node, answers[out.node], 10.0)
+            beh.on_response(RoutingMachine.BOOTSTRAP, out.node, answers[out.node], 10.0)
+        if isinstance(out, BootstrapFinished):
+            break
+    else:
+        raise AssertionError("bootstrap did not finish")
+    beh.poll(10.0)
+    schedule = beh.explore.schedule
+    assert isinstance(schedule, DynamicExploreSchedule)
+    # The two closest answered: buckets deeper than the farther one's (CPL 3) are complete.
+    for cpl in (4, 5):
+        assert schedule.due_at(cpl) == 10.0 + schedule.interval_for(cpl)
+    # Shallower ones were made due at once (one walk runs now, the others wait their turn).
+    assert [c for c in range(4) if (schedule.due_at(c) or 0.0) <= 10.0] == [1, 2, 3]
+    assert beh.explore.current_cpl == 0
