@@ -1,25 +1,32 @@
 """Where a command runs: on the repo's daemon when one answers, else on an in-process node.
 
-Both backends speak the same commands (:data:`zikade_py.http.ops.COMMANDS`)
-and yield the same JSON objects, so rendering never cares which one ran.
-The in-process node is ephemeral (a client that joins through the repo's
-bootstrap list plus ``--bootstrap``, runs one command and leaves); it uses the
-repo's identity and datastore when the repo was initialised.
+The daemon is reached through the thin synchronous client (:mod:`.rpc`); only
+when no daemon answers are asyncio and the node imported, here, to run the very
+same command handlers (:data:`zikade_py.http.ops.COMMANDS`) on an ephemeral
+node. Both yield the same JSON objects, so printing never cares which one ran.
+The in-process node is a client that joins through the repo's bootstrap list
+plus ``--bootstrap``, runs one command and leaves; it uses the repo's identity
+and datastore.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from zikade_py.http.args import format_duration, parse_multiaddr
-from zikade_py.http.client import JSONObj, RpcClient
-from zikade_py.http.repo import is_initialized, load_config
+from zikade_py.http.durations import format_duration
 
-from .common import CommandError
+from .common import (
+    CommandError,
+    QueryOptions,
+    command_span,
+    fail,
+    one_line_errors,
+    run_command,
+)
+from .rpc import JSONObj, NotConnectedError, ThinClient
 
 if TYPE_CHECKING:
     from zikade_py.dht.node import Node
@@ -29,118 +36,153 @@ NEEDS_DAEMON = frozenset({"swarm/peers"})
 
 NO_DAEMON_MESSAGE = "this command needs a running daemon (start one with 'zikade daemon')"
 
+GRACE = 5.0
+"""Seconds past ``--timeout`` a command waits for the node to hand back partial results."""
 
-class Backend(Protocol):
-    """Runs commands and yields their JSON objects."""
-
-    def stream(
-        self,
-        command: str,
-        args: Sequence[str] = (),
-        options: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-    ) -> AsyncIterator[JSONObj]:
-        """Every object the command yields (one for non-streaming commands)."""
-        ...
+OnEvent = Callable[[JSONObj], None]
 
 
-@dataclass
-class RemoteBackend:
-    """The daemon, over its RPC API."""
-
-    client: RpcClient
-
-    def stream(
-        self,
-        command: str,
-        args: Sequence[str] = (),
-        options: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-    ) -> AsyncIterator[JSONObj]:
-        """The command's objects, streamed or single, over HTTP."""
-        return self.client.stream(command, args, options, body)
-
-
-@dataclass
-class LocalBackend:
-    """An ephemeral in-process node running the commands directly."""
-
-    node: Node
-    repo: Path | None
-
-    def stream(
-        self,
-        command: str,
-        args: Sequence[str] = (),
-        options: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-    ) -> AsyncIterator[JSONObj]:
-        """Run the command's handler on the in-process node."""
-        from zikade_py.http.ops import COMMANDS, Context, Request
-
-        req = Request(args=tuple(args), options=dict(options or {}), body=body)
-        return COMMANDS[command].handler(Context(self.node, self.repo), req)
-
-
-async def _daemon_client(repo: Path, stack: contextlib.AsyncExitStack) -> RpcClient | None:
-    client = RpcClient.for_repo(repo)
-    if client is None:
+def daemon_client(repo: Path) -> ThinClient | None:
+    """The client of the daemon named in ``<repo>/api`` if it accepts connections."""
+    client = ThinClient.for_repo(repo)
+    if client is None or not client.reachable():
         return None
-    await stack.enter_async_context(client)
-    return client if await client.alive() else None
+    return client
+
+
+def via_daemon(
+    repo: Path,
+    name: str,
+    command: str,
+    args: Sequence[str],
+    options: Mapping[str, str],
+    on_event: OnEvent,
+    *,
+    body: bytes | None = None,
+    timeout: float,
+    trace: str | None = None,
+) -> bool:
+    """Run ``command`` on the repo's daemon, handing each object to ``on_event``.
+
+    Returns False, having done nothing, when no daemon answers; failures exit
+    with one ``Error:`` line. ``timeout`` bounds each wait for the daemon.
+    """
+    client = daemon_client(repo)
+    if client is None:
+        return False
+    with one_line_errors(), command_span(name, trace) as headers:
+        client.headers.update(headers)
+        try:
+            for doc in client.stream(command, args, options, body, timeout=timeout):
+                on_event(doc)
+        except NotConnectedError:  # the daemon went away since reachable(): nothing was sent
+            return False
+        except TimeoutError:
+            raise CommandError(f"timed out after {timeout:g}s") from None
+    return True
+
+
+def run_local(
+    name: str,
+    command: str,
+    args: Sequence[str],
+    options: Mapping[str, str],
+    on_event: OnEvent,
+    opts: QueryOptions,
+    *,
+    repo: Path,
+    body: bytes | None = None,
+    join: bool = True,
+    check: Callable[[], object] | None = None,
+) -> None:
+    """Run ``command`` on an ephemeral in-process node (no daemon answers).
+
+    ``check`` validates the arguments before the node starts (bad input fails fast).
+    """
+    if command in NEEDS_DAEMON:
+        fail(NO_DAEMON_MESSAGE)
+    if check is not None:
+        with one_line_errors():
+            check()
+
+    async def go() -> None:
+        async with open_local(
+            repo, bootstrap=opts.bootstrap, timeout=opts.timeout, join=join
+        ) as node:
+            from zikade_py.http.ops import COMMANDS, Context, Request
+
+            req = Request(args=tuple(args), options=dict(options), body=body)
+            async for doc in COMMANDS[command].handler(Context(node, repo), req):
+                on_event(doc)
+
+    run_command(name, go, timeout=opts.timeout + GRACE, trace=opts.trace)
+
+
+def run_anywhere(
+    name: str,
+    command: str,
+    args: Sequence[str],
+    options: Mapping[str, str],
+    on_event: OnEvent,
+    opts: QueryOptions,
+    *,
+    repo: Path,
+    body: bytes | None = None,
+    join: bool = True,
+    check: Callable[[], object] | None = None,
+) -> bool:
+    """On the daemon if one answers, else on an in-process node; True if the daemon ran it."""
+    if via_daemon(
+        repo, name, command, args, options, on_event,
+        body=body, timeout=opts.timeout + GRACE, trace=opts.trace,
+    ):  # fmt: skip
+        return True
+    run_local(
+        name, command, args, options, on_event, opts, repo=repo, body=body, join=join, check=check
+    )
+    return False
 
 
 def bootstrap_peers(repo: Path, extra: Sequence[str]) -> list[str]:
     """The repo's bootstrap list plus ``--bootstrap`` entries (validated, deduplicated)."""
+    from zikade_py.http.args import parse_multiaddr
+    from zikade_py.http.repo import load_config
+
     for addr in extra:
         parse_multiaddr(addr, need_peer=True)
-    listed = load_config(repo).bootstrap if is_initialized(repo) else []
-    return list(dict.fromkeys([*extra, *listed]))
+    return list(dict.fromkeys([*extra, *load_config(repo).bootstrap]))
 
 
 @contextlib.asynccontextmanager
-async def open_backend(
-    repo: Path,
-    *,
-    command: str,
-    bootstrap: Sequence[str] = (),
-    timeout: float,
-    join: bool = True,
-) -> AsyncIterator[Backend]:
-    """The daemon of ``repo`` if it answers, else an ephemeral node that joined the network.
+async def open_local(
+    repo: Path, *, bootstrap: Sequence[str] = (), timeout: float, join: bool = True
+) -> AsyncIterator[Node]:
+    """An ephemeral client node on ``repo``'s identity that joined the network.
 
     ``join=False`` skips bootstrapping (commands that read only local state).
-    Raises :class:`CommandError` when ``command`` needs a daemon and none runs,
-    or when no bootstrap peer can be reached.
+    Raises :class:`CommandError` when no bootstrap peer can be reached.
     """
-    async with contextlib.AsyncExitStack() as stack:
-        client = await _daemon_client(repo, stack)
-        if client is not None:
-            yield RemoteBackend(client)
-            return
-        if command in NEEDS_DAEMON:
-            raise CommandError(NO_DAEMON_MESSAGE)
-        # loaded only here: talking to a daemon never needs the DHT stack
-        from zikade_py.dht.config import NodeConfig
-        from zikade_py.dht.node import Node
+    from zikade_py.dht.config import NodeConfig
+    from zikade_py.dht.node import Node
 
-        peers = bootstrap_peers(repo, bootstrap) if join else []
-        initialized = is_initialized(repo)
-        config = NodeConfig(
-            listen_addrs=["/ip4/127.0.0.1/tcp/0"],
-            bootstrap=list(peers),
-            mode="client",
-            repo=repo if initialized else None,
-            query_timeout=timeout,
-            bootstrap_timeout=max(1.0, min(timeout / 2, 30.0)),
-            republish=False,
-        )
-        node = Node(config)
-        await node.start()
-        stack.push_async_callback(node.close)
+    peers = bootstrap_peers(repo, bootstrap) if join else []
+    config = NodeConfig(
+        listen_addrs=["/ip4/127.0.0.1/tcp/0"],
+        bootstrap=list(peers),
+        mode="client",
+        repo=repo,
+        query_timeout=timeout,
+        bootstrap_timeout=max(1.0, min(timeout / 2, 30.0)),
+        republish=False,
+    )
+    node = Node(config)
+    await node.start()
+    try:
         if join:
             await _join(node, peers)
-        yield LocalBackend(node, repo if initialized else None)
+        yield node
+    finally:
+        await node.close()
 
 
 async def _join(node: Node, peers: Sequence[str]) -> None:

@@ -10,30 +10,33 @@ is one trace, daemon included.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from zikade_py import telemetry
-from zikade_py.http.args import parse_duration
-from zikade_py.http.client import DaemonUnavailableError, RpcError
+from zikade_py.http.durations import parse_duration
 from zikade_py.http.errors import ArgumentError, DaemonError, OpError
-from zikade_py.http.repo import DEFAULT_REPO, RepoError, repo_path
+from zikade_py.http.repo import DEFAULT_REPO, RepoError, repo_path, require_initialized
+
+from .rpc import DaemonUnavailableError, RpcError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_TIMEOUT = "1m"
 """How long a network command may take unless ``--timeout`` says otherwise."""
+
+DEFAULT_TRACE_ENDPOINT = "http://127.0.0.1:4318"
+"""Where ``--trace`` exports without an endpoint (``telemetry.DEFAULT_OTLP_HTTP_ENDPOINT``;
+repeated here so that building the options does not load OpenTelemetry)."""
 
 
 class CommandError(Exception):
@@ -62,6 +65,9 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
     name = "duration"
 
+    def __init__(self, *, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
@@ -69,7 +75,7 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
         if isinstance(value, (int, float)):
             return float(value)
         try:
-            return parse_duration(str(value))
+            return parse_duration(str(value), allow_zero=self.allow_zero)
         except ArgumentError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -130,10 +136,10 @@ def trace_option(func: F) -> F:
     return click.option(
         "--trace",
         is_flag=False,
-        flag_value=telemetry.DEFAULT_OTLP_HTTP_ENDPOINT,
+        flag_value=DEFAULT_TRACE_ENDPOINT,
         default=None,
         metavar="[ENDPOINT]",
-        help=f"Export traces over OTLP/HTTP (default {telemetry.DEFAULT_OTLP_HTTP_ENDPOINT}).",
+        help=f"Export traces over OTLP/HTTP (default {DEFAULT_TRACE_ENDPOINT}).",
     )(func)
 
 
@@ -180,6 +186,65 @@ def print_json(doc: Any, *, indent: int | None = None) -> None:
     click.echo(json.dumps(doc, indent=indent, separators=separators))
 
 
+def tracing_wanted(trace: str | None) -> bool:
+    """Whether the command may export spans (``--trace`` or some ``OTEL_*`` variable).
+
+    Only then is OpenTelemetry imported: an untraced command does not pay for it.
+    """
+    return trace is not None or any(k.startswith("OTEL_") for k in os.environ)
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn every failure into ``Error: …`` and exit status 1 (``ZIKADE_DEBUG=1``: traceback).
+
+    Ctrl-C exits 130 with ``Error: interrupted``; a closed stdout (``zikade … | head``)
+    exits 141 quietly.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("Error: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:  # the reader is gone, nothing to say
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    except _ONE_LINE_ERRORS as exc:
+        fail(str(exc) or type(exc).__name__)
+    except (click.exceptions.Exit, click.ClickException, SystemExit):
+        raise
+    except Exception as exc:
+        if os.environ.get("ZIKADE_DEBUG"):
+            raise
+        fail(f"{type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def command_span(name: str, trace: str | None, service: str = "zikade") -> Iterator[dict[str, str]]:
+    """A root span ``CLI.<name>`` when tracing is wanted; yields the headers that carry it.
+
+    For commands answered by the daemon without asyncio: the ``traceparent``
+    header makes the daemon's spans part of this command's trace.
+    """
+    if not tracing_wanted(trace):
+        yield {}
+        return
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from zikade_py import telemetry
+
+    traced = telemetry.configure_from_env(service, force_otlp_endpoint=trace)
+    try:
+        with telemetry.tracer().start_as_current_span(f"CLI.{name}"):
+            headers: dict[str, str] = {}
+            TraceContextTextMapPropagator().inject(headers)
+            yield headers
+    finally:
+        if traced:
+            telemetry.shutdown()
+
+
 def run_command(
     name: str,
     make: Callable[[], Awaitable[T]],
@@ -193,9 +258,12 @@ def run_command(
 
     ``root_span=False`` for servers (daemon, devnet) whose lifetime is no trace.
     ``timeout`` bounds the whole coroutine; every failure becomes ``Error: …``
-    and exit status 1 (``ZIKADE_DEBUG=1`` re-raises for a traceback).
+    and exit status 1 (``ZIKADE_DEBUG=1`` re-raises for a traceback). asyncio and
+    OpenTelemetry are imported here, by the commands that run a node.
     """
-    traced = telemetry.configure_from_env(service, force_otlp_endpoint=trace)
+    import asyncio
+
+    from zikade_py import telemetry
 
     async def bounded() -> T:
         if timeout is None:
@@ -212,26 +280,30 @@ def run_command(
         with telemetry.tracer().start_as_current_span(f"CLI.{name}"):
             return await bounded()
 
-    try:
-        return asyncio.run(main())
-    except KeyboardInterrupt:
-        click.echo("Error: interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:  # `zikade … | head`: the reader is gone, nothing to say
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(141)
-    except _ONE_LINE_ERRORS as exc:
-        fail(str(exc) or type(exc).__name__)
-    except Exception as exc:
-        if os.environ.get("ZIKADE_DEBUG"):
-            raise
-        fail(f"{type(exc).__name__}: {exc}")
-    finally:
-        if traced:
-            telemetry.shutdown()
+    with one_line_errors():
+        traced = telemetry.configure_from_env(service, force_otlp_endpoint=trace)
+        try:
+            return asyncio.run(main())
+        finally:
+            if traced:
+                telemetry.shutdown()
+    raise AssertionError("unreachable")  # one_line_errors exits on every failure
 
 
 def resolve_repo(repo: str) -> Path:
     """The ``--repo`` text as a path."""
     return repo_path(repo)
+
+
+def require_repo(repo: str) -> Path:
+    """The repo directory, which must have been initialised (Kubo: ``no IPFS repo found``).
+
+    Every command but ``init`` and ``devnet`` starts here: nothing creates an
+    identity behind the user's back. Exits with one ``Error:`` line otherwise.
+    """
+    path = resolve_repo(repo)
+    try:
+        require_initialized(path)
+    except RepoError as exc:
+        fail(str(exc))
+    return path

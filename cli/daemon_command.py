@@ -3,8 +3,8 @@
 Like ``ipfs daemon``: it prints ``Swarm listening on …/p2p/<id>`` per listen
 address (copy one into ``--bootstrap`` of another node), the API address,
 then ``Daemon is ready``; it writes ``<repo>/api`` so other ``zikade``
-invocations use it, and removes it on SIGINT/SIGTERM. The repo is created on
-first run (``zikade init`` does the same explicitly).
+invocations use it, and removes it on SIGINT/SIGTERM. Like ``ipfs daemon``
+it needs a repo made by ``zikade init`` (``--init`` makes one if there is none).
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ import click
 from zikade_py import __version__
 from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.http.args import parse_multiaddr
-from zikade_py.http.client import RpcClient
 from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
 from zikade_py.http.repo import init_repo, is_initialized, load_config
 
 from .common import (
-    CommandError,
+    fail,
     repo_option,
     resolve_repo,
     run_command,
     trace_option,
 )
+from .registry import summary
+from .rpc import ThinClient
 
 
 def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
@@ -44,7 +45,7 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     )
 
 
-@click.command("daemon")
+@click.command("daemon", short_help=summary("daemon"))
 @click.option(
     "--listen",
     multiple=True,
@@ -72,6 +73,7 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     metavar="HOST:PORT",
     help="Serve /routing/v1 on a separate address (default: on the API server).",
 )
+@click.option("--init", "init", is_flag=True, help="Initialise the repo first if it has none.")
 @repo_option
 @trace_option
 def daemon_command(
@@ -80,24 +82,23 @@ def daemon_command(
     mode: str | None,
     api: str | None,
     routing_api: str | None,
+    init: bool,
     repo: str,
     trace: str | None,
 ) -> None:
     """Run a long-lived DHT node serving the RPC API (stop with Ctrl-C)."""
     repo_dir = resolve_repo(repo)
+    if not init and not is_initialized(repo_dir):
+        fail(f"no zikade repo found in {repo_dir} (run 'zikade init', or 'zikade daemon --init')")
+    running = ThinClient.for_repo(repo_dir)
+    if running is not None and running.reachable():
+        fail(f"another daemon is running on {repo_dir} (API at {running.base_url})")
 
     async def go() -> None:
         for addr in listen:
             parse_multiaddr(addr)
         for addr in bootstrap:
             parse_multiaddr(addr, need_peer=True)
-        client = RpcClient.for_repo(repo_dir)
-        if client is not None:
-            async with client:
-                if await client.alive():
-                    raise CommandError(
-                        f"another daemon is running on {repo_dir} (API at {client.base_url})"
-                    )
         if not is_initialized(repo_dir):
             init_repo(repo_dir)
             click.echo(f"initialized zikade repo at {repo_dir}")
@@ -125,7 +126,7 @@ def daemon_command(
                 click.echo(f"Swarm listening on {swarm_addr}")
             click.echo(f"RPC API server listening on {daemon.api_addr}")
             click.echo(f"Routing V1 API server listening on {daemon.routing_url}/routing/v1")
-            click.echo(f"Metrics at {daemon.api_url}/metrics")
+            click.echo(f"Metrics at {daemon.api_url}/debug/metrics/prometheus")
             click.echo("Daemon is ready")
             sig = await stop
             click.echo(f"Received {sig.name}, shutting down...")

@@ -8,30 +8,24 @@ in-process node built while joining.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from zikade_py.http.client import JSONObj
+from .backend import run_anywhere
+from .common import QueryOptions, network_options, print_json, require_repo
+from .output import JSONObj
+from .registry import summary
 
-from .backend import open_backend
-from .common import QueryOptions, network_options, print_json, resolve_repo, run_command
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _fetch(name: str, command: str, opts: QueryOptions) -> JSONObj:
-    """The one object ``command`` answers, fetched under the run loop (errors: one line)."""
-
-    async def go() -> JSONObj:
-        async with open_backend(
-            resolve_repo(opts.repo), command=command, bootstrap=opts.bootstrap, timeout=opts.timeout
-        ) as backend:
-            async for doc in backend.stream(command):
-                return doc
-        return {}
-
-    return run_command(name, go, timeout=opts.timeout, trace=opts.trace)
+    """The one object ``command`` answers, from the daemon or an in-process node."""
+    docs: list[JSONObj] = []
+    run_anywhere(name, command, [], {}, docs.append, opts, repo=require_repo(opts.repo))
+    return docs[0] if docs else {}
 
 
 def _ago(ts: Any) -> str:
@@ -50,6 +44,8 @@ def render_routing_table(doc: JSONObj, console: Console) -> None:
     """The buckets as one rich table (bucket = common prefix length with our id)."""
     buckets = doc.get("Buckets") or []
     total = sum(len(b.get("Peers") or []) for b in buckets)
+    from rich.table import Table
+
     table = Table(
         title=f"routing table of {doc.get('ID', '?')}: {total} peers in {len(buckets)} buckets",
         title_justify="left",
@@ -71,7 +67,7 @@ def render_routing_table(doc: JSONObj, console: Console) -> None:
     console.print(table)
 
 
-@click.command("routing-table")
+@click.command("routing-table", short_help=summary("routing-table"))
 @network_options
 def routing_table_command(opts: QueryOptions) -> None:
     """Show the routing table, bucket by bucket."""
@@ -79,10 +75,12 @@ def routing_table_command(opts: QueryOptions) -> None:
     if opts.as_json:
         print_json(doc)
     else:
+        from rich.console import Console
+
         render_routing_table(doc, Console(highlight=False, width=200, soft_wrap=True))
 
 
-@click.group("swarm")
+@click.group("swarm", short_help=summary("swarm"))
 def swarm_group() -> None:
     """Inspect the daemon's connections."""
 

@@ -1,212 +1,203 @@
-"""``zikade id`` and ``zikade ping``: the host's identity and reachability, shaped like Kubo's.
+"""``zikade id`` and ``zikade ping``: identity and reachability, shaped like Kubo's.
 
-They exist so a person can check the wire stack by hand against any libp2p
-peer: ``zikade id /ip4/…/tcp/…/p2p/…`` dials, runs identify and prints what the
-peer says about itself; ``zikade ping`` measures round trips with
-``/ipfs/ping/1.0.0``. Output mirrors ``ipfs id`` / ``ipfs ping`` (ECOSYSTEM.md).
-Failures print one ``Error: …`` line on stderr and exit with status 1.
+``zikade id`` prints our ``ipfs id`` document (the daemon's, with its listen
+addresses, when one runs; read from the repo otherwise, without starting
+anything). ``zikade id PEER`` and ``zikade ping PEER`` take a multiaddr with
+``/p2p/`` or a bare peer ID, which is found through the DHT when its addresses
+are unknown: on the daemon when one runs, else on an ephemeral node that joins
+through the bootstrap list. ``-i`` takes a Go duration like every other
+duration flag.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import os
-import pathlib
-import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 
-from zikade_py.p2p.crypto import InvalidKeyError, PrivateKey, PublicKey
-from zikade_py.p2p.host import Host, HostConfig
-from zikade_py.p2p.identify import AGENT_VERSION
-from zikade_py.p2p.keystore import load_or_create_identity
-from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
-from zikade_py.p2p.peer_id import PeerID
-from zikade_py.p2p.ping import ping_stream
+from zikade_py import __version__
+from zikade_py.http.repo import CONFIG_FILE, IDENTITY_FILE
 
-T = TypeVar("T")
+from .backend import run_anywhere, timeout_options
+from .common import (
+    Duration,
+    QueryOptions,
+    fail,
+    network_options,
+    one_line_errors,
+    print_json,
+    require_repo,
+)
+from .output import JSONObj
+from .registry import summary
 
-DEFAULT_REPO = "~/.zikade"
-IDENTITY_FILE = "identity.key"
-"""The identity key file inside the repo directory (a libp2p ``PrivateKey`` protobuf)."""
-DEFAULT_TIMEOUT = 30.0
+__all__ = ["CONFIG_FILE", "IDENTITY_FILE", "id_command", "ping_command"]
 
+AGENT_VERSION = f"zikade-py/{__version__}"
+"""What identify says we run (``zikade_py.p2p.identify.AGENT_VERSION``, without loading p2p)."""
 
-class CommandError(Exception):
-    """A failure to report as one line (bad input, unreachable peer)."""
+SERVED_PROTOCOLS = ("/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0")
+"""What a daemon serves besides ``/ipfs/kad/1.0.0`` (which only DHT servers serve)."""
 
+KAD_PROTOCOL = "/ipfs/kad/1.0.0"
 
-def fail(message: str) -> NoReturn:
-    """Print ``Error: message`` (one line) on stderr and exit with status 1."""
-    click.echo(f"Error: {' '.join(message.split())}", err=True)
-    sys.exit(1)
-
-
-def repo_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--repo PATH`` (env ``ZIKADE_PATH``, default ``~/.zikade``)."""
-    return click.option(
-        "--repo",
-        envvar="ZIKADE_PATH",
-        default=DEFAULT_REPO,
-        show_default=True,
-        help="Repo directory holding the identity key (env ZIKADE_PATH).",
-    )(func)
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
-def timeout_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--timeout SECONDS`` for the whole command."""
-    return click.option(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        show_default=True,
-        help="Give up after this many seconds.",
-    )(func)
+def _b58decode(text: str) -> bytes:
+    num = 0
+    for ch in text:
+        num = num * 58 + _B58.index(ch)
+    body = num.to_bytes((num.bit_length() + 7) // 8, "big")
+    return b"\0" * (len(text) - len(text.lstrip("1"))) + body
 
 
-def load_identity(repo: str) -> PrivateKey:
-    """The repo's identity, created on first use."""
-    path = pathlib.Path(os.path.expanduser(repo)) / IDENTITY_FILE
+def _public_key_of(peer_id: str) -> bytes | None:
+    """The public key protobuf inlined in an identity-multihash peer ID (Ed25519), else None."""
     try:
-        return load_or_create_identity(path)
-    except (OSError, InvalidKeyError) as exc:
-        raise CommandError(f"cannot load the identity in {path}: {exc}") from None
+        raw = _b58decode(peer_id)
+    except ValueError:
+        return None
+    if len(raw) > 2 and raw[0] == 0x00 and raw[1] == len(raw) - 2:
+        return raw[2:]
+    return None
 
 
-def parse_peer_addr(text: str) -> tuple[Multiaddr, PeerID]:
-    """A multiaddr that names its peer with ``/p2p/``."""
-    if not text.startswith("/"):
-        raise CommandError(
-            f"invalid multiaddr {text!r}: expected /ip4/<host>/tcp/<port>/p2p/<peer-id>"
-            " (find a peer's addresses with 'zikade find-peer')"
-        )
-    try:
-        addr = Multiaddr.parse(text)
-    except (InvalidMultiaddrError, ValueError) as exc:
-        raise CommandError(f"invalid multiaddr {text!r}: {exc}") from None
-    peer = addr.peer_id()
-    if peer is None:
-        raise CommandError(f"multiaddr {text!r} has no /p2p/<peer-id> component")
-    if addr.tcp_endpoint() is None:
-        raise CommandError(f"multiaddr {text!r} is not a TCP address")
-    return addr, peer
+def offline_identity(repo_doc: JSONObj) -> JSONObj:
+    """Our ``ipfs id`` document from the repo's config, as Kubo prints it offline.
 
-
-def identity_json(
-    peer: PeerID,
-    public_key: PublicKey | None,
-    addrs: Sequence[Multiaddr],
-    agent: str,
-    protocols: Sequence[str],
-) -> str:
-    """The ``ipfs id`` JSON shape."""
-    doc = {
-        "ID": str(peer),
-        "PublicKey": base64.b64encode(public_key.to_protobuf()).decode() if public_key else "",
-        "Addresses": [str(a.with_peer_id(peer)) for a in addrs],
-        "AgentVersion": agent,
+    No node starts: the peer ID is in the config and an Ed25519 peer ID carries
+    its public key. No addresses (nothing listens); the protocols are those the
+    daemon would serve in the configured mode.
+    """
+    peer_id = str((repo_doc.get("Identity") or {}).get("PeerID", ""))
+    key = _public_key_of(peer_id)
+    if key is None:  # not an inlined key (RSA): read it from the key file
+        raise LookupError(peer_id)
+    mode = str((repo_doc.get("Routing") or {}).get("Mode", "server"))
+    protocols = [*SERVED_PROTOCOLS, *([KAD_PROTOCOL] if mode == "server" else [])]
+    return {
+        "ID": peer_id,
+        "PublicKey": base64.b64encode(key).decode(),
+        "Addresses": [],
+        "AgentVersion": AGENT_VERSION,
         "Protocols": sorted(protocols),
     }
-    return json.dumps(doc, indent=2)
 
 
-def run(coro_factory: Callable[[], Awaitable[T]], timeout: float) -> T:
-    """Run a coroutine with an overall timeout; every failure becomes :class:`CommandError`."""
+def _print_id(doc: JSONObj, as_json: bool) -> None:
+    if as_json:
+        print_json(doc)
+    else:
+        click.echo(json.dumps(doc, indent=2))
 
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro_factory()
 
+@click.command("id", short_help=summary("id"))
+@click.argument("peer", required=False)
+@network_options
+def id_command(peer: str | None, opts: QueryOptions) -> None:
+    """Show our identity, or that of PEER (a peer ID or a multiaddr with /p2p/).
+
+    A bare peer ID is found through the DHT when its addresses are unknown.
+    Prints the 'ipfs id' JSON document (one line with --json).
+    """
+    repo = require_repo(opts.repo)
+    docs: list[JSONObj] = []
+    args = [peer] if peer else []
+    if peer is None:
+        from .backend import via_daemon
+
+        if not via_daemon(repo, "id", "id", [], {}, docs.append, timeout=opts.timeout):
+            with one_line_errors():
+                docs.append(_local_identity(repo))
+    else:
+        options = timeout_options(opts.timeout)
+        run_anywhere(
+            "id", "id", args, options, docs.append, opts,
+            repo=repo, join=_needs_dht(peer), check=lambda: _check_target(peer),
+        )  # fmt: skip
+    if not docs:
+        fail(f"no answer from {peer}")
+    _print_id(docs[0], opts.as_json)
+
+
+def _local_identity(repo: Path) -> JSONObj:
     try:
-        return asyncio.run(bounded())
-    except CommandError:
-        raise
-    except TimeoutError:
-        raise CommandError(f"timed out after {timeout:g}s") from None
-    except Exception as exc:
-        raise CommandError(str(exc) or type(exc).__name__) from None
+        return offline_identity(json.loads((repo / CONFIG_FILE).read_text()))
+    except (OSError, ValueError, AttributeError, LookupError):
+        return _identity_from_key(repo)
 
 
-@click.command("id")
-@click.argument("multiaddr", required=False)
-@repo_option
-@timeout_option
-def id_command(multiaddr: str | None, repo: str, timeout: float) -> None:
-    """Show our identity, or dial MULTIADDR (with /p2p/) and show the peer's."""
+def _identity_from_key(repo: Path) -> JSONObj:
+    """The slow path (RSA keys, odd configs): load the key with the p2p stack."""
+    from zikade_py.http.repo import RepoError
+    from zikade_py.p2p.crypto import InvalidKeyError
+    from zikade_py.p2p.keystore import load_or_create_identity
+    from zikade_py.p2p.peer_id import PeerID
+
+    path = repo / IDENTITY_FILE
+    if not path.is_file():
+        raise RepoError(f"no identity key at {path} (run 'zikade init' in a new repo)")
     try:
-        key = load_identity(repo)
-        if multiaddr is None:
-            host = Host(key)
-            doc = identity_json(host.peer_id, key.public_key, [], AGENT_VERSION, host.protocols)
-            click.echo(doc)
-            return
-        addr, peer = parse_peer_addr(multiaddr)
-
-        async def identify() -> str:
-            host = Host(key, HostConfig(dial_timeout=timeout))
-            await host.start([])
-            try:
-                conn = await host.connect(peer, [addr], timeout=timeout)
-                info = await host.identify.identify(conn)
-            finally:
-                await host.close()
-            return identity_json(
-                peer,
-                info.public_key or conn.remote_public_key,
-                info.listen_addrs,
-                info.agent_version,
-                info.protocols,
-            )
-
-        click.echo(run(identify, timeout))
-    except CommandError as exc:
-        fail(str(exc))
+        key = load_or_create_identity(path).public_key
+    except (OSError, InvalidKeyError) as exc:
+        raise RepoError(f"cannot load the identity in {path}: {exc}") from None
+    return offline_identity(
+        {"Identity": {"PeerID": str(PeerID.from_public_key(key))}}
+    ) | {"PublicKey": base64.b64encode(key.to_protobuf()).decode()}
 
 
-@click.command("ping")
-@click.argument("multiaddr")
-@click.option("-n", "--count", type=int, default=10, show_default=True, help="Pings to send.")
-@click.option(
-    "-i", "--interval", type=float, default=1.0, show_default=True, help="Seconds between pings."
-)
-@repo_option
-@timeout_option
-def ping_command(multiaddr: str, count: int, interval: float, repo: str, timeout: float) -> None:
-    """Ping MULTIADDR (with /p2p/) over /ipfs/ping/1.0.0 and print each round trip."""
-    try:
-        if count < 1:
-            raise CommandError("ping count must be at least 1")
-        if interval < 0:
-            raise CommandError("interval must not be negative")
-        addr, peer = parse_peer_addr(multiaddr)
-        key = load_identity(repo)
+def _check_target(target: str) -> None:
+    """A peer ID or a multiaddr with ``/p2p/`` (checked here only before a local node starts)."""
+    from zikade_py.http.args import parse_peer_or_addr
 
-        async def pings() -> list[float]:
-            host = Host(key, HostConfig(dial_timeout=timeout))
-            await host.start([])
-            rtts: list[float] = []
-            try:
-                click.echo(f"PING {peer}.")
-                await host.connect(peer, [addr], timeout=timeout)
-                stream = await host.new_stream(peer, ["/ipfs/ping/1.0.0"], timeout=timeout)
-                async for rtt in ping_stream(stream, count):
-                    rtts.append(rtt)
-                    click.echo(f"Pong received: time={rtt * 1000:.2f} ms")
-                    if len(rtts) < count and interval:
-                        await asyncio.sleep(interval)
-            finally:
-                await host.close()
-            return rtts
-
-        rtts = run(pings, timeout)
-        click.echo(f"Average latency: {sum(rtts) / len(rtts) * 1000:.2f}ms")
-    except CommandError as exc:
-        fail(str(exc))
+    parse_peer_or_addr(target)
 
 
-COMMANDS = (id_command, ping_command)
-"""What ``cli.main`` registers."""
+def _needs_dht(target: str) -> bool:
+    """A bare peer ID (no ``/p2p/`` multiaddr) may have to be found through the DHT."""
+    return not target.startswith("/")
+
+
+@click.command("ping", short_help=summary("ping"))
+@click.argument("peer")
+@click.option("-n", "--count", type=int, default=10, show_default=True,
+              help="Pings to send.")  # fmt: skip
+@click.option("-i", "--interval", type=Duration(allow_zero=True), default="1s", show_default=True,
+              help="Time between pings (e.g. 500ms, 1s).")  # fmt: skip
+@network_options
+def ping_command(peer: str, count: int, interval: float, opts: QueryOptions) -> None:
+    """Ping PEER (a peer ID or a multiaddr with /p2p/) over /ipfs/ping/1.0.0.
+
+    A bare peer ID is found through the DHT when its addresses are unknown.
+    Prints each round trip and the average (NDJSON events with --json).
+    """
+    if count < 1:
+        fail("ping count must be at least 1")
+    repo = require_repo(opts.repo)
+    pongs: list[JSONObj] = []
+    options = timeout_options(opts.timeout, count=str(count), interval=f"{interval:g}s")
+    on_event = _ping_printer(opts.as_json, pongs.append)
+    run_anywhere(
+        "ping", "ping", [peer], options, on_event, opts,
+        repo=repo, join=_needs_dht(peer), check=lambda: _check_target(peer),
+    )  # fmt: skip
+    if not pongs:
+        fail(f"no pong from {peer}")
+
+
+def _ping_printer(as_json: bool, pong: Callable[[JSONObj], None]) -> Callable[[JSONObj], None]:
+    def on_event(doc: JSONObj) -> None:
+        if doc.get("Success") and doc.get("Time"):
+            pong(doc)
+        if as_json:
+            print_json(doc)
+        elif doc.get("Text"):
+            click.echo(str(doc["Text"]))
+        elif doc.get("Success"):
+            click.echo(f"Pong received: time={int(doc.get('Time', 0)) / 1e6:.2f} ms")
+
+    return on_event

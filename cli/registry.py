@@ -43,8 +43,8 @@ COMMANDS: dict[str, Entry] = {
         ".node_commands:routing_table_command", "Show the routing table, bucket by bucket."
     ),
     "swarm": Entry(".node_commands:swarm_group", "Inspect the daemon's connections."),
-    "id": Entry(".daemon_aware:id_command", "Show our identity, or a peer's."),
-    "ping": Entry(".daemon_aware:ping_command", "Ping a peer over /ipfs/ping/1.0.0."),
+    "id": Entry(".p2p_commands:id_command", "Show our identity, or a peer's."),
+    "ping": Entry(".p2p_commands:ping_command", "Ping a peer over /ipfs/ping/1.0.0."),
 }
 """Command name → where it lives and what ``--help`` says about it."""
 

@@ -12,33 +12,16 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from enum import IntEnum
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from zikade_py.http.client import JSONObj
 from zikade_py.p2p.peer_id import InvalidPeerIDError, PeerID
 
-
-class QueryEventType(IntEnum):
-    """Kubo's ``routing.QueryEventType`` numbers as they arrive in the JSON events.
-
-    The node's own enum lives in the DHT package; the CLI keeps the wire numbers
-    here so rendering a daemon's answer does not load the DHT stack.
-    """
-
-    SENDING_QUERY = 0
-    PEER_RESPONSE = 1
-    FINAL_PEER = 2
-    QUERY_ERROR = 3
-    PROVIDER = 4
-    VALUE = 5
-    ADDING_PEER = 6
-    DIALING_PEER = 7
+from .output import JSONObj, QueryEventType
 
 
 def _xor_distance(a: bytes, b: bytes) -> int:
@@ -162,18 +145,3 @@ class QueryView:
             f"asked {len(self.asked)} peers, {len(self.answered)} answered, "
             f"{len(self.failed)} failed, in {time.monotonic() - self._started:.2f}s"
         )
-
-
-def event_lines(command: str, ev: JSONObj) -> list[str]:
-    """The plain-text output lines of one event for ``command`` (Kubo's text encoders)."""
-    kind = ev.get("Type")
-    responses: list[Any] = ev.get("Responses") or []
-    if command == "routing/findpeer" and kind == QueryEventType.FINAL_PEER:
-        return [str(a) for r in responses[:1] for a in r.get("Addrs") or []]
-    if command == "routing/findprovs" and kind == QueryEventType.PROVIDER:
-        return [str(r.get("ID", "")) for r in responses[:1]]
-    if command == "dht/query" and kind == QueryEventType.FINAL_PEER:
-        return [str(ev.get("ID", ""))]
-    if command == "routing/put" and kind == QueryEventType.VALUE:
-        return [str(ev.get("ID", ""))]
-    return []

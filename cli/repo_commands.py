@@ -12,8 +12,6 @@ from collections.abc import Callable
 
 import click
 
-from zikade_py.http.args import parse_multiaddr
-from zikade_py.http.client import JSONObj, RpcClient
 from zikade_py.http.errors import ArgumentError
 from zikade_py.http.repo import (
     RepoError,
@@ -24,10 +22,29 @@ from zikade_py.http.repo import (
     load_config,
 )
 
-from .common import json_option, print_json, repo_option, resolve_repo, run_command
+from .backend import via_daemon
+from .common import (
+    fail,
+    json_option,
+    one_line_errors,
+    print_json,
+    repo_option,
+    require_repo,
+    resolve_repo,
+)
+from .output import JSONObj
+from .registry import summary
 
 
-@click.command("init")
+def _check_multiaddrs(addrs: tuple[str, ...]) -> None:
+    from zikade_py.http.args import parse_multiaddr
+
+    with one_line_errors():
+        for addr in addrs:
+            parse_multiaddr(addr, need_peer=True)
+
+
+@click.command("init", short_help=summary("init"))
 @click.option(
     "--bootstrap", multiple=True, metavar="MULTIADDR", help="Initial bootstrap peer (repeatable)."
 )
@@ -36,16 +53,12 @@ from .common import json_option, print_json, repo_option, resolve_repo, run_comm
 def init_command(bootstrap: tuple[str, ...], repo: str, as_json: bool) -> None:
     """Create the repo: identity key and config (with an empty bootstrap list by default)."""
     repo_dir = resolve_repo(repo)
-
-    async def go() -> JSONObj:
-        for addr in bootstrap:
-            parse_multiaddr(addr, need_peer=True)
+    _check_multiaddrs(bootstrap)
+    with one_line_errors():
         if is_initialized(repo_dir):
             raise RepoError(f"zikade repo already exists at {repo_dir}")
         cfg, _ = init_repo(repo_dir, bootstrap=list(bootstrap))
-        return {"ID": cfg.peer_id, "Repo": str(repo_dir)}
-
-    doc = run_command("init", go)
+    doc = {"ID": cfg.peer_id, "Repo": str(repo_dir)}
     if as_json:
         print_json(doc)
         return
@@ -53,25 +66,24 @@ def init_command(bootstrap: tuple[str, ...], repo: str, as_json: bool) -> None:
     click.echo(f"peer identity: {doc['ID']}")
 
 
-async def _via_daemon_or(
+def _via_daemon_or(
     repo: str, command: str, args: list[str], options: dict[str, str], local: Callable[[], JSONObj]
 ) -> JSONObj:
-    client = RpcClient.for_repo(resolve_repo(repo))
-    if client is not None:
-        async with client:
-            if await client.alive():
-                return await client.request(command, args, options)
-    return local()
+    """The daemon's answer when one runs (it updates its own list), else ``local()``."""
+    repo_dir = require_repo(repo)
+    docs: list[JSONObj] = []
+    if via_daemon(repo_dir, command.replace("/", "-"), command, args, options, docs.append,
+                  timeout=30.0):  # fmt: skip
+        return docs[0] if docs else {}
+    with one_line_errors():
+        try:
+            return local()
+        except ValueError as exc:
+            raise ArgumentError(str(exc)) from None
+    raise AssertionError("unreachable")
 
 
-def _local(fn: Callable[[], list[str]]) -> JSONObj:
-    try:
-        return {"Peers": fn()}
-    except ValueError as exc:
-        raise ArgumentError(str(exc)) from None
-
-
-@click.group("bootstrap")
+@click.group("bootstrap", short_help=summary("bootstrap"))
 def bootstrap_group() -> None:
     """Show or edit the list of peers to join the network through."""
 
@@ -82,11 +94,8 @@ def bootstrap_group() -> None:
 def bootstrap_list_command(repo: str, as_json: bool) -> None:
     """Show the bootstrap peers, one multiaddr per line."""
     repo_dir = resolve_repo(repo)
-    doc = run_command(
-        "bootstrap-list",
-        lambda: _via_daemon_or(
-            repo, "bootstrap/list", [], {}, lambda: {"Peers": load_config(repo_dir).bootstrap}
-        ),
+    doc = _via_daemon_or(
+        repo, "bootstrap/list", [], {}, lambda: {"Peers": load_config(repo_dir).bootstrap}
     )
     _print_peers(doc, as_json, "")
 
@@ -98,19 +107,12 @@ def bootstrap_list_command(repo: str, as_json: bool) -> None:
 def bootstrap_add_command(addrs: tuple[str, ...], repo: str, as_json: bool) -> None:
     """Add peers (multiaddrs ending in /p2p/<peer-id>) to the bootstrap list."""
     repo_dir = resolve_repo(repo)
-
-    async def go() -> JSONObj:
-        for addr in addrs:
-            parse_multiaddr(addr, need_peer=True)
-        return await _via_daemon_or(
-            repo,
-            "bootstrap/add",
-            list(addrs),
-            {},
-            lambda: _local(lambda: bootstrap_add(repo_dir, list(addrs))),
-        )
-
-    _print_peers(run_command("bootstrap-add", go), as_json, "added ")
+    _check_multiaddrs(addrs)
+    doc = _via_daemon_or(
+        repo, "bootstrap/add", list(addrs), {},
+        lambda: {"Peers": bootstrap_add(repo_dir, list(addrs))},
+    )  # fmt: skip
+    _print_peers(doc, as_json, "added ")
 
 
 @bootstrap_group.command("rm")
@@ -123,22 +125,15 @@ def bootstrap_rm_command(
 ) -> None:
     """Remove peers from the bootstrap list (or all of them with --all)."""
     repo_dir = resolve_repo(repo)
-
-    async def go() -> JSONObj:
-        if not addrs and not remove_all:
-            raise ArgumentError("give the multiaddrs to remove, or --all")
-        for addr in addrs:
-            parse_multiaddr(addr, need_peer=True)
-        options = {"all": "true"} if remove_all else {}
-        return await _via_daemon_or(
-            repo,
-            "bootstrap/rm",
-            list(addrs),
-            options,
-            lambda: _local(lambda: bootstrap_rm(repo_dir, list(addrs), remove_all=remove_all)),
-        )
-
-    _print_peers(run_command("bootstrap-rm", go), as_json, "removed ")
+    if not addrs and not remove_all:
+        fail("give the multiaddrs to remove, or --all")
+    _check_multiaddrs(addrs)
+    options = {"all": "true"} if remove_all else {}
+    doc = _via_daemon_or(
+        repo, "bootstrap/rm", list(addrs), options,
+        lambda: {"Peers": bootstrap_rm(repo_dir, list(addrs), remove_all=remove_all)},
+    )  # fmt: skip
+    _print_peers(doc, as_json, "removed ")
 
 
 def _print_peers(doc: JSONObj, as_json: bool, prefix: str) -> None:
@@ -147,7 +142,3 @@ def _print_peers(doc: JSONObj, as_json: bool, prefix: str) -> None:
         return
     for addr in doc.get("Peers") or []:
         click.echo(f"{prefix}{addr}")
-
-
-COMMANDS = (init_command, bootstrap_group)
-"""What ``cli.main`` registers."""

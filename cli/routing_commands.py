@@ -10,38 +10,32 @@ event is printed as NDJSON; ``-v`` narrates the query on stderr.
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import sys
+import contextlib
+import importlib
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import BinaryIO, TypeVar
 
 import click
 
-from zikade_py.http.args import (
-    parse_cid,
-    parse_lookup_key,
-    parse_peer_id,
-    parse_record_key,
-)
 from zikade_py.http.errors import ArgumentError
 
-from .backend import open_backend, timeout_options
-from .common import (
-    QueryOptions,
-    fail,
-    network_options,
-    print_json,
-    resolve_repo,
-    run_command,
-    verbose_option,
-)
-from .render import QueryEventType, QueryView, event_lines
+from .backend import run_local, timeout_options, via_daemon
+from .common import QueryOptions, fail, network_options, require_repo, verbose_option
+from .output import JSONObj, ResultPrinter
+from .registry import summary
 
 T = TypeVar("T")
 
-GRACE = 5.0
-"""Seconds past ``--timeout`` the command waits for the node to hand back partial results."""
+EPHEMERAL_NOTE = (
+    "note: providing from an ephemeral node: the provider records name this process's "
+    "address, which stops answering when the command exits"
+)
+
+
+def _args() -> ModuleType:
+    """:mod:`zikade_py.http.args` (multiformats, p2p), loaded only when input is checked here."""
+    return importlib.import_module("zikade_py.http.args")
 
 
 def run_query(
@@ -50,55 +44,65 @@ def run_query(
     args: Sequence[str],
     opts: QueryOptions,
     *,
-    target: bytes | None = None,
+    check: Callable[[], bytes],
+    nothing: str,
     options: dict[str, str] | None = None,
     body: bytes | None = None,
+    local: Callable[[], None] | None = None,
 ) -> None:
-    """Run a streaming routing command and print its output (see the module docstring).
+    """Run a streaming routing command on the daemon (or an in-process node) and print it.
 
-    ``name`` is the command's name (its root span), ``rpc_path`` the RPC command it runs.
+    ``check`` parses the arguments and returns the key looked up (for ``-v``);
+    the daemon checks them itself, so it runs here only with ``-v`` or before an
+    in-process node starts. ``nothing`` is the error when no result came (exit 1).
+    ``local`` runs before falling back to an in-process node (it may refuse).
     """
-    repo_dir = resolve_repo(opts.repo)
+    repo = require_repo(opts.repo)
+    rpc_options = timeout_options(opts.timeout, **(options or {}))
+    printer = ResultPrinter(rpc_path, opts.as_json)
+    view: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    handlers: list[Callable[[JSONObj], None]] = [printer.event]
+    if opts.verbose:
+        from .render import QueryView
 
-    async def go() -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + opts.timeout
-        async with open_backend(
-            repo_dir, command=rpc_path, bootstrap=opts.bootstrap, timeout=opts.timeout
-        ) as backend:
-            remaining = max(0.5, deadline - loop.time())
-            rpc_options = timeout_options(remaining, **(options or {}))
-            with QueryView(target=target, enabled=opts.verbose, command=rpc_path) as view:
-                async for ev in backend.stream(rpc_path, args, rpc_options, body):
-                    view.event(ev)
-                    _print_event(rpc_path, ev, opts.as_json)
+        query_view = QueryView(target=_validated(check), command=rpc_path)
+        handlers.insert(0, query_view.event)
+        view = query_view
 
-    run_command(name, go, timeout=opts.timeout + GRACE, trace=opts.trace)
+    def on_event(ev: JSONObj) -> None:
+        for handle in handlers:
+            handle(ev)
 
-
-def _print_event(command: str, ev: dict[str, object], as_json: bool) -> None:
-    if as_json:
-        print_json(ev)
-        return
-    if command == "routing/get" and ev.get("Type") == QueryEventType.VALUE:
-        sys.stdout.buffer.write(base64.b64decode(str(ev.get("Extra") or "")))
-        sys.stdout.buffer.flush()
-        return
-    for line in event_lines(command, ev):
-        click.echo(line)
+    with view:
+        if not via_daemon(
+            repo, name, rpc_path, args, rpc_options, on_event,
+            body=body, timeout=opts.timeout + 5.0, trace=opts.trace,
+        ):  # fmt: skip
+            _validated(check)  # bad input first: it is the user's first problem
+            if local is not None:
+                local()
+            run_local(name, rpc_path, args, rpc_options, on_event, opts, repo=repo, body=body)
+    if printer.results == 0:
+        fail(nothing)
 
 
-@click.command("find-peer")
+@click.command("find-peer", short_help=summary("find-peer"))
 @click.argument("peer")
 @verbose_option
 @network_options
 def find_peer_command(peer: str, opts: QueryOptions) -> None:
-    """Find the addresses of PEER (a peer ID); prints one multiaddr per line."""
-    target = _validated(lambda: parse_peer_id(peer).multihash)
-    run_query("find-peer", "routing/findpeer", [peer], opts, target=target)
+    """Find the addresses of PEER (a peer ID); prints one multiaddr per line.
+
+    Exits with status 1 when the peer is not found.
+    """
+    run_query(
+        "find-peer", "routing/findpeer", [peer], opts,
+        check=lambda: bytes(_args().parse_peer_id(peer).multihash),
+        nothing=f"peer {peer} not found",
+    )  # fmt: skip
 
 
-@click.command("find-providers")
+@click.command("find-providers", short_help=summary("find-providers"))
 @click.argument("cid")
 @click.option(
     "-n",
@@ -111,33 +115,68 @@ def find_peer_command(peer: str, opts: QueryOptions) -> None:
 @verbose_option
 @network_options
 def find_providers_command(cid: str, num_providers: int, opts: QueryOptions) -> None:
-    """Find peers that provide CID; prints one provider peer ID per line."""
-    target = _validated(lambda: bytes(parse_cid(cid).digest))
-    options = {"num-providers": str(num_providers)}
-    run_query("find-providers", "routing/findprovs", [cid], opts, target=target, options=options)
+    """Find peers that provide CID; prints one provider peer ID per line.
+
+    Exits with status 1 when no provider is found (Kubo exits 0 with no output;
+    a script can then tell "none" from "some" by the status alone).
+    """
+    run_query(
+        "find-providers", "routing/findprovs", [cid], opts,
+        check=lambda: bytes(_args().parse_cid(cid).digest),
+        nothing=f"no providers found for {cid}",
+        options={"num-providers": str(num_providers)},
+    )  # fmt: skip
 
 
-@click.command("provide")
+@click.command("provide", short_help=summary("provide"))
 @click.argument("cids", nargs=-1, required=True, metavar="CID...")
+@click.option(
+    "--ephemeral",
+    is_flag=True,
+    help="Without a daemon, provide from a temporary in-process node anyway. Its records "
+    "name an address that stops answering when the command exits, so others will find a "
+    "provider they cannot reach.",
+)
 @verbose_option
 @network_options
-def provide_command(cids: tuple[str, ...], opts: QueryOptions) -> None:
-    """Announce to the network that this node provides each CID (prints nothing on success)."""
-    digests = _validated(lambda: [bytes(parse_cid(c).digest) for c in cids])
-    run_query("provide", "routing/provide", list(cids), opts, target=digests[0])
+def provide_command(cids: tuple[str, ...], ephemeral: bool, opts: QueryOptions) -> None:
+    """Announce that the daemon provides each CID (prints nothing on success).
+
+    Needs a running daemon ('zikade daemon'): a provider record tells others to
+    come to this node, so the node must stay up. Fails (exit 1) when the daemon
+    has no peers to announce to, or when no peer took the record.
+    """
+
+    def refuse_without_daemon() -> None:
+        if not ephemeral:
+            fail(
+                "provide needs a running daemon: an ephemeral node would announce an address "
+                "that dies with it (start 'zikade daemon', or pass --ephemeral to do it anyway)"
+            )
+        click.echo(EPHEMERAL_NOTE, err=True)
+
+    run_query(
+        "provide", "routing/provide", list(cids), opts,
+        check=lambda: _first_digest(cids),
+        nothing="no peer took the provider record",
+        local=refuse_without_daemon,
+    )  # fmt: skip
 
 
-@click.command("get")
+@click.command("get", short_help=summary("get"))
 @click.argument("key")
 @verbose_option
 @network_options
 def get_command(key: str, opts: QueryOptions) -> None:
     """Get the value record of KEY (/ipns/<peer-id>, /pk/<peer-id>); writes the raw value."""
-    target = _validated(lambda: parse_record_key(key))
-    run_query("get", "routing/get", [key], opts, target=target)
+    run_query(
+        "get", "routing/get", [key], opts,
+        check=lambda: bytes(_args().parse_record_key(key)),
+        nothing=f"no value found for {key}",
+    )  # fmt: skip
 
 
-@click.command("put")
+@click.command("put", short_help=summary("put"))
 @click.argument("key")
 @click.argument("value_file", metavar="FILE|-", type=click.File("rb"))
 @verbose_option
@@ -148,21 +187,37 @@ def put_command(key: str, value_file: BinaryIO, opts: QueryOptions) -> None:
     KEY is /pk/<peer-id> (FILE: that peer's public key protobuf, e.g. the base64-decoded
     "PublicKey" of 'zikade id --json') or /ipns/<peer-id> (FILE: a signed IPNS record).
     """
-    target = _validated(lambda: parse_record_key(key))
     value = value_file.read()
     if not isinstance(value, bytes) or not value:
         raise click.UsageError("the value is empty")
-    run_query("put", "routing/put", [key], opts, target=target, body=value)
+    run_query(
+        "put", "routing/put", [key], opts,
+        check=lambda: bytes(_args().parse_record_key(key)),
+        nothing="no peer stored the record",
+        body=value,
+    )  # fmt: skip
 
 
-@click.command("closest-peers")
+@click.command("closest-peers", short_help=summary("closest-peers"))
 @click.argument("key")
 @verbose_option
 @network_options
 def closest_peers_command(key: str, opts: QueryOptions) -> None:
-    """Find the peers closest to KEY (a peer ID or a CID); prints one peer ID per line."""
-    target = _validated(lambda: parse_lookup_key(key))
-    run_query("closest-peers", "dht/query", [key], opts, target=target)
+    """Find the peers closest to KEY (a peer ID or a CID); prints one peer ID per line.
+
+    Fails (exit 1) when the routing table is empty or no peer answered.
+    """
+    run_query(
+        "closest-peers", "dht/query", [key], opts,
+        check=lambda: bytes(_args().parse_lookup_key(key)),
+        nothing=f"no peers found close to {key}",
+    )  # fmt: skip
+
+
+def _first_digest(cids: Sequence[str]) -> bytes:
+    """Every CID parsed (bad input fails here); the first one's digest is the ``-v`` target."""
+    digests = [bytes(_args().parse_cid(c).digest) for c in cids]
+    return digests[0]
 
 
 def _validated(parse: Callable[[], T]) -> T:

@@ -175,8 +175,19 @@ def spawn(args: list[str], repo: Path, cls: type[Child] = Child) -> Child:
     return child
 
 
+def init_repo(repo: Path, *extra: str) -> Result:
+    """``zikade init`` on ``repo`` (every command but init and devnet needs a repo)."""
+    return zikade("init", "--repo", str(repo), *extra).ok()
+
+
 def start_daemon(repo: Path, *extra: str) -> DaemonChild:
-    """``zikade daemon`` on loopback with free ports; returns once it is ready."""
+    """``zikade init`` (unless done) and ``zikade daemon`` on loopback with free ports.
+
+    Returns once the daemon is ready. Like ``ipfs daemon``, the daemon refuses a
+    directory without a repo, so the repo is made first, explicitly.
+    """
+    if not (repo / "config").is_file():
+        init_repo(repo)
     args = ["daemon", "--repo", str(repo), "--listen", "/ip4/127.0.0.1/tcp/0"]
     if "--api" not in extra:
         args += ["--api", "127.0.0.1:0"]
@@ -264,6 +275,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """An initialised repo (``zikade init``): commands other than init refuse to run without."""
+    path = tmp_path / "repo"
+    init_repo(path)
+    return path
 
 
 @pytest.fixture

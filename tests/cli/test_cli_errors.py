@@ -2,7 +2,8 @@
 
 None of these needs a daemon: arguments are checked before anything starts, and
 the network failures (no daemon, no or unreachable bootstrap peers) are what is
-being tested.
+being tested. They run on an initialised repo (the ``repo`` fixture): without
+one every command stops at "no zikade repo found" (tests/cli/test_cli_conventions.py).
 """
 
 from __future__ import annotations
@@ -36,30 +37,30 @@ BAD_INPUT = [
 @pytest.mark.parametrize(
     ("args", "message"), BAD_INPUT, ids=[" ".join(a[:2]) for a, _ in BAD_INPUT]
 )
-def test_bad_input_is_one_line(zikade_run, tmp_path: Path, args: list[str], message: str) -> None:
-    res = zikade_run(*args, repo=tmp_path / "repo")
+def test_bad_input_is_one_line(zikade_run, repo: Path, args: list[str], message: str) -> None:
+    res = zikade_run(*args, repo=repo)
     res.one_error(message)
     assert res.out == ""
 
 
 @pytest.mark.parametrize(("args", "message"), [BAD_INPUT[0], BAD_INPUT[2], BAD_INPUT[7]])
 def test_bad_input_with_json_is_one_line(
-    zikade_run, tmp_path: Path, args: list[str], message: str
+    zikade_run, repo: Path, args: list[str], message: str
 ) -> None:
-    res = zikade_run(*args, "--json", repo=tmp_path / "repo")
+    res = zikade_run(*args, "--json", repo=repo)
     res.one_error(message)
     assert res.out == ""
 
 
-def test_put_with_bad_key_is_one_line(zikade_run, tmp_path: Path) -> None:
-    res = zikade_run("put", "/pk/xyz", "-", repo=tmp_path / "repo", stdin=b"value")
+def test_put_with_bad_key_is_one_line(zikade_run, repo: Path) -> None:
+    res = zikade_run("put", "/pk/xyz", "-", repo=repo, stdin=b"value")
     res.one_error("is not a peer ID")
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["plain", "json"])
-def test_swarm_peers_needs_the_daemon(zikade_run, tmp_path: Path, as_json: bool) -> None:
+def test_swarm_peers_needs_the_daemon(zikade_run, repo: Path, as_json: bool) -> None:
     extra = ["--json"] if as_json else []
-    res = zikade_run("swarm", "peers", *extra, repo=tmp_path / "repo")
+    res = zikade_run("swarm", "peers", *extra, repo=repo)
     res.one_error("needs a running daemon", "zikade daemon")
 
 
@@ -72,17 +73,17 @@ def test_stale_api_file_counts_as_no_daemon(zikade_run, tmp_path: Path, port: in
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["plain", "json"])
-def test_no_bootstrap_peers(zikade_run, tmp_path: Path, as_json: bool) -> None:
+def test_no_bootstrap_peers(zikade_run, repo: Path, as_json: bool) -> None:
     extra = ["--json"] if as_json else []
-    res = zikade_run("closest-peers", PEER, *extra, repo=tmp_path / "repo")
+    res = zikade_run("closest-peers", PEER, *extra, repo=repo)
     res.one_error("no bootstrap peers", "--bootstrap")
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["plain", "json"])
-def test_unreachable_bootstrap_node(zikade_run, tmp_path: Path, port: int, as_json: bool) -> None:
+def test_unreachable_bootstrap_node(zikade_run, repo: Path, port: int, as_json: bool) -> None:
     extra = ["--json"] if as_json else []
     seed = f"/ip4/127.0.0.1/tcp/{port}/p2p/{PEER}"
-    res = zikade_run("find-peer", PEER, "--bootstrap", seed, *extra, repo=tmp_path / "repo")
+    res = zikade_run("find-peer", PEER, "--bootstrap", seed, *extra, repo=repo)
     res.one_error("could not reach any bootstrap peer", seed)
 
 

@@ -44,6 +44,7 @@ def test_ephemeral_node_joins_through_bootstrap(daemons, zikade_run, tmp_path: P
     seed = daemons.start("seed")
     other = daemons.start("other", "--bootstrap", seed.swarm_addr)
     repo = tmp_path / "cli"  # no daemon here: every command runs in-process
+    zikade_run("init", repo=repo).ok()
     boot = ["--bootstrap", seed.swarm_addr]
 
     found = zikade_run("find-peer", other.peer_id, *boot, repo=repo).ok()
@@ -72,6 +73,7 @@ def test_ephemeral_node_uses_the_repo_bootstrap_list(daemons, zikade_run, tmp_pa
 
 def test_ping_json_without_daemon(daemons, zikade_run, tmp_path: Path) -> None:
     seed = daemons.start("seed")
+    zikade_run("init", repo=tmp_path / "cli").ok()
     res = zikade_run("ping", seed.swarm_addr, "-n", "1", "--json", repo=tmp_path / "cli").ok()
     docs = [json.loads(line) for line in res.lines]
     assert docs[0]["Text"] == f"PING {seed.peer_id}."

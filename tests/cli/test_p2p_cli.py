@@ -1,4 +1,8 @@
-"""``zikade id`` and ``zikade ping`` run as the installed console script against a live host."""
+"""``zikade id`` and ``zikade ping`` run as the installed console script against a live host.
+
+Every test runs on a repo made by ``zikade init`` (the ``repo`` fixture): no command
+but init creates an identity (issue 11; tests/cli/test_cli_conventions.py).
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,15 @@ async def zikade(repo: Path, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
+async def repo(tmp_path: Path) -> Path:
+    """``zikade init`` in a fresh directory."""
+    path = tmp_path / "repo"
+    status, _, err = await zikade(path, "init")
+    assert status == 0, err
+    return path
+
+
+@pytest.fixture
 async def host() -> AsyncIterator[Host]:
     h = Host(PrivateKey.generate())
 
@@ -69,8 +82,7 @@ async def test_console_script_is_installed() -> None:
     assert ZIKADE.exists(), "run `pip install -e .` (scripts/test does)"
 
 
-async def test_id_prints_our_identity_and_keeps_it(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
+async def test_id_prints_our_identity_and_keeps_it(tmp_path: Path, repo: Path) -> None:
     status, out, err = await zikade(repo, "id")
     assert status == 0, err
     doc = json.loads(out)
@@ -83,13 +95,14 @@ async def test_id_prints_our_identity_and_keeps_it(tmp_path: Path) -> None:
     status, out2, _ = await zikade(repo, "id")
     assert status == 0 and json.loads(out2)["ID"] == doc["ID"]
     # --repo wins over the environment
+    assert (await zikade(tmp_path / "other", "init"))[0] == 0
     status, out3, _ = await zikade(repo, "id", "--repo", str(tmp_path / "other"))
     assert status == 0 and json.loads(out3)["ID"] != doc["ID"]
 
 
-async def test_id_of_a_remote_peer(tmp_path: Path, host: Host) -> None:
+async def test_id_of_a_remote_peer(repo: Path, host: Host) -> None:
     target = str(host.listen_addrs[0].with_peer_id(host.peer_id))
-    status, out, err = await zikade(tmp_path, "id", target, "--timeout", "20")
+    status, out, err = await zikade(repo, "id", target, "--timeout", "20")
     assert status == 0, err
     doc = json.loads(out)
     assert doc["ID"] == str(host.peer_id)
@@ -98,9 +111,9 @@ async def test_id_of_a_remote_peer(tmp_path: Path, host: Host) -> None:
     assert target in doc["Addresses"]
 
 
-async def test_ping(tmp_path: Path, host: Host) -> None:
+async def test_ping(repo: Path, host: Host) -> None:
     target = str(host.listen_addrs[0].with_peer_id(host.peer_id))
-    status, out, err = await zikade(tmp_path, "ping", target, "-n", "3", "-i", "0")
+    status, out, err = await zikade(repo, "ping", target, "-n", "3", "-i", "0")
     assert status == 0, err
     lines = out.splitlines()
     assert lines[0] == f"PING {host.peer_id}."
@@ -121,12 +134,12 @@ async def test_ping(tmp_path: Path, host: Host) -> None:
         ("ping", f"/ip4/127.0.0.1/tcp/4001/p2p/{SOME_PEER}", "-n", "0"),
     ],
 )
-async def test_bad_input_gives_one_error_line(tmp_path: Path, args: tuple[str, ...]) -> None:
-    status, out, err = await zikade(tmp_path, *args)
+async def test_bad_input_gives_one_error_line(repo: Path, args: tuple[str, ...]) -> None:
+    status, out, err = await zikade(repo, *args)
     assert_one_error_line(status, out, err)
 
 
-async def test_unreachable_peer_gives_one_error_line(tmp_path: Path) -> None:
+async def test_unreachable_peer_gives_one_error_line(repo: Path) -> None:
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     server.close()
@@ -134,12 +147,12 @@ async def test_unreachable_peer_gives_one_error_line(tmp_path: Path) -> None:
     peer = PeerID.from_public_key(PrivateKey.generate().public_key)
     target = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}"
     for command in ("id", "ping"):
-        status, out, err = await zikade(tmp_path, command, target, "--timeout", "5")
+        status, out, err = await zikade(repo, command, target, "--timeout", "5")
         assert_one_error_line(status, out, err)
 
 
-async def test_wrong_peer_id_is_refused(tmp_path: Path, host: Host) -> None:
+async def test_wrong_peer_id_is_refused(repo: Path, host: Host) -> None:
     other = PeerID.from_public_key(PrivateKey.generate().public_key)
     target = str(host.listen_addrs[0].with_peer_id(other))
-    status, out, err = await zikade(tmp_path, "id", target, "--timeout", "10")
+    status, out, err = await zikade(repo, "id", target, "--timeout", "10")
     assert_one_error_line(status, out, err)

@@ -289,6 +289,8 @@ async def test_find_peer_is_one_trace_in_process(tmp_path: Path) -> None:
     async with OtlpReceiver() as receiver, Node(NodeConfig()) as relay:
         target_addr = await _gone_peer_known_to(relay)
         env = _env("zikade-cli", receiver.endpoint, tmp_path / "cli")
+        status, _, err = await _run(env, "init")  # commands need a repo (Kubo's rule)
+        assert status == 0, err
         status, out, err = await _run(
             env,
             "find-peer",

@@ -8,45 +8,23 @@ peer ids, CIDs, record keys, multiaddrs and Kubo-style durations (``30s``,
 
 from __future__ import annotations
 
-import re
-
 from multiformats import CID
 
+from zikade_py.http.durations import format_duration, parse_duration
 from zikade_py.http.errors import ArgumentError
 from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
 from zikade_py.p2p.peer_id import InvalidPeerIDError, PeerID
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go ``time.ParseDuration`` string (``30s``, ``1m30s``); bare numbers: seconds."""
-    s = text.strip()
-    try:
-        value = float(s)
-    except ValueError:
-        pos, value = 0, 0.0
-        if not s:
-            raise ArgumentError(f"invalid duration {text!r}") from None
-        while pos < len(s):
-            m = _DURATION_PART.match(s, pos)
-            if m is None:
-                raise ArgumentError(
-                    f"invalid duration {text!r} (use e.g. 30s, 1m, 500ms)"
-                ) from None
-            value += float(m.group(1)) * _UNITS[m.group(2)]
-            pos = m.end()
-    if not value > 0 or value != value or value == float("inf"):
-        raise ArgumentError(f"invalid duration {text!r}: must be positive")
-    return value
-
-
-def format_duration(seconds: float) -> str:
-    """The short Go-style form of ``seconds`` (``30s``, ``1.5s``, ``250ms``) for the RPC query."""
-    if seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
+__all__ = [
+    "format_duration",
+    "parse_cid",
+    "parse_duration",
+    "parse_lookup_key",
+    "parse_multiaddr",
+    "parse_peer_id",
+    "parse_peer_or_addr",
+    "parse_record_key",
+]
 
 
 def parse_peer_id(text: str) -> PeerID:

@@ -16,10 +16,19 @@ from typing import Any, Self
 import aiohttp
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from zikade_py.http.api_addr import api_base_url
 from zikade_py.http.repo import read_api_file
-from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
 
 JSONObj = dict[str, Any]
+
+__all__ = [
+    "API_PREFIX",
+    "DaemonUnavailableError",
+    "JSONObj",
+    "RpcClient",
+    "RpcError",
+    "api_base_url",
+]
 
 API_PREFIX = "/api/v0/"
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -41,29 +50,6 @@ class RpcError(Exception):
 
 class DaemonUnavailableError(Exception):
     """No daemon answers at the API address (not running, or gone)."""
-
-
-def api_base_url(address: str) -> str:
-    """``http://host:port`` for an API address: a multiaddr, ``host:port`` or a URL."""
-    text = address.strip()
-    if text.startswith(("http://", "https://")):
-        return text.rstrip("/")
-    if text.startswith("/"):
-        try:
-            endpoint = Multiaddr.parse(text).tcp_endpoint()
-        except (InvalidMultiaddrError, ValueError) as exc:
-            raise ValueError(f"invalid API address {address!r}: {exc}") from None
-        if endpoint is None:
-            raise ValueError(f"API address {address!r} is not a TCP address")
-        host, port = endpoint
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not host or not port_text.isdigit():
-            raise ValueError(f"invalid API address {address!r} (expected HOST:PORT)")
-        port = int(port_text)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 def trace_headers() -> dict[str, str]:

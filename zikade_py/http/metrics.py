@@ -46,6 +46,7 @@ from zikade_py import telemetry
 
 __all__ = [
     "BYTES_BUCKETS",
+    "KUBO_METRICS_PATH",
     "LATENCY_BUCKETS_MS",
     "NODE_COUNTERS",
     "NODE_GAUGES",
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+KUBO_METRICS_PATH: Final = "/debug/metrics/prometheus"
+"""Where Kubo serves its Prometheus metrics; scrape configs written for Kubo work unchanged."""
 
 PROMETHEUS_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The content type Prometheus expects from a text-format scrape."""
@@ -209,7 +213,9 @@ def _register_node_gauges() -> None:
 def add_metrics_route(
     app: web.Application, node: MetricsNode, reader: InMemoryMetricReader | None = None
 ) -> None:
-    """Mount GET /metrics on ``app`` and observe ``node``'s table and connections.
+    """Mount GET /metrics (and Kubo's /debug/metrics/prometheus) on ``app``; observe ``node``.
+
+    The node's table and connections are observed as gauges.
 
     ``reader`` defaults to the one :func:`install_meter_provider` installed (installing
     it now if nobody did).
@@ -227,6 +233,7 @@ def add_metrics_route(
         )
 
     app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get(KUBO_METRICS_PATH, handle_metrics)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,10 @@ from zikade_py.http.args import (
     parse_record_key,
 )
 from zikade_py.http.errors import ArgumentError, OpError
+from zikade_py.p2p.host import DialError
 from zikade_py.p2p.identify import AGENT_VERSION
+from zikade_py.p2p.multiaddr import Multiaddr
+from zikade_py.p2p.peer_id import PeerID
 
 JSONObj = dict[str, Any]
 Emit = Callable[[JSONObj], None]
@@ -209,6 +212,9 @@ def provide(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
         raise ArgumentError("expected at least one argument: <CID>...")
     cids = [parse_cid(a) for a in req.args]
     timeout = req.timeout()
+    if not ctx.node.connected_peers() and not ctx.node.routing_table():
+        # checked before node.provide, which would first store the record locally
+        raise OpError("cannot provide, no connected peers")
 
     async def run(emit: Emit) -> None:
         for cid in cids:
@@ -257,6 +263,8 @@ def closest_peers(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
     """``dht/query``: progress events, then FINAL_PEER per closest peer (Kubo ``dht query``)."""
     key = parse_lookup_key(req.one_arg("<peer ID or CID>"))
     timeout = req.timeout()
+    if not ctx.node.routing_table():
+        raise OpError("no peers in the routing table: nobody to ask (join the network first)")
 
     async def run(emit: Emit) -> None:
         peers = await ctx.node.get_closest_peers(key, timeout=timeout, on_event=_on_event(emit))
@@ -279,18 +287,71 @@ async def _one(doc: JSONObj) -> AsyncIterator[JSONObj]:
 
 
 def identity(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
-    """``id``: the ``ipfs id`` document of the node."""
+    """``id [<peer ID or multiaddr>]``: the ``ipfs id`` document of the node, or of a peer.
+
+    A peer is dialled (a bare peer ID is found through the DHT when its
+    addresses are unknown) and asked with identify, as ``ipfs id <peer>``.
+    """
     node = ctx.node
-    key = node.host.public_key
-    return _one(
-        {
-            "ID": str(node.peer_id),
-            "PublicKey": base64.b64encode(key.to_protobuf()).decode(),
-            "Addresses": [str(a.with_peer_id(node.peer_id)) for a in node.listen_addrs],
-            "AgentVersion": AGENT_VERSION,
-            "Protocols": sorted(node.host.protocols),
-        }
-    )
+    if not req.args:
+        key = node.host.public_key
+        return _one(
+            {
+                "ID": str(node.peer_id),
+                "PublicKey": base64.b64encode(key.to_protobuf()).decode(),
+                "Addresses": [str(a.with_peer_id(node.peer_id)) for a in node.listen_addrs],
+                "AgentVersion": AGENT_VERSION,
+                "Protocols": sorted(node.host.protocols),
+            }
+        )
+    target = parse_peer_or_addr(req.one_arg("<peer ID or multiaddr>"))
+    timeout = req.timeout()
+
+    async def run(emit: Emit) -> None:
+        peer = await _reach(ctx, target, timeout)
+        if peer == node.peer_id:
+            async for doc in identity(ctx, Request()):
+                emit(doc)
+            return
+        info = await node.host.identify_peer(peer, timeout=timeout)
+        key = info.public_key
+        emit(
+            {
+                "ID": str(peer),
+                "PublicKey": base64.b64encode(key.to_protobuf()).decode() if key else "",
+                "Addresses": [str(a.with_peer_id(peer)) for a in info.listen_addrs],
+                "AgentVersion": info.agent_version,
+                "Protocols": sorted(info.protocols),
+            }
+        )
+
+    return _stream(run, timeout)
+
+
+async def _reach(ctx: Context, target: PeerID | Multiaddr, timeout: float) -> PeerID:
+    """Connect to ``target``; a bare peer ID with no known address is looked up in the DHT."""
+    node = ctx.node
+    if isinstance(target, Multiaddr):
+        peer = target.peer_id()
+        if peer is None:  # parse_peer_or_addr insists on /p2p/; kept for the type checker
+            raise ArgumentError(f"multiaddr {target} has no /p2p/<peer-id> component")
+        if peer != node.peer_id:
+            await _connect(node, peer, [target], timeout)
+        return peer
+    if target == node.peer_id or node.host.connmgr.get(target) is not None:
+        return target
+    addrs = list(node.host.peerstore.addrs(target))
+    if not addrs:
+        addrs = list((await node.find_peer(target, timeout=timeout)).addrs)
+    await _connect(node, target, addrs, timeout)
+    return target
+
+
+async def _connect(node: Node, peer: PeerID, addrs: Sequence[Multiaddr], timeout: float) -> None:
+    try:
+        await node.host.connect(peer, addrs, timeout=timeout)
+    except (OSError, DialError) as exc:  # a dial timeout too: say which dial timed out
+        raise OpError(str(exc) or f"cannot connect to {peer}: {type(exc).__name__}") from None
 
 
 def swarm_peers(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
@@ -333,7 +394,12 @@ def routing_table(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
 
 
 def ping(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
-    """``ping``: Kubo's ping stream (a header, one object per pong, the average)."""
+    """``ping``: Kubo's ping stream (a header, one object per pong, the average).
+
+    The target is a multiaddr with ``/p2p/`` or a bare peer ID (found through
+    the DHT when its addresses are unknown); ``interval`` (a duration, default
+    1s) separates the pings.
+    """
     target = parse_peer_or_addr(req.one_arg("<peer ID or multiaddr>"))
     count_text = req.option("count", "10") or ""
     try:
@@ -342,20 +408,26 @@ def ping(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
         raise ArgumentError(f"invalid ping count {count_text!r}") from None
     if count < 1:
         raise ArgumentError("ping count must be at least 1")
+    interval_text = req.option("interval")
+    interval = 1.0 if interval_text is None else parse_duration(interval_text, allow_zero=True)
     timeout = req.timeout()
-    name = target.peer_id() if not hasattr(target, "multihash") else target
+    name = target.peer_id() if isinstance(target, Multiaddr) else target
 
     async def run(emit: Emit) -> None:
         emit({"Success": False, "Time": 0, "Text": f"PING {name}."})
-        try:
-            rtts = await ctx.node.ping(target, count)
-        except (OSError, ConnectionError) as exc:
-            raise OpError(f"ping failed: {exc}") from None
-        for rtt in rtts:
+        peer = await _reach(ctx, target, timeout)
+        rtts: list[float] = []
+        for i in range(count):
+            if i:
+                await asyncio.sleep(interval)
+            try:
+                rtt = (await ctx.node.ping(peer, 1))[0]
+            except (OSError, ConnectionError) as exc:
+                raise OpError(f"ping failed: {exc}") from None
+            rtts.append(rtt)
             emit({"Success": True, "Time": int(rtt * 1e9), "Text": ""})
-        if rtts:
-            avg = sum(rtts) / len(rtts) * 1000
-            emit({"Success": True, "Time": 0, "Text": f"Average latency: {avg:.2f}ms"})
+        avg = sum(rtts) / len(rtts) * 1000
+        emit({"Success": True, "Time": 0, "Text": f"Average latency: {avg:.2f}ms"})
 
     return _stream(run, timeout)
 

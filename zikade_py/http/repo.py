@@ -14,12 +14,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zikade_py.p2p.crypto import InvalidKeyError
-from zikade_py.p2p.keystore import load_or_create_identity
-from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
-from zikade_py.p2p.peer_id import PeerID
+if TYPE_CHECKING:  # the p2p stack is imported where it is used: the command line reads the
+    # repo (is there one? is a daemon's API file there?) before it knows it needs any of it
+    from zikade_py.p2p.multiaddr import Multiaddr
+    from zikade_py.p2p.peer_id import PeerID
 
 DEFAULT_REPO = "~/.zikade"
 """Where the repo lives unless ``--repo`` / ``ZIKADE_PATH`` say otherwise."""
@@ -95,6 +95,10 @@ def require_initialized(repo: Path) -> None:
 
 def load_identity_peer(repo: Path) -> PeerID:
     """The repo's peer id, creating the key on first use."""
+    from zikade_py.p2p.crypto import InvalidKeyError
+    from zikade_py.p2p.keystore import load_or_create_identity
+    from zikade_py.p2p.peer_id import PeerID
+
     try:
         key = load_or_create_identity(repo / IDENTITY_FILE)
     except (OSError, InvalidKeyError) as exc:
@@ -144,6 +148,8 @@ def save_config(repo: Path, cfg: RepoConfig) -> None:
 
 def validate_bootstrap_addr(text: str) -> Multiaddr:
     """A bootstrap entry must be a multiaddr ending in ``/p2p/<peer id>``."""
+    from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
+
     try:
         addr = Multiaddr.parse(text)
     except (InvalidMultiaddrError, ValueError) as exc:
