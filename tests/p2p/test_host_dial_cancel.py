@@ -253,3 +253,28 @@ async def test_simultaneous_dials_with_one_side_cancelled_settle_on_one_connecti
         assert await round_trip(kept, b"after") == b"after"
         assert dial_tasks() == []
         assert a.connmgr.total_holds() == b.connmgr.total_holds() == 0
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.0003, 0.0006, 0.001, 0.0015, 0.002, 0.003])
+async def test_cancel_at_any_point_of_the_handshake_leaves_both_sides_consistent(
+    delay: float,
+) -> None:
+    """Wherever the cancel lands (before the TCP connect, inside Noise, after the upgrade),
+    the listener frees its half-done handshake and both sides agree on what exists."""
+    async with running() as a, running() as b:
+        waiter = asyncio.create_task(a.connect(b.peer_id, b.listen_addrs))
+        await asyncio.sleep(delay)
+        waiter.cancel()
+        with suppress(asyncio.CancelledError):
+            await waiter
+        assert dial_tasks() == []
+
+        def consistent() -> bool:
+            live_a = [c for c in a.connmgr.connections(b.peer_id) if not c.is_closed]
+            live_b = [c for c in b.connmgr.connections(a.peer_id) if not c.is_closed]
+            return b._pending_handshakes == 0 and len(live_a) == len(live_b) <= 1
+
+        await wait_for(consistent)
+        conn = await a.connect(b.peer_id, b.listen_addrs)
+        assert await round_trip(conn, b"works") == b"works"
+        assert a.connmgr.total_holds() == b.connmgr.total_holds() == 0
