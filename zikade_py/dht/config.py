@@ -14,6 +14,7 @@ from zikade_py.core.coordinator import CoordinatorConfig
 from zikade_py.core.event import FinishReason
 from zikade_py.core.query import QueryStats
 from zikade_py.dht.messages import PeerInfo
+from zikade_py.dht.stores.limits import StoreLimits
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.host import HostConfig
 from zikade_py.p2p.multiaddr import Multiaddr
@@ -54,14 +55,26 @@ class NodeConfig:
     host: HostConfig | None = None
     republish: bool = True
     """Re-announce the content we provide every 22 h (WIRE.md §8.8)."""
+    store_limits: StoreLimits = field(default_factory=StoreLimits)
+    """What peers may make the provider and value stores keep (per key, per sender,
+    in total); see :class:`~zikade_py.dht.stores.limits.StoreLimits` for go's figures."""
+    gc_interval: float = 3600.0
+    """Seconds between collections of expired provider and value records (go's
+    provider manager: 1 h)."""
+    gc_batch: int = 1000
+    """Records deleted per store write during a collection: the writer commits between
+    batches, so inbound records are never held up behind a long delete."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings no node can run with."""
         if self.mode not in ("server", "client"):
             raise ValueError(f"mode must be 'server' or 'client', not {self.mode!r}")
-        for name in ("request_timeout", "query_timeout", "bootstrap_timeout"):
+        for name in ("request_timeout", "query_timeout", "bootstrap_timeout", "gc_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.gc_batch < 1:
+            raise ValueError("gc_batch must be at least 1")
+        self.store_limits.validate()
         self.coordinator.validate()
 
 

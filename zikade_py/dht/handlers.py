@@ -7,9 +7,17 @@ ADD_PROVIDER never answered. Anything a peer gets wrong becomes a
 :class:`~zikade_py.dht.protocol.KadRequestError` and a reset of that one stream;
 the server keeps serving everyone else.
 
+Limits (DESIGN.md §4a): the stores refuse records past their per-key, per-sender
+and total caps (:class:`~zikade_py.dht.stores.StoreLimits`) — a refused
+ADD_PROVIDER is dropped silently (it has no answer), a refused PUT_VALUE gets
+its stream reset — counted in ``stored_records_refused``. Request bodies being
+read draw from a budget per peer and one for the server, so 32 streams of one
+peer cannot pin 32 × 4 MiB.
+
 The per-RPC logic is synchronous (:meth:`KadServer.dispatch`) so it can be
 tested and fuzzed without a network; :meth:`KadServer.handle_stream` is the
-asyncio loop around it.
+asyncio loop around it and uses :meth:`KadServer.dispatch_async`, which is the
+same logic with the store writes awaited off the event loop.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,12 +40,12 @@ from zikade_py.dht.messages import (
     MessageError,
     MessageType,
     PeerInfo,
+    decode_bounded,
     decode_message,
     encode_message,
     format_time_received,
     make_record,
     message_type,
-    read_message,
 )
 from zikade_py.dht.pb import dht_pb2
 from zikade_py.dht.protocol import (
@@ -54,14 +62,26 @@ from zikade_py.dht.protocol import (
 )
 from zikade_py.dht.records import InvalidRecordError, NamespacedValidator
 from zikade_py.dht.stores import ProviderStore, ValueStore
+from zikade_py.dht.stores.limits import StoreFullError
 from zikade_py.p2p.connection import Stream
 from zikade_py.p2p.host import Host
+from zikade_py.p2p.io import IncompleteReadError
 from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.varint import VarintError
 from zikade_py.p2p.yamux import YamuxError
 
 log = logging.getLogger(__name__)
 
 Message = dht_pb2.Message
+
+
+REQUEST_PEER_ENTRIES = 20
+"""Peer entries of a request that are parsed: only ADD_PROVIDER carries any (one, the
+sender); the rest of a request stuffed with entries is skipped unparsed."""
+
+
+class _OverBudgetError(Exception):
+    """A request body does not fit the read budget of its peer or of the server."""
 
 
 class RoutingView(Protocol):
@@ -118,8 +138,11 @@ class KadServerConfig:
     """Provider entries read from the store for one GET_PROVIDERS (then trimmed to size)."""
     max_provider_addrs: int = 32
     """Addresses kept per ADD_PROVIDER entry."""
-    local_provides_refresh: float = 5.0
-    """Seconds the list of keys we provide is cached between GET_PROVIDERS requests."""
+    max_buffered_per_peer: int = 2 * MAX_MESSAGE_SIZE
+    """Bytes of request bodies being read from one peer at once (all its streams);
+    a request that would go over has its stream reset."""
+    max_buffered_total: int = 16 * MAX_MESSAGE_SIZE
+    """Bytes of request bodies being read from all peers at once."""
 
 
 @dataclass(slots=True)
@@ -144,6 +167,11 @@ class KadServerStats:
     """Request bodies (without length prefixes)."""
     bytes_sent: int = 0
     """Responses including length prefixes."""
+    refused: dict[str, int] = field(default_factory=dict)
+    """Records not stored because a store limit was reached, by reason
+    (``per_key``, ``per_peer``, ``total_records``, ``total_bytes``, ``too_large``)."""
+    buffered: int = 0
+    """Bytes of request bodies being read right now (drawn from the read budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +180,7 @@ class _Instruments:
     errors: Counter
     received_bytes: Histogram
     latency: Histogram
+    refused: Counter
 
 
 @functools.cache
@@ -172,6 +201,10 @@ def _instruments() -> _Instruments:
             "inbound_request_latency",
             unit="ms",
             description="From a kad request read to its response written",
+        ),
+        refused=meter.create_counter(
+            "stored_records_refused",
+            description="Records not stored because a store limit was reached, by reason",
         ),
     )
 
@@ -209,7 +242,8 @@ class KadServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._resets: set[asyncio.Task[None]] = set()
-        self._local_cache: tuple[float, frozenset[bytes]] | None = None
+        self._buffered_by_peer: dict[PeerID, int] = {}
+        self._put_locks: dict[bytes, tuple[asyncio.Lock, list[int]]] = {}
         self._handlers: dict[MessageType, Callable[[PeerID, Message], Message | None]] = {
             MessageType.FIND_NODE: self._find_node,
             MessageType.GET_VALUE: self._get_value,
@@ -217,6 +251,12 @@ class KadServer:
             MessageType.ADD_PROVIDER: self._add_provider,
             MessageType.GET_PROVIDERS: self._get_providers,
             MessageType.PING: self._ping,
+        }
+        self._async_handlers: dict[
+            MessageType, Callable[[PeerID, Message], Awaitable[Message | None]]
+        ] = {
+            MessageType.PUT_VALUE: self._put_value_async,
+            MessageType.ADD_PROVIDER: self._add_provider_async,
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -290,9 +330,12 @@ class KadServer:
         while True:
             try:
                 async with asyncio.timeout(cfg.stream_idle_timeout):
-                    request = await read_message(stream.reader, cfg.max_message_size)
+                    request = await self._read_request(stream, peer)
             except TimeoutError:
                 await self._reset(stream, "idle_timeout")
+                return
+            except _OverBudgetError:
+                await self._reset(stream, "read_budget")
                 return
             except MessageError as exc:
                 log.debug("bad kad message from %s: %s", peer, exc)
@@ -307,7 +350,7 @@ class KadServer:
             self.stats.bytes_received += size
             instruments.received_bytes.record(size)
             try:
-                response = self.dispatch(peer, request)
+                response = await self.dispatch_async(peer, request)
             except KadRequestError as exc:
                 log.debug("kad request from %s refused: %s", peer, exc)
                 await stream.reset()
@@ -320,6 +363,46 @@ class KadServer:
             if response is not None and not await self._respond(stream, response):
                 return
             instruments.latency.record((time.perf_counter() - started) * 1000.0)
+
+    async def _read_request(self, stream: Stream, peer: PeerID) -> Message | None:
+        """One request, its body counted against the peer's and the server's read budget
+        while it is being read (:class:`_OverBudgetError` if it does not fit)."""
+        reader = stream.reader
+        if await reader.at_eof():
+            return None
+        try:
+            size = await reader.read_uvarint()
+        except VarintError as exc:
+            raise MessageError(f"bad length prefix: {exc}") from None
+        except IncompleteReadError as exc:
+            raise MessageError(f"truncated message: {exc}") from None
+        if size > self.config.max_message_size:
+            raise MessageError(f"message of {size} bytes exceeds {self.config.max_message_size}")
+        with self._reserve(peer, size):
+            try:
+                body = await reader.read_exactly(size)
+            except IncompleteReadError as exc:
+                raise MessageError(f"truncated message: {exc}") from None
+            return decode_bounded(body, REQUEST_PEER_ENTRIES, REQUEST_PEER_ENTRIES)
+
+    @contextlib.contextmanager
+    def _reserve(self, peer: PeerID, size: int) -> Iterator[None]:
+        cfg = self.config
+        held = self._buffered_by_peer.get(peer, 0)
+        if (
+            held + size > cfg.max_buffered_per_peer
+            or self.stats.buffered + size > cfg.max_buffered_total
+        ):
+            raise _OverBudgetError
+        self._buffered_by_peer[peer] = held + size
+        self.stats.buffered += size
+        try:
+            yield
+        finally:
+            self.stats.buffered -= size
+            left = self._buffered_by_peer.pop(peer) - size
+            if left:
+                self._buffered_by_peer[peer] = left
 
     async def _respond(self, stream: Stream, response: Message) -> bool:
         """Write ``response``; False (stream done) if the peer went away or stopped reading."""
@@ -362,8 +445,29 @@ class KadServer:
         """Handle one request from ``remote``; the response to write, or None (ADD_PROVIDER).
 
         Raises only :class:`KadRequestError` subclasses for anything the peer got
-        wrong (the caller resets the stream). Stores are updated before returning.
+        wrong (the caller resets the stream). Stores are updated (with their
+        blocking calls) before returning.
         """
+        kind = self._kind(request)
+        with self._handling(remote, request, kind):
+            response = self._handlers[kind](remote, request)
+        self._answered(remote, kind)
+        return response
+
+    async def dispatch_async(self, remote: PeerID, request: Message) -> Message | None:
+        """:meth:`dispatch` with store writes awaited off the event loop (the stream loop's
+        way): a PUT_VALUE is answered, and an ADD_PROVIDER reported, once committed."""
+        kind = self._kind(request)
+        handler = self._async_handlers.get(kind)
+        with self._handling(remote, request, kind):
+            if handler is None:
+                response = self._handlers[kind](remote, request)
+            else:
+                response = await handler(remote, request)
+        self._answered(remote, kind)
+        return response
+
+    def _kind(self, request: Message) -> MessageType:
         try:
             kind = message_type(request)
         except MessageError as exc:
@@ -371,6 +475,10 @@ class KadServer:
             raise MalformedRequestError("unknown_type", str(exc)) from None
         self.stats.received[kind] = self.stats.received.get(kind, 0) + 1
         _instruments().received.add(1, {"message_type": kind.name})
+        return kind
+
+    @contextlib.contextmanager
+    def _handling(self, remote: PeerID, request: Message, kind: MessageType) -> Iterator[None]:
         attrs = {
             "remote_id": str(remote),
             "message_type": kind.name,
@@ -378,13 +486,18 @@ class KadServer:
         }
         with telemetry.tracer().start_as_current_span(f"DHT.Handle.{kind.name}", attributes=attrs):
             try:
-                response = self._handlers[kind](remote, request)
+                yield
             except KadRequestError as exc:
                 self._count_error(exc.reason, kind)
                 raise
+
+    def _answered(self, remote: PeerID, kind: MessageType) -> None:
         self.stats.answered[kind] = self.stats.answered.get(kind, 0) + 1
         self._view.on_inbound_request(remote, kind)
-        return response
+
+    def _refused(self, kind: MessageType, exc: StoreFullError) -> None:
+        self.stats.refused[exc.reason] = self.stats.refused.get(exc.reason, 0) + 1
+        _instruments().refused.add(1, {"message_type": kind.name, "reason": exc.reason})
 
     # --- closer peers ----------------------------------------------------------------------
 
@@ -442,6 +555,38 @@ class KadServer:
 
     def _put_value(self, remote: PeerID, request: Message) -> Message:
         """Validate, keep the better of the incoming and the stored record, echo the request."""
+        key, value, now = self._check_put(request)
+        try:
+            self._values.put(key, value, now, remote)
+        except StoreFullError as exc:
+            self._refused(MessageType.PUT_VALUE, exc)
+            raise RejectedRecordError("store_full", str(exc)) from None
+        return self._put_echo(key, value, now)
+
+    async def _put_value_async(self, remote: PeerID, request: Message) -> Message:
+        """:meth:`_put_value`, answered once the record is committed. Puts of one key are
+        serialised, so a worse record cannot overtake the check of a better one."""
+        key = request.record.key
+        entry = self._put_locks.get(key)
+        if entry is None:
+            entry = self._put_locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                key, value, now = self._check_put(request)
+                try:
+                    await self._values.put_async(key, value, now, remote)
+                except StoreFullError as exc:
+                    self._refused(MessageType.PUT_VALUE, exc)
+                    raise RejectedRecordError("store_full", str(exc)) from None
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._put_locks[request.record.key]
+        return self._put_echo(key, value, now)
+
+    def _check_put(self, request: Message) -> tuple[bytes, bytes, float]:
         if not request.HasField("record"):
             raise MalformedRequestError("missing_record", "PUT_VALUE without a record")
         key, value = request.record.key, request.record.value
@@ -460,7 +605,10 @@ class KadServer:
                 best = 0
             if best != 0:
                 raise RejectedRecordError("worse_record", "we hold a better record")
-        self._values.put(key, value, now)
+        return key, value, now
+
+    @staticmethod
+    def _put_echo(key: bytes, value: bytes, now: float) -> Message:
         response = Message(type=Message.PUT_VALUE, key=key)
         response.record.CopyFrom(make_record(key, value, format_time_received(now)))
         return response
@@ -474,12 +622,32 @@ class KadServer:
         return True
 
     def _add_provider(self, remote: PeerID, request: Message) -> None:
-        """Store every entry that names the sender and has an address; never answered."""
+        """Store the entry that names the sender with an address; never answered. A record
+        refused by a store limit is dropped (counted), the stream goes on."""
+        key, provider = self._check_provider(remote, request)
+        try:
+            self._providers.add(key, provider, self._clock(), remote)
+        except StoreFullError as exc:
+            self._refused(MessageType.ADD_PROVIDER, exc)
+            return None
+        self._view.on_provider_added(key, provider)
+        return None
+
+    async def _add_provider_async(self, remote: PeerID, request: Message) -> None:
+        """:meth:`_add_provider`, reported to the Node once the record is committed."""
+        key, provider = self._check_provider(remote, request)
+        try:
+            await self._providers.add_async(key, provider, self._clock(), remote)
+        except StoreFullError as exc:
+            self._refused(MessageType.ADD_PROVIDER, exc)
+            return None
+        self._view.on_provider_added(key, provider)
+        return None
+
+    def _check_provider(self, remote: PeerID, request: Message) -> tuple[bytes, PeerInfo]:
         key = request.key
         if not 0 < len(key) <= MAX_PROVIDER_KEY_SIZE:
             raise MalformedRequestError("bad_provider_key", f"provider key of {len(key)} bytes")
-        now = self._clock()
-        stored = False
         for entry in request.providerPeers:
             if entry.id != remote.multihash:
                 continue  # go ignores entries naming another peer
@@ -490,16 +658,10 @@ class KadServer:
             if not info.addrs:
                 continue
             addrs = tuple(dict.fromkeys(info.addrs))[: self.config.max_provider_addrs]
-            provider = PeerInfo(remote, addrs)
-            self._providers.add(key, provider, now)
-            self._view.on_provider_added(key, provider)
-            stored = True
-            break
-        if not stored:
-            raise RejectedProviderError(
-                "no_valid_provider", "no provider entry names the sender with an address"
-            )
-        return None
+            return key, PeerInfo(remote, addrs)
+        raise RejectedProviderError(
+            "no_valid_provider", "no provider entry names the sender with an address"
+        )
 
     def _get_providers(self, remote: PeerID, request: Message) -> Message:
         """Known providers (ourselves included, with current addresses) + closer peers."""
@@ -516,22 +678,11 @@ class KadServer:
                 if known is not None and known.addrs:
                     info = PeerInfo(info.peer_id, known.addrs)
             providers.append(info)
-        if all(p.peer_id != me.peer_id for p in providers) and key in self._local_keys():
+        if all(p.peer_id != me.peer_id for p in providers) and self._providers.is_local(key):
             providers.insert(0, me)
         providers = distinct_peers(providers, require_addrs=False)
         response = Message(type=Message.GET_PROVIDERS, key=key)
         return self._fill(response, providers, self._closer(remote, key))
-
-    def _local_keys(self) -> frozenset[bytes]:
-        """The keys we provide, re-read at most every ``local_provides_refresh`` seconds:
-        the Node also stores itself as a provider, so this only covers lapsed entries, and
-        listing a large SQLite table on every GET_PROVIDERS would be wasteful."""
-        now = time.monotonic()
-        if self._local_cache is None or now - self._local_cache[0] >= (
-            self.config.local_provides_refresh
-        ):
-            self._local_cache = (now, frozenset(self._providers.list_local()))
-        return self._local_cache[1]
 
     def _ping(self, remote: PeerID, request: Message) -> Message:
         """Deprecated but still echoed by go and js."""

@@ -25,7 +25,7 @@ from zikade_py.p2p.io import (
 )
 from zikade_py.p2p.multiaddr import Multiaddr, decode_addrs
 from zikade_py.p2p.peer_id import InvalidPeerIDError, PeerID
-from zikade_py.p2p.varint import VarintError
+from zikade_py.p2p.varint import VarintError, decode_uvarint
 
 Message = dht_pb2.Message
 """The protobuf ``dht.pb.Message`` (re-exported so callers need not import generated code)."""
@@ -41,6 +41,21 @@ RUST_MAX_MESSAGE_SIZE = 16 * 1024
 
 MAX_PROVIDER_KEY_SIZE = 80
 """go rejects ADD_PROVIDER / GET_PROVIDERS keys longer than this (a multihash fits easily)."""
+
+MAX_CLOSER_PEERS = 40
+"""``closerPeers`` entries of one answer that are parsed; the rest is never looked at.
+go's lookup accepts at most 2·K = 40 closer peers per answer; servers send K = 20
+(21 with the target). A 4 MiB answer can hold ~87,000 entries: parsed whole it
+blocked the event loop for seconds (issue 9)."""
+
+MAX_PROVIDER_PEERS = 200
+"""``providerPeers`` entries of one answer that are parsed (ours serve at most 100)."""
+
+_CLOSER_FIELD = 8
+_PROVIDER_FIELD = 9
+_SPARE_FIELDS = 16
+"""Other top-level fields (type, key, record, clusterLevelRaw, unknown ones) walked
+before the bounded decoder stops reading a message."""
 
 
 class MessageType(enum.IntEnum):
@@ -109,6 +124,58 @@ def decode_message(data: bytes) -> dht_pb2.Message:
     return msg
 
 
+def decode_bounded(
+    data: bytes, max_closer: int = MAX_CLOSER_PEERS, max_providers: int = MAX_PROVIDER_PEERS
+) -> dht_pb2.Message:
+    """Parse one message body keeping at most ``max_closer`` closer and ``max_providers``
+    provider entries, without parsing the others.
+
+    The top-level fields are walked (tag and length only) and the entries over
+    the caps skipped; once more fields were walked than the caps and a few
+    others allow, the rest of the message is ignored. Senders write fields in
+    number order (type, key, record, then the peer lists), so an honest answer
+    loses nothing; a hostile one costs O(caps), not O(entries).
+    """
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise MessageError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_SIZE}")
+    budget = max_closer + max_providers + _SPARE_FIELDS
+    kept: list[bytes | memoryview] = []
+    closer = providers = 0
+    view = memoryview(data)
+    pos, end = 0, len(data)
+    try:
+        while pos < end and budget > 0:
+            budget -= 1
+            start = pos
+            tag, pos = decode_uvarint(data, pos)
+            field, wire = tag >> 3, tag & 7
+            if wire == 0:
+                _, pos = decode_uvarint(data, pos)
+            elif wire == 1:
+                pos += 8
+            elif wire == 2:
+                size, pos = decode_uvarint(data, pos)
+                pos += size
+            elif wire == 5:
+                pos += 4
+            else:
+                raise MessageError(f"unsupported wire type {wire} in a kad message")
+            if pos > end:
+                raise MessageError("truncated field in a kad message")
+            if field == _CLOSER_FIELD and wire == 2:
+                closer += 1
+                if closer > max_closer:
+                    continue
+            elif field == _PROVIDER_FIELD and wire == 2:
+                providers += 1
+                if providers > max_providers:
+                    continue
+            kept.append(view[start:pos])
+    except VarintError as exc:
+        raise MessageError(f"bad varint in a kad message: {exc}") from None
+    return decode_message(b"".join(kept))
+
+
 def encode_message(msg: dht_pb2.Message, max_size: int = MAX_MESSAGE_SIZE) -> bytes:
     """Serialize ``msg`` with its varint length prefix, ready to write on a stream.
 
@@ -122,14 +189,19 @@ def encode_message(msg: dht_pb2.Message, max_size: int = MAX_MESSAGE_SIZE) -> by
 
 
 async def read_message(
-    reader: BufferedReader, max_size: int = MAX_MESSAGE_SIZE
+    reader: BufferedReader,
+    max_size: int = MAX_MESSAGE_SIZE,
+    *,
+    max_closer: int | None = None,
+    max_providers: int | None = None,
 ) -> dht_pb2.Message | None:
     """Read one length-prefixed message; ``None`` if the stream ended cleanly before it.
 
     The length prefix is checked against ``max_size`` before any body byte is
     read, so a peer cannot make us buffer more than the limit. A bad varint, an
     oversized length, a stream ending inside a message or an undecodable body
-    raise :class:`MessageError`.
+    raise :class:`MessageError`. With ``max_closer`` / ``max_providers`` the
+    peer lists are capped (:func:`decode_bounded`), as answers from peers are.
     """
     if await reader.at_eof():
         return None
@@ -141,7 +213,13 @@ async def read_message(
         raise MessageError(f"bad length prefix: {exc}") from None
     except IncompleteReadError as exc:
         raise MessageError(f"truncated message: {exc}") from None
-    return decode_message(body)
+    if max_closer is None and max_providers is None:
+        return decode_message(body)
+    return decode_bounded(
+        body,
+        MAX_CLOSER_PEERS if max_closer is None else max_closer,
+        MAX_PROVIDER_PEERS if max_providers is None else max_providers,
+    )
 
 
 # --------------------------------------------------------------------------------------------

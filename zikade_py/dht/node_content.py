@@ -22,13 +22,14 @@ from zikade_py.dht import keys as keyfmt
 from zikade_py.dht.config import BroadcastResult
 from zikade_py.dht.driver import QueryHandle
 from zikade_py.dht.messages import Message, PeerInfo, add_provider, get_providers, provider_peers
-from zikade_py.dht.node_core import ROUTING_ADDR_TTL, NodeCore
+from zikade_py.dht.node_core import NodeCore
 from zikade_py.dht.query_events import (
     EventCallback,
     QueryEvent,
     QueryEventType,
     emit,
 )
+from zikade_py.dht.router import CLOSER_PEER_ADDR_TTL
 from zikade_py.p2p.peer_id import PeerID
 
 
@@ -50,8 +51,9 @@ class ContentAPI(NodeCore):
         if not me.addrs:
             raise ValueError("cannot provide without a listen address (peers would drop it)")
         now = time.time()
-        self.notifier.publish(mh, me)
-        self.providers.add_local(mh, now)
+        await self.providers.add_async(mh, me, now)
+        await self.providers.add_local_async(mh, now)
+        self.notifier.publish(mh, me, store=False)
         strategy = BroadcastStrategy.OPTIMISTIC if optimistic else BroadcastStrategy.FOLLOW_UP
         return await self._broadcast(
             "DHT.Provide", mh, add_provider(mh, me), strategy, timeout, on_event
@@ -87,7 +89,7 @@ class ContentAPI(NodeCore):
                     for info in provider_peers(response):
                         if info.addrs and info.peer_id != self.peer_id:
                             self.host.peerstore.add_addrs(
-                                info.peer_id, info.addrs, ROUTING_ADDR_TTL
+                                info.peer_id, info.addrs, CLOSER_PEER_ADDR_TTL
                             )
                         self.notifier.publish(mh, info, store=False)
 

@@ -81,6 +81,10 @@ log = logging.getLogger(__name__)
 ROUTING_ADDR_TTL: Final = 24 * 3600.0
 """Addresses of routing-table peers are kept this long (in memory and on disk)."""
 
+PROVIDER_PEER_ADDR_TTL: Final = 30 * 60.0
+"""Addresses of a peer that sent us an ADD_PROVIDER, in the host's address book
+(go ``peerstore.ProviderAddrTTL``, 30 min); the provider store serves them 24 h itself."""
+
 
 class NodeCore:
     """The parts of a node and their lifecycle; the API mixins build on it."""
@@ -104,8 +108,9 @@ class NodeCore:
         self._started = False
         self._closed = False
         self.validator: NamespacedValidator = amino_validator()
-        self.providers: ProviderStore = MemoryProviderStore()
-        self.values: ValueStore = MemoryValueStore()
+        limits = self.config.store_limits
+        self.providers: ProviderStore = MemoryProviderStore(limits=limits)
+        self.values: ValueStore = MemoryValueStore(limits)
         self.peer_book: PeerStore = MemoryPeerStore()
         self.notifier = Notifier(self.providers)
 
@@ -130,7 +135,10 @@ class NodeCore:
             repo.mkdir(parents=True, exist_ok=True)
             if key is None:
                 key = load_or_create_identity(repo / IDENTITY_FILENAME)
-            self._datastore = SqliteDatastore(repo / DATASTORE_FILENAME)
+            # Opening scans the tables once (usage per sender): off the event loop.
+            self._datastore = await asyncio.to_thread(
+                SqliteDatastore, repo / DATASTORE_FILENAME, limits=cfg.store_limits
+            )
             self.providers = self._datastore.providers
             self.values = self._datastore.values
             self.peer_book = self._datastore.peers
@@ -154,6 +162,7 @@ class NodeCore:
         self._driver = Driver(coordinator, self._router, self)
         self._load_peer_book()
         self._spawn(self._watch_host(self._events), "dht-host-events")
+        self._spawn(self._collect_garbage(), "dht-store-gc")
 
     async def close(self) -> None:
         """Stop everything the node started: queries, requests, timers, tasks, streams,
@@ -280,7 +289,9 @@ class NodeCore:
     def on_provider_added(self, key: bytes, provider: PeerInfo) -> None:
         """An ADD_PROVIDER was stored by the server: keep the addresses, tell subscribers."""
         if provider.addrs and self._host is not None:
-            self._host.peerstore.add_addrs(provider.peer_id, provider.addrs, ROUTING_ADDR_TTL)
+            self._host.peerstore.add_addrs(
+                provider.peer_id, provider.addrs, PROVIDER_PEER_ADDR_TTL
+            )
         self.notifier.publish(key, provider, store=False)
 
     # -- DriverListener ----------------------------------------------------------------------
@@ -293,14 +304,14 @@ class NodeCore:
             return
         self.host.peerstore.add_addrs(peer, addrs, ROUTING_ADDR_TTL)
         try:
-            self.peer_book.add_addrs(peer, addrs, ROUTING_ADDR_TTL, time.time())
+            self.peer_book.save_later(peer, addrs, ROUTING_ADDR_TTL, time.time())
         except Exception as exc:
             log.warning("cannot save routing peer %s: %s", peer, exc)
 
     def on_routing_removed(self, node: Key) -> None:
         """Forget a peer that left the table from the peer store."""
         try:
-            self.peer_book.remove(key_peer(node))
+            self.peer_book.forget_later(key_peer(node))
         except Exception as exc:
             log.warning("cannot forget routing peer: %s", exc)
 
@@ -328,6 +339,31 @@ class NodeCore:
                         driver.notify(AddCandidates((peer_key(peer),)))
                 case _:
                     pass
+
+    async def _collect_garbage(self) -> None:
+        """Every ``gc_interval``: delete expired provider and value records in batches of
+        ``gc_batch`` (each its own short write, off the event loop), until none is left."""
+        cfg = self.config
+        while True:
+            await asyncio.sleep(cfg.gc_interval)
+            try:
+                await self.collect_garbage()
+            except Exception:
+                log.exception("collecting expired records failed")
+
+    async def collect_garbage(self) -> int:
+        """One collection of expired provider and value records, in bounded batches; how
+        many were deleted. The node runs it every ``gc_interval``."""
+        batch = self.config.gc_batch
+        removed = 0
+        for gc in (self.providers.gc_async, self.values.gc_async):
+            while True:
+                n = await gc(time.time(), limit=batch)
+                removed += n
+                if n < batch:
+                    break
+                await asyncio.sleep(0)
+        return removed
 
     def _load_peer_book(self) -> None:
         now = time.time()
@@ -419,4 +455,4 @@ def _multiaddr(addr: str | Multiaddr) -> Multiaddr:
     return addr if isinstance(addr, Multiaddr) else Multiaddr.parse(addr)
 
 
-__all__ = ["ROUTING_ADDR_TTL", "NodeCore"]
+__all__ = ["PROVIDER_PEER_ADDR_TTL", "ROUTING_ADDR_TTL", "NodeCore"]

@@ -67,7 +67,7 @@ class ValueAPI(NodeCore):
             and self.validator.select(k, [value, existing[0]]) != 0
         ):
             raise InvalidRecordError("a better record is already stored under this key")
-        self.values.put(k, value, now)
+        await self.values.put_async(k, value, now)
         self.local_records.add(k, now)
         message = put_value(k, make_record(k, value))
         return await self._broadcast(
@@ -83,7 +83,7 @@ class ValueAPI(NodeCore):
             self.local_records.discard(key)
             return None
         value = stored[0]
-        self.values.put(key, value, now)
+        await self.values.put_async(key, value, now)
         return await self._broadcast(
             "DHT.PutValue", key, put_value(key, make_record(key, value)),
             BroadcastStrategy.FOLLOW_UP, None, None,

@@ -51,7 +51,9 @@ from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanCont
 
 from zikade_py import telemetry
 from zikade_py.dht.messages import (
+    MAX_CLOSER_PEERS,
     MAX_MESSAGE_SIZE,
+    MAX_PROVIDER_PEERS,
     Message,
     MessageError,
     MessageType,
@@ -73,8 +75,10 @@ from zikade_py.p2p.yamux import SessionClosedError
 
 log = logging.getLogger(__name__)
 
-CLOSER_PEER_ADDR_TTL: Final = 3600.0
-"""How long addresses heard in a closer-peers list are kept (zikade's router: 1 h)."""
+CLOSER_PEER_ADDR_TTL: Final = 600.0
+"""How long addresses heard in a closer-peers list are kept: third-party claims, so short
+(go: ``TempAddrTTL``, 2 min), but longer than a candidate can wait in the include queue
+(128 candidates, 3 checks of ≤ 10 s at a time: ~7 min)."""
 
 OPEN_ATTEMPTS: Final = 3
 """Tries to get a stream when the connection we got closes under us (simultaneous dials)."""
@@ -378,7 +382,10 @@ class Router:
                     await stream.close()
                     return Reply(None, [])
                 try:
-                    response = await read_message(stream.reader, self._max_message_size)
+                    response = await read_message(
+                        stream.reader, self._max_message_size,
+                        max_closer=MAX_CLOSER_PEERS, max_providers=MAX_PROVIDER_PEERS,
+                    )
                 except MessageError as exc:
                     raise BadResponseError(f"bad response from {to}: {exc}") from None
                 if response is None:

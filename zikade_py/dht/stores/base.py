@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Final, Protocol
 
 from zikade_py.dht.messages import PeerInfo
+from zikade_py.dht.stores.limits import Usage
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 
@@ -41,12 +42,24 @@ class ProviderStore(Protocol):
     again every :data:`REPUBLISH_INTERVAL` and after a restart.
     """
 
-    def add(self, key: bytes, provider: PeerInfo, now: float) -> None:
+    def add(
+        self, key: bytes, provider: PeerInfo, now: float, sender: PeerID | None = None
+    ) -> None:
         """Record (or refresh) ``provider`` for multihash ``key`` at time ``now``.
 
         An announcement without addresses refreshes the record but keeps the
-        addresses already known (as go keeps them in its address book).
+        addresses already known (as go keeps them in its address book). With a
+        ``sender`` (the peer that sent the ADD_PROVIDER) the store's limits apply:
+        :class:`~.limits.StoreFullError` if the record would exceed one. Durable
+        stores have the record on disk when this returns (it may wait for a disk
+        sync: the event loop uses :meth:`add_async`).
         """
+        ...
+
+    async def add_async(
+        self, key: bytes, provider: PeerInfo, now: float, sender: PeerID | None = None
+    ) -> None:
+        """:meth:`add` without blocking the event loop; on disk when it returns."""
         ...
 
     def get(self, key: bytes, now: float, limit: int | None = None) -> list[PeerInfo]:
@@ -57,8 +70,29 @@ class ProviderStore(Protocol):
         """
         ...
 
-    def gc(self, now: float) -> int:
-        """Delete expired provider records; return how many were removed."""
+    def gc(self, now: float, limit: int | None = None) -> int:
+        """Delete expired provider records (at most ``limit``, oldest first); return how
+        many were removed."""
+        ...
+
+    async def gc_async(self, now: float, limit: int | None = None) -> int:
+        """:meth:`gc` without blocking the event loop."""
+        ...
+
+    def usage(self) -> Usage:
+        """Provider records and their bytes held in total (expired ones until collected)."""
+        ...
+
+    def sender_usage(self, sender: PeerID) -> Usage:
+        """Provider records and bytes announced by ``sender``."""
+        ...
+
+    def is_local(self, key: bytes) -> bool:
+        """Whether we provide ``key`` (one indexed lookup, whatever the number of keys)."""
+        ...
+
+    async def add_local_async(self, key: bytes, now: float) -> None:
+        """:meth:`add_local` without blocking the event loop."""
         ...
 
     def add_local(self, key: bytes, now: float) -> None:
@@ -83,13 +117,20 @@ class ProviderStore(Protocol):
 class ValueStore(Protocol):
     """Value records (``/pk/…``, ``/ipns/…``) keyed by the full record key."""
 
-    def put(self, key: bytes, value: bytes, now: float) -> bool:
+    def put(self, key: bytes, value: bytes, now: float, sender: PeerID | None = None) -> bool:
         """Store ``value`` (already validated and selected) received at ``now``.
 
         Returns True if the stored value changed (new key or different bytes),
-        False if the same value was only refreshed. Durable stores have the
-        record on disk when this returns.
+        False if the same value was only refreshed. With a ``sender`` (the peer of
+        the PUT_VALUE) the limits apply (:class:`~.limits.StoreFullError`). Durable
+        stores have the record on disk when this returns.
         """
+        ...
+
+    async def put_async(
+        self, key: bytes, value: bytes, now: float, sender: PeerID | None = None
+    ) -> bool:
+        """:meth:`put` without blocking the event loop; on disk when it returns."""
         ...
 
     def get(
@@ -102,8 +143,23 @@ class ValueStore(Protocol):
         """Remove the record; False if there was none."""
         ...
 
-    def gc(self, now: float, max_age: float = MAX_RECORD_AGE) -> int:
-        """Delete records older than ``max_age``; return how many were removed."""
+    def gc(self, now: float, max_age: float = MAX_RECORD_AGE, limit: int | None = None) -> int:
+        """Delete records older than ``max_age`` (at most ``limit``, oldest first); return
+        how many were removed."""
+        ...
+
+    async def gc_async(
+        self, now: float, max_age: float = MAX_RECORD_AGE, limit: int | None = None
+    ) -> int:
+        """:meth:`gc` without blocking the event loop."""
+        ...
+
+    def usage(self) -> Usage:
+        """Value records and their bytes held in total."""
+        ...
+
+    def sender_usage(self, sender: PeerID) -> Usage:
+        """Value records whose last PUT_VALUE came from ``sender``, and their bytes."""
         ...
 
 
@@ -126,6 +182,14 @@ class PeerStore(Protocol):
 
     def remove(self, peer: PeerID) -> bool:
         """Forget a peer entirely; False if it was unknown."""
+        ...
+
+    def save_later(self, peer: PeerID, addrs: Iterable[Multiaddr], ttl: float, now: float) -> None:
+        """:meth:`add_addrs` in the background (the event loop never waits for the disk)."""
+        ...
+
+    def forget_later(self, peer: PeerID) -> None:
+        """:meth:`remove` in the background."""
         ...
 
     def gc(self, now: float) -> int:

@@ -6,6 +6,7 @@ expiry rules as the SQLite stores, so behaviour tests can run against both.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -15,6 +16,13 @@ from zikade_py.dht.stores.base import (
     PROVIDER_ADDR_TTL,
     PROVIDER_VALIDITY,
     REPUBLISH_INTERVAL,
+)
+from zikade_py.dht.stores.limits import (
+    Accounting,
+    StoreFullError,
+    StoreLimits,
+    Usage,
+    provider_size,
 )
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
@@ -26,30 +34,81 @@ class _ProviderEntry:
     time_received: float
     addrs: tuple[Multiaddr, ...]
     addrs_time: float
+    size: int
+
+
+def _addrs_len(addrs: tuple[Multiaddr, ...]) -> int:
+    return sum(len(a.to_bytes()) + 1 for a in addrs)
 
 
 class MemoryProviderStore:
-    """Provider records in a dict; see :class:`~.base.ProviderStore`."""
+    """Provider records in a dict; see :class:`~.base.ProviderStore`.
 
-    __slots__ = ("_addr_ttl", "_local", "_providers", "_validity")
+    Expiry is kept in a heap (refreshes push a new entry, stale ones are skipped),
+    so a GC batch costs O(batch log n), not a scan of every record.
+    """
+
+    __slots__ = ("_acct", "_addr_ttl", "_expiry", "_limits", "_local", "_providers", "_validity")
 
     def __init__(
-        self, validity: float = PROVIDER_VALIDITY, addr_ttl: float = PROVIDER_ADDR_TTL
+        self,
+        validity: float = PROVIDER_VALIDITY,
+        addr_ttl: float = PROVIDER_ADDR_TTL,
+        limits: StoreLimits | None = None,
     ) -> None:
         self._validity = validity
         self._addr_ttl = addr_ttl
+        self._limits = limits or StoreLimits()
+        self._limits.validate()
+        self._acct = Accounting(
+            self._limits.max_providers_per_peer,
+            self._limits.max_providers,
+            self._limits.max_provider_bytes,
+        )
         self._providers: dict[bytes, dict[bytes, _ProviderEntry]] = {}
+        self._expiry: list[tuple[float, bytes, bytes]] = []
         self._local: dict[bytes, float] = {}
 
-    def add(self, key: bytes, provider: PeerInfo, now: float) -> None:
-        """Record or refresh ``provider`` for ``key``."""
-        entries = self._providers.setdefault(bytes(key), {})
+    def add(
+        self, key: bytes, provider: PeerInfo, now: float, sender: PeerID | None = None
+    ) -> None:
+        """Record or refresh ``provider`` for ``key`` (limits apply with a ``sender``)."""
+        key = bytes(key)
         pid = provider.peer_id.multihash
-        old = entries.get(pid)
-        if provider.addrs or old is None:
-            entries[pid] = _ProviderEntry(provider.peer_id, now, tuple(provider.addrs), now)
+        entries = self._providers.get(key)
+        old = entries.get(pid) if entries is not None else None
+        limited = None if sender is None else pid
+        if old is None:
+            addrs = tuple(provider.addrs)
+            size = provider_size(key, pid, _addrs_len(addrs))
+            if (
+                limited is not None
+                and entries is not None
+                and len(entries) >= self._limits.max_providers_per_key
+            ):
+                raise StoreFullError("per_key", "this key has its maximum of providers")
+            self._acct.check_new(limited, size)
+            if entries is None:
+                entries = self._providers[key] = {}
+            entries[pid] = _ProviderEntry(provider.peer_id, now, addrs, now, size)
+            self._acct.charge(pid, 1, size)
+        elif provider.addrs:
+            addrs = tuple(provider.addrs)
+            size = provider_size(key, pid, _addrs_len(addrs))
+            self._acct.check_grow(limited, size - old.size)
+            self._acct.charge(pid, 0, size - old.size)
+            old.time_received, old.addrs, old.addrs_time, old.size = now, addrs, now, size
         else:
             old.time_received = now
+        heapq.heappush(self._expiry, (now, key, pid))
+        if len(self._expiry) > 4 * self._acct.total.records + 64:
+            self._compact()
+
+    async def add_async(
+        self, key: bytes, provider: PeerInfo, now: float, sender: PeerID | None = None
+    ) -> None:
+        """:meth:`add` (nothing to wait for in memory)."""
+        self.add(key, provider, now, sender)
 
     def get(self, key: bytes, now: float, limit: int | None = None) -> list[PeerInfo]:
         """Unexpired providers of ``key``, most recently announced first."""
@@ -63,21 +122,57 @@ class MemoryProviderStore:
             for e in live
         ]
 
-    def gc(self, now: float) -> int:
-        """Drop expired records and empty keys."""
+    def gc(self, now: float, limit: int | None = None) -> int:
+        """Drop expired records (at most ``limit``, oldest first) and empty keys."""
         removed = 0
-        for key in list(self._providers):
-            entries = self._providers[key]
-            for pid in [p for p, e in entries.items() if now - e.time_received > self._validity]:
-                del entries[pid]
-                removed += 1
+        cutoff = now - self._validity
+        heap = self._expiry
+        while heap and heap[0][0] < cutoff and (limit is None or removed < limit):
+            t, key, pid = heapq.heappop(heap)
+            entries = self._providers.get(key)
+            entry = entries.get(pid) if entries is not None else None
+            if entry is None or entry.time_received != t:
+                continue  # refreshed since, or already gone
+            assert entries is not None
+            del entries[pid]
+            self._acct.charge(pid, -1, -entry.size)
+            removed += 1
             if not entries:
                 del self._providers[key]
         return removed
 
+    async def gc_async(self, now: float, limit: int | None = None) -> int:
+        """:meth:`gc`."""
+        return self.gc(now, limit)
+
+    def _compact(self) -> None:
+        self._expiry = [
+            (e.time_received, key, pid)
+            for key, entries in self._providers.items()
+            for pid, e in entries.items()
+        ]
+        heapq.heapify(self._expiry)
+
+    def usage(self) -> Usage:
+        """Records and bytes held."""
+        return Usage(self._acct.total.records, self._acct.total.bytes)
+
+    def sender_usage(self, sender: PeerID) -> Usage:
+        """Records and bytes announced by ``sender``."""
+        u = self._acct.of(sender.multihash)
+        return Usage(u.records, u.bytes)
+
+    def is_local(self, key: bytes) -> bool:
+        """Whether we provide ``key``."""
+        return bytes(key) in self._local
+
     def add_local(self, key: bytes, now: float) -> None:
         """Mark ``key`` as ours, announced at ``now``."""
         self._local[bytes(key)] = now
+
+    async def add_local_async(self, key: bytes, now: float) -> None:
+        """:meth:`add_local`."""
+        self.add_local(key, now)
 
     def remove_local(self, key: bytes) -> bool:
         """Stop providing ``key``."""
@@ -96,18 +191,50 @@ class MemoryProviderStore:
 
 
 class MemoryValueStore:
-    """Value records in a dict; see :class:`~.base.ValueStore`."""
+    """Value records in a dict; see :class:`~.base.ValueStore` (expiry heap as above)."""
 
-    __slots__ = ("_records",)
+    __slots__ = ("_acct", "_expiry", "_limits", "_records")
 
-    def __init__(self) -> None:
-        self._records: dict[bytes, tuple[bytes, float]] = {}
+    def __init__(self, limits: StoreLimits | None = None) -> None:
+        self._limits = limits or StoreLimits()
+        self._limits.validate()
+        self._acct = Accounting(
+            self._limits.max_values_per_peer, self._limits.max_values, self._limits.max_value_bytes
+        )
+        self._records: dict[bytes, tuple[bytes, float, bytes]] = {}
+        self._expiry: list[tuple[float, bytes]] = []
 
-    def put(self, key: bytes, value: bytes, now: float) -> bool:
-        """Store ``value``; True if it differs from what was stored."""
-        old = self._records.get(bytes(key))
-        self._records[bytes(key)] = (bytes(value), now)
+    def put(self, key: bytes, value: bytes, now: float, sender: PeerID | None = None) -> bool:
+        """Store ``value`` (limits apply with a ``sender``); True if it differs from before."""
+        key, value = bytes(key), bytes(value)
+        who = b"" if sender is None else sender.multihash
+        limited = None if sender is None else who
+        if limited is not None and len(value) > self._limits.max_record_size:
+            raise StoreFullError("too_large", f"a value of {len(value)} bytes is too large")
+        old = self._records.get(key)
+        size = len(key) + len(value)
+        if old is None:
+            self._acct.check_new(limited, size)
+        else:
+            old_size = len(key) + len(old[0])
+            if old[2] != who:
+                self._acct.check_new(limited, size)
+            else:
+                self._acct.check_grow(limited, size - old_size)
+            self._acct.charge(old[2], -1, -old_size)
+        self._acct.charge(who, 1, size)
+        self._records[key] = (value, now, who)
+        heapq.heappush(self._expiry, (now, key))
+        if len(self._expiry) > 4 * len(self._records) + 64:
+            self._expiry = [(t, k) for k, (_, t, _) in self._records.items()]
+            heapq.heapify(self._expiry)
         return old is None or old[0] != value
+
+    async def put_async(
+        self, key: bytes, value: bytes, now: float, sender: PeerID | None = None
+    ) -> bool:
+        """:meth:`put`."""
+        return self.put(key, value, now, sender)
 
     def get(
         self, key: bytes, now: float, max_age: float = MAX_RECORD_AGE
@@ -116,18 +243,43 @@ class MemoryValueStore:
         found = self._records.get(bytes(key))
         if found is None or now - found[1] > max_age:
             return None
-        return found
+        return found[0], found[1]
 
     def delete(self, key: bytes) -> bool:
         """Remove the record."""
-        return self._records.pop(bytes(key), None) is not None
+        old = self._records.pop(bytes(key), None)
+        if old is None:
+            return False
+        self._acct.charge(old[2], -1, -(len(key) + len(old[0])))
+        return True
 
-    def gc(self, now: float, max_age: float = MAX_RECORD_AGE) -> int:
-        """Drop records older than ``max_age``."""
-        old = [k for k, (_, t) in self._records.items() if now - t > max_age]
-        for key in old:
-            del self._records[key]
-        return len(old)
+    def gc(self, now: float, max_age: float = MAX_RECORD_AGE, limit: int | None = None) -> int:
+        """Drop records older than ``max_age`` (at most ``limit``, oldest first)."""
+        removed = 0
+        heap = self._expiry
+        while heap and now - heap[0][0] > max_age and (limit is None or removed < limit):
+            t, key = heapq.heappop(heap)
+            found = self._records.get(key)
+            if found is None or found[1] != t:
+                continue
+            self.delete(key)
+            removed += 1
+        return removed
+
+    async def gc_async(
+        self, now: float, max_age: float = MAX_RECORD_AGE, limit: int | None = None
+    ) -> int:
+        """:meth:`gc`."""
+        return self.gc(now, max_age, limit)
+
+    def usage(self) -> Usage:
+        """Records and bytes held."""
+        return Usage(self._acct.total.records, self._acct.total.bytes)
+
+    def sender_usage(self, sender: PeerID) -> Usage:
+        """Records last put by ``sender`` and their bytes."""
+        u = self._acct.of(sender.multihash)
+        return Usage(u.records, u.bytes)
 
 
 class MemoryPeerStore:
@@ -169,6 +321,14 @@ class MemoryPeerStore:
     def remove(self, peer: PeerID) -> bool:
         """Forget ``peer``."""
         return self._addrs.pop(peer, None) is not None
+
+    def save_later(self, peer: PeerID, addrs: Iterable[Multiaddr], ttl: float, now: float) -> None:
+        """:meth:`add_addrs` (nothing to wait for in memory)."""
+        self.add_addrs(peer, addrs, ttl, now)
+
+    def forget_later(self, peer: PeerID) -> None:
+        """:meth:`remove`."""
+        self.remove(peer)
 
     def gc(self, now: float) -> int:
         """Drop expired addresses and peers left with none."""
