@@ -1,9 +1,12 @@
-"""A thin, synchronous client of the daemon's RPC API (standard library ``http.client``).
+"""A thin, synchronous client of the daemon's RPC API: one POST over a plain socket.
 
 Why not the async client of :mod:`zikade_py.http.client`: a command answered by
 the daemon only needs one POST and a stream of JSON lines. Loading aiohttp,
-asyncio and the node for that made every such command cost half a second;
-this client costs a few milliseconds. It speaks the API of
+asyncio and the node for that made every such command cost half a second.
+Even ``http.client`` costs 20 ms of imports (email parsing, ssl) for nothing
+we use, so this speaks the little HTTP/1.1 it needs itself: a request with
+``Connection: close``, a status line, headers, and a body sized by
+``Content-Length``, chunked, or ended by the close. It speaks the API of
 :mod:`zikade_py.http.rpc` (Kubo's shape): ``POST /api/v0/<command>?arg=…``,
 one JSON document or NDJSON with ``X-Chunked-Output: 1``, errors as
 ``{"Message", "Code", "Type": "error"}`` (also as the last line of a stream).
@@ -11,14 +14,13 @@ one JSON document or NDJSON with ``X-Chunked-Output: 1``, errors as
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from zikade_py.http.api_addr import api_base_url
 from zikade_py.http.repo import read_api_file
@@ -98,26 +100,31 @@ class ThinClient:
         options: Mapping[str, str],
         body: bytes | None,
         timeout: float | None,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    ) -> tuple[socket.socket, _Reply]:
         query = urllib.parse.urlencode([*(("arg", a) for a in args), *options.items()])
         path = API_PREFIX + command + (f"?{query}" if query else "")
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        headers = dict(self.headers)
+        payload = body if body is not None else b""
+        head = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {self.host if ':' not in self.host else f'[{self.host}]'}:{self.port}",
+            f"Content-Length: {len(payload)}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in self.headers.items()),
+        ]
         if body is not None:
-            headers["Content-Type"] = "application/octet-stream"
+            head.append("Content-Type: application/octet-stream")
         try:
-            conn.connect()
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:
-            conn.close()
             raise NotConnectedError(f"cannot reach the daemon at {self.base_url}: {exc}") from None
         try:
-            conn.request("POST", path, body=body if body is not None else b"", headers=headers)
-            return conn, conn.getresponse()
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+            return sock, _Reply.read_head(sock.makefile("rb"))
         except TimeoutError:
-            conn.close()
+            sock.close()
             raise
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+        except (OSError, ValueError) as exc:
+            sock.close()
             raise DaemonUnavailableError(f"lost the daemon at {self.base_url}: {exc}") from None
 
     def request(
@@ -148,12 +155,12 @@ class ThinClient:
         :class:`NotConnectedError` before the first object means nothing reached
         the daemon. ``timeout`` bounds each wait for data, not the whole stream.
         """
-        conn, resp = self._open(command, args, options or {}, body, timeout)
+        sock, reply = self._open(command, args, options or {}, body, timeout)
         try:
-            if resp.status != 200 or resp.getheader("X-Chunked-Output") != "1":
-                yield _document(resp.status, resp.read())
+            if reply.status != 200 or reply.headers.get("x-chunked-output") != "1":
+                yield _document(reply.status, b"".join(reply.body()))
                 return
-            while line := resp.readline():
+            for line in reply.lines():
                 if not line.strip():
                     continue
                 doc = _decode(line)
@@ -162,10 +169,64 @@ class ThinClient:
                 yield doc
         except TimeoutError:
             raise
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError) as exc:
             raise DaemonUnavailableError(f"lost the daemon at {self.base_url}: {exc}") from None
         finally:
-            conn.close()
+            reply.file.close()
+            sock.close()
+
+
+@dataclass
+class _Reply:
+    """An HTTP/1.1 response being read: status, headers (lower-case names), then the body."""
+
+    file: BinaryIO
+    status: int
+    headers: dict[str, str]
+
+    @classmethod
+    def read_head(cls, file: BinaryIO) -> _Reply:
+        """Read the status line and the headers; :class:`ValueError` if they are not HTTP."""
+        status_line = file.readline(_MAX_LINE)
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise ValueError(f"not an HTTP response: {status_line[:80]!r}")
+        headers: dict[str, str] = {}
+        while (line := file.readline(_MAX_LINE)) not in (b"\r\n", b"\n", b""):
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        return cls(file, int(parts[1]), headers)
+
+    def body(self) -> Iterator[bytes]:
+        """The body as it arrives (de-chunked)."""
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.file.readline(_MAX_LINE).split(b";")[0].strip() or b"x", 16)
+                if size == 0:
+                    return
+                data = self.file.read(size)
+                self.file.readline(_MAX_LINE)  # the CRLF after each chunk
+                if len(data) < size:
+                    raise ValueError("the daemon closed the stream mid-chunk")
+                yield data
+        elif "content-length" in self.headers:
+            yield self.file.read(int(self.headers["content-length"]))
+        else:
+            yield self.file.read()
+
+    def lines(self) -> Iterator[bytes]:
+        """The body split into lines as they complete (NDJSON)."""
+        pending = b""
+        for data in self.body():
+            pending += data
+            *complete, pending = pending.split(b"\n")
+            yield from complete
+        if pending:
+            yield pending
+
+
+_MAX_LINE = 65536
 
 
 def _decode(raw: bytes) -> JSONObj:
