@@ -126,7 +126,12 @@ def main() -> None:
     runs: int = ns.runs
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    result: dict[str, Any] = {"runs": runs, "cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    result: dict[str, Any] = {
+        "runs": runs,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
     with tempfile.TemporaryDirectory(prefix="zikade-bench-cli-") as tmp:
         offline = Path(tmp) / "offline"
         env["ZIKADE_PATH"] = str(offline)
