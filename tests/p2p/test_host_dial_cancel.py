@@ -278,3 +278,16 @@ async def test_cancel_at_any_point_of_the_handshake_leaves_both_sides_consistent
         conn = await a.connect(b.peer_id, b.listen_addrs)
         assert await round_trip(conn, b"works") == b"works"
         assert a.connmgr.total_holds() == b.connmgr.total_holds() == 0
+
+
+async def test_a_short_first_caller_does_not_cut_the_dial_short_for_the_others() -> None:
+    async with running() as a, running() as b, gate_to(b) as gate:
+        hasty = asyncio.create_task(a.connect(b.peer_id, [gate.addr], timeout=0.3))
+        patient = asyncio.create_task(a.connect(b.peer_id, [gate.addr], timeout=30))
+        with pytest.raises(TimeoutError):
+            await hasty
+        assert not patient.done()
+        gate.open()
+        conn = await patient
+        assert gate.accepted == 1 and a.connmgr.get(b.peer_id) is conn
+        assert await round_trip(conn, b"patience") == b"patience"

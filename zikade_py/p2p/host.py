@@ -465,8 +465,11 @@ class Host:
             return await self._dial(None, list(addrs), budget)
         dial = self._dials.get(peer)
         if dial is None:
+            # Each caller's wait is bounded by its own budget, and the dial stops when the
+            # last one leaves; so a short first caller does not cut it short for the others.
+            own_budget = max(budget, self.config.dial_timeout)
             task = asyncio.get_running_loop().create_task(
-                self._dial(peer, list(addrs) or self.peerstore.addrs(peer), budget),
+                self._dial(peer, list(addrs) or self.peerstore.addrs(peer), own_budget),
                 name=f"dial-{peer}",
             )
             dial = self._dials[peer] = _Dial(task)
