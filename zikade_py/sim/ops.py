@@ -16,10 +16,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zikade_py.core.coordinator_events import (
     BroadcastFinished,
+    BroadcastStored,
     BroadcastStrategy,
     QueryFinished,
     QueryProgressed,
@@ -219,11 +220,11 @@ class Operations:
         elif type(rec) is FindRecord:
             self._end(rec, "done" if rec.first is not None else out.reason.value, now)
 
-    def on_broadcast_stored(self, node: SimNode, out: Any, now: float) -> None:
+    def on_broadcast_stored(self, node: SimNode, out: BroadcastStored, now: float) -> None:
         """A provide stored one replica; ``settled`` says its caller may return."""
         rec = self._active.get(out.query_id)
         if type(rec) is ProvideRecord and rec.origin == node.index:
-            rec.stored = max(rec.stored, int(out.stored))
+            rec.stored = max(rec.stored, out.stored)
             if out.settled and rec.settled is None:
                 rec.settled = now
 

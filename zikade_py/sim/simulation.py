@@ -36,10 +36,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zikade_py.core import coordinator_events as events
 from zikade_py.core.coordinator_events import (
     BootstrapFinished,
     BroadcastFinished,
+    BroadcastStored,
     CancelRequest,
     NodeConnected,
     NodeUnreachable,
@@ -70,9 +70,6 @@ _REFUSED = "connection refused"
 _STUCK_DELAY = 0.01
 """Seconds to wait before re-polling a coordinator whose next_due is already past."""
 _MAX_OUTPUTS_PER_DRAIN = 1_000_000
-
-BroadcastStored: type | None = getattr(events, "BroadcastStored", None)
-"""The coordinator's per-store broadcast output, once the core has it."""
 
 
 class SimulationError(RuntimeError):
@@ -309,7 +306,7 @@ class Simulation:
             elif cls is BroadcastFinished:
                 ops.on_broadcast_finished(node, out, now)  # type: ignore[arg-type]
             elif cls is BroadcastStored:
-                ops.on_broadcast_stored(node, out, now)
+                ops.on_broadcast_stored(node, out, now)  # type: ignore[arg-type]
             elif cls is BootstrapFinished:
                 reasons = counters.bootstrap_reasons
                 reason = out.reason.value  # type: ignore[union-attr]
