@@ -459,9 +459,10 @@ class RoutingBehaviour:
         return min(self.table.cpl(node) for node in closest) + 1
 
     def _candidates(self, nodes: Iterable[Key]) -> None:
-        batch = tuple(nodes)
+        # Most answers name no node with a free seat: those cost no include advance.
+        batch = self.table.seatable(nodes)
         if batch:
-            self._include.push(IncludeAddCandidates(batch))
+            self._include.push(IncludeAddCandidates(tuple(batch)))
 
     def _heard_from(self, node: Key, closer_count: int, now: float) -> None:
         table = self.table
