@@ -2,7 +2,8 @@
 
 Tests marked ``@pytest.mark.interop`` in this directory are skipped, with a clear
 reason, only when node or tests/interop/node_modules is missing; scripts/test runs
-``npm ci`` here, so in CI they always run.
+``npm ci`` here. In CI (``CI`` set) or with ``ZIKADE_REQUIRE_INTEROP=1`` that skip
+is a failure instead (tests/conftest.py), so missing interop can never pass unseen.
 """
 
 from __future__ import annotations

@@ -61,7 +61,9 @@ __all__ = [
     "RoutingV1Record",
     "Topology",
     "connect_js_nodes",
+    "interop_required",
     "js_available",
+    "node_modules_dir",
     "sha256_multihash",
     "topology_edges",
 ]
@@ -84,9 +86,35 @@ _EVENTS_KEPT = 1000
 Topology = Literal["none", "line", "star", "full"]
 
 
+MODULES_ENV = "ZIKADE_NODE_MODULES"
+"""Points the "are the npm modules installed?" check at another folder.
+
+For testing that check (an empty folder makes the interop tests see no modules)
+without touching ``tests/interop/node_modules``, which other runs are using. The
+js peers themselves always resolve their modules from ``tests/interop``.
+"""
+
+
+def node_modules_dir() -> Path:
+    """Where the interop tests look for the npm modules (``$ZIKADE_NODE_MODULES`` or ours)."""
+    override = os.environ.get(MODULES_ENV)
+    return Path(override) if override else INTEROP_DIR / "node_modules"
+
+
 def js_available() -> bool:
     """Whether js-libp2p interop peers can run here: ``node`` on PATH and npm deps installed."""
-    return shutil.which("node") is not None and (INTEROP_DIR / "node_modules" / "libp2p").is_dir()
+    return shutil.which("node") is not None and (node_modules_dir() / "libp2p").is_dir()
+
+
+def interop_required() -> bool:
+    """Whether a missing Node.js or npm module must fail the interop tests instead of skipping.
+
+    True in CI (``CI`` set to anything but ``""``, ``0`` or ``false``; the CI runs
+    ``.ci/run`` with ``CI=true``) or with ``ZIKADE_REQUIRE_INTEROP=1``: there a skip
+    would hide that the interop tests never ran.
+    """
+    ci = os.environ.get("CI", "").strip().lower()
+    return ci not in ("", "0", "false", "no") or os.environ.get("ZIKADE_REQUIRE_INTEROP") == "1"
 
 
 JS_UNAVAILABLE_REASON = (
