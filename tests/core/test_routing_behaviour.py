@@ -247,3 +247,34 @@ def test_the_self_lookup_counts_as_refreshing_the_buckets_it_covered() -> None:
     # Shallower ones were made due at once (one walk runs now, the others wait their turn).
     assert [c for c in range(4) if (schedule.due_at(c) or 0.0) <= 10.0] == [1, 2, 3]
     assert beh.explore.current_cpl == 0
+
+
+def test_a_self_lookup_cut_short_refreshes_nothing() -> None:
+    cfg = RoutingConfig(
+        bootstrap=BootstrapConfig(num_results=2, timeout=5.0),
+        explore_preimages=False,
+        explore_max_cpl=5,
+        candidates_from_answers=False,
+        enable_probe=False,
+    )
+    beh = RoutingBehaviour(SELF, RoutingTable(SELF), cfg, rng=random.Random(1), now=0.0)
+    seed, deep = at_cpl(1, 1), at_cpl(5, 1)
+    beh.notify(StartBootstrap((seed,)), 0.0)
+    first = beh.poll(0.0)
+    assert isinstance(first, RoutingRequest) and first.node == seed
+    beh.node_responded(seed, (deep,), 0.5)
+    beh.on_response(RoutingMachine.BOOTSTRAP, seed, (deep,), 0.5)
+    while beh.poll(0.5) is not None:
+        pass  # deep never answers
+    ends = []
+    for _ in range(20):
+        out = beh.poll(5.0)
+        if out is None:
+            break
+        ends.append(out)
+    (end,) = [o for o in ends if isinstance(o, BootstrapFinished)]
+    assert end.reason is FinishReason.TIMEOUT
+    schedule = beh.explore.schedule
+    assert isinstance(schedule, DynamicExploreSchedule)
+    # The partial result (seed, CPL 1) vouches for no bucket: none counts as refreshed.
+    assert all((schedule.due_at(c) or 0.0) <= 5.0 for c in range(2, 6))

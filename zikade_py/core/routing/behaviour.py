@@ -25,9 +25,10 @@ talks to about routing. Rules:
 * A request our own admission control refused (:meth:`on_dropped`) is no
   failure of the node: each machine has its own dropped event (retry later,
   the node keeps its seat or its place in the walk).
-* The bootstrap's self-lookup refreshes the buckets it covered (those deeper
-  than its farthest result); the explore walks only visit the others, and
-  only when their bucket is not full (see ``routing.explore``).
+* A bootstrap's self-lookup that finished DONE refreshes the buckets it
+  covered (those deeper than its farthest result); the explore walks only
+  visit the others, and only when their bucket is not full (see
+  ``routing.explore``). A run cut short covers nothing.
 * Machines are advanced only when an event reached them or their due time has
   come, all by one drive loop. Their requests leave as :class:`RoutingRequest`
   (``machine`` names the machine, so the outcome finds its way back) and their
@@ -56,8 +57,8 @@ from zikade_py.core.coordinator_events import (
     RoutingUpdated,
     StartBootstrap,
 )
-from zikade_py.core.event import Event
-from zikade_py.core.key import Key
+from zikade_py.core.event import Event, FinishReason
+from zikade_py.core.key import KEY_BITS, Key
 from zikade_py.core.routing.bootstrap import (
     Bootstrap,
     BootstrapCancelRequest,
@@ -424,7 +425,7 @@ class RoutingBehaviour:
             case BootstrapMachineFinished(reason=reason, stats=stats, closest=closest):
                 self._out.append(BootstrapFinished(reason, stats, trace=state.trace))
                 if closest:
-                    self._explore.push(ExploreCovered(self._covered_from(closest)))
+                    self._explore.push(ExploreCovered(self._covered_from(reason, closest)))
             case ExploreQueryFinished():
                 pass
             case ProbeNodeFailure(node=node):
@@ -447,13 +448,16 @@ class RoutingBehaviour:
                 assert_never(state)
         return True
 
-    def _covered_from(self, closest: tuple[Key, ...]) -> int:
+    def _covered_from(self, reason: FinishReason, closest: tuple[Key, ...]) -> int:
         """The shallowest bucket a self-lookup ending with ``closest`` filled completely.
 
         Every node sharing more bits with us than the farthest result is closer
         than it, so it is among the results: buckets deeper than that result's
-        are complete. Fewer results than asked for mean the walk saw everyone.
+        are complete. A lookup that finished DONE with fewer results than asked
+        for saw everyone; one cut short (timeout, cancel) vouches for nothing.
         """
+        if reason is not FinishReason.DONE:
+            return KEY_BITS
         if len(closest) < self.config.bootstrap.num_results:
             return 0
         return min(self.table.cpl(node) for node in closest) + 1
