@@ -31,6 +31,7 @@ from .common import (
     repo_option,
     require_repo,
     resolve_repo,
+    timeout_option,
 )
 from .output import JSONObj
 from .registry import summary
@@ -67,13 +68,18 @@ def init_command(bootstrap: tuple[str, ...], repo: str, as_json: bool) -> None:
 
 
 def _via_daemon_or(
-    repo: str, command: str, args: list[str], options: dict[str, str], local: Callable[[], JSONObj]
+    repo: str,
+    command: str,
+    args: list[str],
+    options: dict[str, str],
+    local: Callable[[], JSONObj],
+    timeout: float,
 ) -> JSONObj:
     """The daemon's answer when one runs (it updates its own list), else ``local()``."""
     repo_dir = require_repo(repo)
     docs: list[JSONObj] = []
     if via_daemon(repo_dir, command.replace("/", "-"), command, args, options, docs.append,
-                  timeout=30.0):  # fmt: skip
+                  timeout=timeout):  # fmt: skip
         return docs[0] if docs else {}
     with one_line_errors():
         try:
@@ -90,12 +96,13 @@ def bootstrap_group() -> None:
 
 @bootstrap_group.command("list")
 @repo_option
+@timeout_option
 @json_option
-def bootstrap_list_command(repo: str, as_json: bool) -> None:
+def bootstrap_list_command(repo: str, timeout: float, as_json: bool) -> None:
     """Show the bootstrap peers, one multiaddr per line."""
     repo_dir = resolve_repo(repo)
     doc = _via_daemon_or(
-        repo, "bootstrap/list", [], {}, lambda: {"Peers": load_config(repo_dir).bootstrap}
+        repo, "bootstrap/list", [], {}, lambda: {"Peers": load_config(repo_dir).bootstrap}, timeout
     )
     _print_peers(doc, as_json, "")
 
@@ -103,14 +110,15 @@ def bootstrap_list_command(repo: str, as_json: bool) -> None:
 @bootstrap_group.command("add")
 @click.argument("addrs", nargs=-1, required=True, metavar="MULTIADDR...")
 @repo_option
+@timeout_option
 @json_option
-def bootstrap_add_command(addrs: tuple[str, ...], repo: str, as_json: bool) -> None:
+def bootstrap_add_command(addrs: tuple[str, ...], repo: str, timeout: float, as_json: bool) -> None:
     """Add peers (multiaddrs ending in /p2p/<peer-id>) to the bootstrap list."""
     repo_dir = resolve_repo(repo)
     _check_multiaddrs(addrs)
     doc = _via_daemon_or(
         repo, "bootstrap/add", list(addrs), {},
-        lambda: {"Peers": bootstrap_add(repo_dir, list(addrs))},
+        lambda: {"Peers": bootstrap_add(repo_dir, list(addrs))}, timeout,
     )  # fmt: skip
     _print_peers(doc, as_json, "added ")
 
@@ -119,9 +127,10 @@ def bootstrap_add_command(addrs: tuple[str, ...], repo: str, as_json: bool) -> N
 @click.argument("addrs", nargs=-1, metavar="MULTIADDR...")
 @click.option("--all", "remove_all", is_flag=True, help="Remove every bootstrap peer.")
 @repo_option
+@timeout_option
 @json_option
 def bootstrap_rm_command(
-    addrs: tuple[str, ...], remove_all: bool, repo: str, as_json: bool
+    addrs: tuple[str, ...], remove_all: bool, repo: str, timeout: float, as_json: bool
 ) -> None:
     """Remove peers from the bootstrap list (or all of them with --all)."""
     repo_dir = resolve_repo(repo)
@@ -131,7 +140,7 @@ def bootstrap_rm_command(
     options = {"all": "true"} if remove_all else {}
     doc = _via_daemon_or(
         repo, "bootstrap/rm", list(addrs), options,
-        lambda: {"Peers": bootstrap_rm(repo_dir, list(addrs), remove_all=remove_all)},
+        lambda: {"Peers": bootstrap_rm(repo_dir, list(addrs), remove_all=remove_all)}, timeout,
     )  # fmt: skip
     _print_peers(doc, as_json, "removed ")
 

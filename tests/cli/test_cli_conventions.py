@@ -241,6 +241,7 @@ PRINTS_PEERS = [
     ["swarm", "peers"],
     ["id"],
     ["ping"],
+    ["bootstrap", "list"],
 ]
 
 
