@@ -130,6 +130,11 @@ class _Op:
         self.future: concurrent.futures.Future[object] = concurrent.futures.Future()
 
 
+def _fail(op: _Op, exc: BaseException) -> None:
+    if not op.future.done():
+        op.future.set_exception(exc)
+
+
 class _Writer:
     """The thread that owns the write connection and group-commits queued operations.
 
@@ -213,8 +218,7 @@ class _Writer:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                     for op in group:
-                        if not op.future.done():
-                            op.future.set_exception(StoreError(f"write failed: {exc}"))
+                        _fail(op, StoreError(f"write failed: {exc}"))
         finally:
             conn.close()
 
@@ -223,7 +227,7 @@ class _Writer:
             op = self._queue.get()
             if op is None:
                 return
-            op.future.set_exception(exc)
+            _fail(op, exc)
 
     def _commit(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
         results: list[tuple[_Op, object, BaseException | None]] = []
@@ -231,7 +235,7 @@ class _Writer:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for op in group:
-                op.future.set_exception(StoreError(f"cannot write {self._path}: {exc}"))
+                _fail(op, StoreError(f"cannot write {self._path}: {exc}"))
             return
         for op in group:
             conn.execute("SAVEPOINT op")
@@ -249,10 +253,12 @@ class _Writer:
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
             for op in group:
-                op.future.set_exception(StoreError(f"cannot commit to {self._path}: {exc}"))
+                _fail(op, StoreError(f"cannot commit to {self._path}: {exc}"))
             return
         self.commits += 1
         for op, result, error in results:
+            if op.future.cancelled():
+                continue  # the waiter left (its stream ended); the write stands
             if error is None:
                 op.future.set_result(result)
             else:

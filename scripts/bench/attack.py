@@ -1,0 +1,586 @@
+#!/usr/bin/env python3
+"""Attack benchmark (issue 9): hostile peers against a real node on 127.0.0.1; prints ONE
+JSON object with one key per scenario.
+
+The node under attack runs in this process (its event loop carries a lag probe, and
+its RSS, open file descriptors and asyncio tasks are sampled before, during and
+``--settle`` seconds after each scenario). Attackers run in child processes (this
+script with ``--child <role>``), so their own work never stalls the node's loop.
+While an attack runs, legitimate peers — one of our nodes and, when Node and the
+pinned npm packages are installed, a js-libp2p node — keep using the node, and
+their successes are counted.
+
+Scenarios (each a separate ``scenario_*`` coroutine returning a dict; add new ones
+to :data:`SCENARIOS`):
+
+* ``store_flood`` (1d) — one peer sends ``--records`` ADD_PROVIDER and as many
+  PUT_VALUE for distinct keys; the node's SQLite stores cap what that sender keeps
+  (``--cap-providers`` / ``--cap-values`` per peer) while the legitimate peers'
+  records are still stored.
+* ``huge_find_node_answer`` (1e) — the node asks a hostile server that answers
+  FIND_NODE with ``--entries`` (87,381) closer peers, ~4 MiB; the loop lag while the
+  answers are read must stay ≤ 50 ms. ``unbounded_parse_ms`` is what parsing such an
+  answer whole (the old way) costs on this machine, for comparison.
+
+Usage: ``.venv/bin/python scripts/bench/attack.py [--scenario NAME ...] [--settle 30]
+[--records 10000] [--entries 87381] [--quick] [--no-js]``. ``--quick`` = 1,000
+records, 20,000 entries, 2 s settle: a smoke run. Every loop is bounded by these
+numbers and every call by a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from multiformats import CID, multihash  # noqa: E402
+
+from tests.interop.jsnode import JS_UNAVAILABLE_REASON, JsNode, js_available  # noqa: E402
+from zikade_py.dht.config import NodeConfig  # noqa: E402
+from zikade_py.dht.messages import (  # noqa: E402
+    Message,
+    add_provider,
+    closer_peers,
+    decode_message,
+    encode_message,
+    find_node,
+    make_record,
+    put_value,
+    read_message,
+)
+from zikade_py.dht.node import Node  # noqa: E402
+from zikade_py.dht.protocol import KAD_PROTOCOL  # noqa: E402
+from zikade_py.dht.records import make_pk_record  # noqa: E402
+from zikade_py.dht.stores.limits import StoreLimits  # noqa: E402
+from zikade_py.p2p.connection import Stream  # noqa: E402
+from zikade_py.p2p.crypto import PrivateKey  # noqa: E402
+from zikade_py.p2p.host import Host, HostConfig  # noqa: E402
+from zikade_py.p2p.multiaddr import Multiaddr  # noqa: E402
+from zikade_py.p2p.peer_id import PeerID  # noqa: E402
+
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+HOST = HostConfig(inbound_per_ip_rate=10_000.0, inbound_per_ip_burst=10_000)
+CHILD_TIMEOUT = 600.0
+OP_TIMEOUT = 10.0
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+def rss_bytes() -> int:
+    """VmRSS of this process."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def open_fds() -> int:
+    """File descriptors this process holds."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def resources() -> dict[str, int]:
+    """RSS, open descriptors and asyncio tasks of this process right now."""
+    return {"rss": rss_bytes(), "fds": open_fds(), "tasks": len(asyncio.all_tasks())}
+
+
+@dataclass
+class LagProbe:
+    """Sleeps ``interval`` in a loop and records how late each wake-up was: a stall of
+    the event loop shows up as a late wake-up of at least its length."""
+
+    interval: float = 0.005
+    lags: list[float] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.lags.append(time.perf_counter() - t - self.interval)
+
+    def start(self) -> None:
+        self.lags.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="lag-probe")
+
+    async def stop(self) -> dict[str, float]:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        lags = sorted(self.lags) or [0.0]
+        return {
+            "samples": len(self.lags),
+            "max_ms": round(lags[-1] * 1000, 2),
+            "p99_ms": round(lags[int(0.99 * (len(lags) - 1))] * 1000, 2),
+        }
+
+
+@dataclass
+class Sampler:
+    """The peak of :func:`resources` while an attack runs (sampled every 100 ms)."""
+
+    peak: dict[str, int] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            for k, v in resources().items():
+                self.peak[k] = max(self.peak.get(k, 0), v)
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sampler")
+
+    async def stop(self) -> dict[str, int]:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        return dict(self.peak)
+
+
+async def settle_and_measure(settle: float) -> dict[str, int]:
+    await asyncio.sleep(settle)
+    gc.collect()
+    return resources()
+
+
+# ------------------------------------------------------------------------------ children
+
+
+async def run_child(role: str, *args: str) -> dict[str, Any]:
+    """This script as ``--child role args…``; its last stdout line is a JSON result."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).resolve()), "--child", role, *args,
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), CHILD_TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = out.decode().strip().splitlines()
+    result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": "no output"}
+    return result
+
+
+@asynccontextmanager
+async def child_process(
+    role: str, *args: str
+) -> AsyncIterator[tuple[list[str], asyncio.subprocess.Process]]:
+    """A long-running child (a hostile server): yields the first stdout line's words."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).resolve()), "--child", role, *args,
+        stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE, cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        yield line.decode().split(), proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def child_flood(target: str, records: int, concurrency: int) -> dict[str, Any]:
+    """One identity: ``records`` ADD_PROVIDER on one stream, then ``records`` PUT_VALUE
+    (a fresh stream each, as a refusal resets it)."""
+    addr = Multiaddr.parse(target)
+    peer = addr.peer_id()
+    assert peer is not None
+    host = Host(PrivateKey.generate(), HOST)
+    await host.start([Multiaddr.parse(LOOPBACK)])
+    me_addrs = [a.to_bytes() for a in host.listen_addrs]
+    started = time.perf_counter()
+    try:
+        await host.connect(peer, [addr.without_peer_id()], timeout=OP_TIMEOUT)
+        stream = await host.new_stream(peer, [KAD_PROTOCOL], timeout=OP_TIMEOUT)
+        for i in range(records):
+            mh = bytes(multihash.digest(b"flood %d" % i, "sha2-256"))
+            msg = Message(type=Message.ADD_PROVIDER, key=mh)
+            msg.providerPeers.add(id=host.peer_id.multihash, addrs=me_addrs)
+            await stream.write(encode_message(msg))
+        # The server handles one stream's requests in order: once this is answered,
+        # every ADD_PROVIDER before it was stored or refused.
+        await stream.write(encode_message(find_node(b"done")))
+        async with asyncio.timeout(CHILD_TIMEOUT):
+            await read_message(stream.reader)
+        await stream.close()
+        providers_sent = time.perf_counter() - started
+        acked = refused = 0
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(records):
+            queue.put_nowait(i)
+
+        async def worker() -> None:
+            nonlocal acked, refused
+            while not queue.empty():
+                queue.get_nowait()
+                key, value = make_pk_record(PrivateKey.generate().public_key)
+                try:
+                    s = await host.new_stream(peer, [KAD_PROTOCOL], timeout=OP_TIMEOUT)
+                    await s.write(encode_message(put_value(key, make_record(key, value))))
+                    async with asyncio.timeout(OP_TIMEOUT):
+                        answer = await read_message(s.reader)
+                    await s.close()
+                    acked += answer is not None
+                except Exception:
+                    refused += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return {
+            "peer": str(host.peer_id),
+            "add_provider_sent": records,
+            "add_provider_seconds": round(providers_sent, 2),
+            "put_value_sent": records,
+            "put_value_acked": acked,
+            "put_value_refused": refused,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    finally:
+        await host.close()
+
+
+async def child_huge_answer(entries: int) -> None:
+    """A kad server answering every request with ``entries`` closer peers (pre-encoded)."""
+    msg = Message(type=Message.FIND_NODE)
+    for i in range(entries):
+        msg.closerPeers.add(id=b"\x00\x24\x08\x01\x12\x20" + os.urandom(28) + i.to_bytes(4, "big"))
+    payload = encode_message(msg)
+    host = Host(PrivateKey.generate(), HOST)
+    served = 0
+
+    async def handle(stream: Stream) -> None:
+        nonlocal served
+        try:
+            while await read_message(stream.reader) is not None:
+                await stream.write(payload)
+                served += 1
+        except Exception:
+            return
+
+    host.set_stream_handler(KAD_PROTOCOL, handle)
+    await host.start([Multiaddr.parse(LOOPBACK)])
+    print(host.listen_addrs[0].with_peer_id(host.peer_id), len(payload), flush=True)
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    await reader.read()  # until the parent closes our stdin or kills us
+    await host.close()
+
+
+# ------------------------------------------------------------------------------ legit peers
+
+
+@dataclass
+class Legit:
+    """Legitimate peers using the node during an attack: their tries and successes."""
+
+    ours: Node
+    js: JsNode | None
+    js_provides: bool = True
+    tries: int = 0
+    ok: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    async def attempt(self, op: Callable[[], Awaitable[bool]]) -> None:
+        self.tries += 1
+        try:
+            async with asyncio.timeout(OP_TIMEOUT):
+                good = bool(await op())
+            self.ok += good
+            if not good and len(self.errors) < 5:
+                self.errors.append(f"{op.__name__}: failed")
+        except Exception as exc:
+            if len(self.errors) < 5:
+                self.errors.append(f"{op.__name__}: {type(exc).__name__}: {exc}")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tries": self.tries,
+            "ok": self.ok,
+            "success": round(self.ok / self.tries, 4) if self.tries else None,
+            "errors": self.errors,
+        }
+
+
+@asynccontextmanager
+async def legit_peers(target: Node, use_js: bool) -> AsyncIterator[Legit]:
+    async with AsyncExitStack() as stack:
+        ours = await stack.enter_async_context(
+            Node(NodeConfig(listen_addrs=[LOOPBACK], host=HOST, republish=False,
+                            bootstrap=[str(a) for a in target.multiaddrs]))
+        )
+        await ours.bootstrap(timeout=OP_TIMEOUT)
+        js: JsNode | None = None
+        if use_js:
+            js = JsNode()
+            await js.start()
+            stack.push_async_callback(js.close)
+            await js.bootstrap([str(target.multiaddrs[0])], timeout_ms=20_000)
+        yield Legit(ours, js)
+
+
+async def legit_round(target: Node, legit: Legit, i: int) -> None:
+    """One round of legitimate use: our peer provides and puts at the node; js pings it,
+    and provides there in the store scenario (a provide walks the network, and a hostile
+    server in it is not the node's doing)."""
+    cid = CID("base32", 1, "raw", multihash.digest(b"legit %d" % i, "sha2-256"))
+    mh = bytes(cid.digest)
+
+    async def ours_provide() -> bool:
+        await legit.ours.router.send_message(
+            target.peer_id, add_provider(mh, legit.ours.self_info())
+        )
+        for _ in range(100):
+            if any(p.peer_id == legit.ours.peer_id for p in target.providers.get(mh, time.time())):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def ours_put() -> bool:
+        key, value = make_pk_record(PrivateKey.generate().public_key)
+        answer = await legit.ours.router.send_message(
+            target.peer_id, put_value(key, make_record(key, value))
+        )
+        return answer is not None and target.values.get(key, time.time()) is not None
+
+    await legit.attempt(ours_provide)
+    await legit.attempt(ours_put)
+    js = legit.js
+    if js is not None:
+        js_mh = bytes(multihash.digest(b"js legit %d" % i, "sha2-256"))
+        js_id = PeerID.from_string(js.peer_id)
+
+        async def js_provide() -> bool:
+            await js.provide(multihash=js_mh, timeout_ms=int(OP_TIMEOUT * 1000))
+            for _ in range(100):
+                if any(p.peer_id == js_id for p in target.providers.get(js_mh, time.time())):
+                    return True
+                await asyncio.sleep(0.02)
+            return False
+
+        async def js_ping() -> bool:
+            rtts = await js.ping(str(target.peer_id), timeout_ms=int(OP_TIMEOUT * 1000))
+            return bool(rtts)
+
+        if legit.js_provides:
+            await legit.attempt(js_provide)
+        await legit.attempt(js_ping)
+
+
+async def keep_using(target: Node, legit: Legit, stop: asyncio.Event) -> None:
+    i = 0
+    while not stop.is_set() and i < 10_000:
+        await legit_round(target, legit, i)
+        i += 1
+        await asyncio.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------ scenarios
+
+
+@dataclass
+class Options:
+    records: int
+    entries: int
+    settle: float
+    cap_providers: int
+    cap_values: int
+    use_js: bool
+
+
+async def scenario_store_flood(opts: Options) -> dict[str, Any]:
+    """1d: one peer sends ``records`` ADD_PROVIDER and PUT_VALUE for distinct keys."""
+    limits = StoreLimits(
+        max_providers_per_peer=opts.cap_providers, max_values_per_peer=opts.cap_values
+    )
+    with tempfile.TemporaryDirectory(prefix="zikade-attack-") as repo:
+        config = NodeConfig(listen_addrs=[LOOPBACK], host=HOST, republish=False,
+                            repo=repo, store_limits=limits)
+        async with Node(config) as target, legit_peers(target, opts.use_js) as legit:
+            before = resources()
+            probe, sampler = LagProbe(), Sampler()
+            probe.start()
+            sampler.start()
+            stop = asyncio.Event()
+            using = asyncio.create_task(keep_using(target, legit, stop))
+            attacker = await run_child(
+                "flood", str(target.multiaddrs[0]), str(opts.records), "16"
+            )
+            stop.set()
+            await using
+            during, lag = await sampler.stop(), await probe.stop()
+            flooder = PeerID.from_string(attacker["peer"]) if "peer" in attacker else None
+            stored = {
+                "attacker_providers": (
+                    target.providers.sender_usage(flooder).records if flooder else None
+                ),
+                "attacker_values": target.values.sender_usage(flooder).records if flooder else None,
+                "providers_total": target.providers.usage().records,
+                "values_total": target.values.usage().records,
+            }
+            server = target.server
+            refused = dict(server.stats.refused) if server is not None else {}
+            after = await settle_and_measure(opts.settle)
+            return {
+                "configured": {"providers_per_peer": opts.cap_providers,
+                               "values_per_peer": opts.cap_values},
+                "attacker": attacker,
+                "stored": stored,
+                "refused": refused,
+                "capped": stored["attacker_providers"] == opts.cap_providers
+                and stored["attacker_values"] == opts.cap_values,
+                "legit": legit.summary(),
+                "loop_lag": lag,
+                "resources": {"before": before, "during_peak": during, "after": after},
+            }
+
+
+async def scenario_huge_find_node_answer(opts: Options) -> dict[str, Any]:
+    """1e: FIND_NODE answers of ``entries`` closer peers (~4 MiB) from a hostile server."""
+    msg = Message(type=Message.FIND_NODE)
+    for i in range(opts.entries):
+        msg.closerPeers.add(id=b"\x00\x24\x08\x01\x12\x20" + os.urandom(28) + i.to_bytes(4, "big"))
+    body = msg.SerializeToString()
+    t = time.perf_counter()
+    closer_peers(decode_message(body))
+    unbounded_ms = (time.perf_counter() - t) * 1000
+    del msg, body
+    gc.collect()
+    config = NodeConfig(listen_addrs=[LOOPBACK], host=HOST, republish=False)
+    async with (
+        child_process("huge-answer", str(opts.entries)) as (words, proc),
+        Node(config) as target,
+        legit_peers(target, opts.use_js) as legit,
+    ):
+        legit.js_provides = False
+        hostile_addr = Multiaddr.parse(words[0])
+        hostile = hostile_addr.peer_id()
+        assert hostile is not None
+        await target.host.connect(hostile, [hostile_addr.without_peer_id()], timeout=OP_TIMEOUT)
+        known = len(target.host.peerstore)
+        before = resources()
+        probe, sampler = LagProbe(), Sampler()
+        probe.start()
+        sampler.start()
+        stop = asyncio.Event()
+        using = asyncio.create_task(keep_using(target, legit, stop))
+        answers, parsed = 0, 0
+        for i in range(10):
+            found = await target.router.get_closer_nodes(
+                hostile, b"target %d" % i, deadline=time.monotonic() + 30
+            )
+            answers += 1
+            parsed = max(parsed, len(found))
+        stop.set()
+        await using
+        during, lag = await sampler.stop(), await probe.stop()
+        peerstore_growth = len(target.host.peerstore) - known
+        assert proc.stdin is not None
+        proc.stdin.close()
+        after = await settle_and_measure(opts.settle)
+        return {
+            "entries_per_answer": opts.entries,
+            "answer_bytes": int(words[1]),
+            "answers": answers,
+            "closer_peers_kept": parsed,
+            "peerstore_growth": peerstore_growth,
+            "loop_lag": lag,
+            "lag_ok": lag["max_ms"] <= 50.0,
+            "unbounded_parse_ms": round(unbounded_ms, 1),
+            "legit": legit.summary(),
+            "resources": {"before": before, "during_peak": during, "after": after},
+        }
+
+
+SCENARIOS: dict[str, Callable[[Options], Awaitable[dict[str, Any]]]] = {
+    "store_flood": scenario_store_flood,
+    "huge_find_node_answer": scenario_huge_find_node_answer,
+}
+"""Scenario name → coroutine; each result is one key of the JSON output."""
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    use_js = not args.no_js and js_available()
+    opts = Options(
+        records=args.records, entries=args.entries, settle=args.settle,
+        cap_providers=args.cap_providers, cap_values=args.cap_values, use_js=use_js,
+    )
+    if args.quick:
+        opts = replace(opts, records=min(opts.records, 1000), entries=min(opts.entries, 20_000),
+                       settle=min(opts.settle, 2.0))
+    out: dict[str, Any] = {
+        "machine": machine(),
+        "js": "used" if use_js else ("--no-js" if args.no_js else JS_UNAVAILABLE_REASON),
+    }
+    for name in args.scenario or list(SCENARIOS):
+        started = time.perf_counter()
+        try:
+            result = await SCENARIOS[name](opts)
+        except Exception as exc:
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        out[name] = result
+    return out
+
+
+def child_main(role: str, args: list[str]) -> None:
+    if role == "flood":
+        result = asyncio.run(child_flood(args[0], int(args[1]), int(args[2])))
+        print(json.dumps(result), flush=True)
+    elif role == "huge-answer":
+        asyncio.run(child_huge_answer(int(args[0])))
+    else:
+        raise SystemExit(f"unknown child role {role}")
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child_main(sys.argv[2], sys.argv[3:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS))
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="seconds after an attack before resources are measured again")
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--entries", type=int, default=87_381)
+    parser.add_argument("--cap-providers", type=int, default=1000)
+    parser.add_argument("--cap-values", type=int, default=100)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-js", action="store_true")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
