@@ -234,3 +234,16 @@ async def test_a_refused_write_does_not_spoil_its_group(tmp_path: Path) -> None:
         done = await asyncio.gather(*results, return_exceptions=True)
         assert sum(isinstance(r, StoreFullError) for r in done) == 3
         assert sum(len(ds.providers.get(mh(i), T0)) for i in range(8)) == 5
+
+
+async def test_a_waiter_that_leaves_does_not_spoil_its_group(tmp_path: Path) -> None:
+    with SqliteDatastore(tmp_path / DATASTORE_FILENAME) as ds:
+        gate = threading.Event()
+        ds._writer.submit(lambda conn: gate.wait(10))
+        left = asyncio.ensure_future(ds.values.put_async(b"/pk/gone", b"v", T0))
+        stays = asyncio.ensure_future(ds.values.put_async(b"/pk/stays", b"w", T0))
+        await asyncio.sleep(0)
+        left.cancel()  # e.g. its stream was reset while the write was queued
+        gate.set()
+        assert await stays  # committed and reported, not failed by the cancelled neighbour
+        assert ds.values.get(b"/pk/stays", T0) == (b"w", T0)
