@@ -107,13 +107,16 @@ class LagProbe:
 
     interval: float = 0.005
     lags: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         while True:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             await asyncio.sleep(self.interval)
-            self.lags.append(time.perf_counter() - t - self.interval)
+            lag = time.perf_counter() - t - self.interval
+            self.lags.append(lag)
+            self.busy.append(min(lag, time.thread_time() - c))
 
     def start(self) -> None:
         self.lags.clear()
@@ -128,6 +131,10 @@ class LagProbe:
             "samples": len(self.lags),
             "max_ms": round(lags[-1] * 1000, 2),
             "p99_ms": round(lags[int(0.99 * (len(lags) - 1))] * 1000, 2),
+            # the part of a late wake-up the loop's thread spent on the CPU itself (the
+            # rest is the OS running other processes, or another thread holding the GIL)
+            "busy_max_ms": round(max(self.busy, default=0.0) * 1000, 2),
+            "over_50ms": sum(1 for lag in lags if lag > 0.05),
         }
 
 
@@ -356,8 +363,8 @@ async def legit_round(target: Node, legit: Legit, i: int) -> None:
             await asyncio.sleep(0.02)
         return False
 
-    async def ours_put() -> bool:
-        key, value = make_pk_record(PrivateKey.generate().public_key)
+    async def ours_put() -> bool:  # its own /pk/ record again: a refresh, as republishing
+        key, value = make_pk_record(legit.ours.host.public_key)
         answer = await legit.ours.router.send_message(
             target.peer_id, put_value(key, make_record(key, value))
         )

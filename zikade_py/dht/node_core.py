@@ -191,7 +191,8 @@ class NodeCore:
         if self._host is not None:
             await self._host.close()
         if self._datastore is not None:
-            self._datastore.close()
+            # Waits for queued writes to be committed: off the event loop.
+            await asyncio.to_thread(self._datastore.close)
 
     async def __aenter__(self) -> Self:
         await self.start()
