@@ -165,8 +165,14 @@ def check_response(request: dht_pb2.Message, response: dht_pb2.Message | None) -
         return
     assert response is not None and response.type == request.type
     if kind in (MessageType.FIND_NODE, MessageType.GET_PROVIDERS, MessageType.GET_VALUE):
-        peers = m.closer_peers(response)
-        assert REMOTE not in [p.peer_id for p in peers]
+        peers = [p.peer_id for p in m.closer_peers(response)]
+        if kind == MessageType.FIND_NODE and request.key == REMOTE.multihash and peers[:1] == [
+            REMOTE
+        ]:
+            # The target with known addresses goes first even when it is the requester
+            # (go; ipfs spec "Discovering non-DHT Servers"; WIRE.md §8.4).
+            peers = peers[1:]
+        assert REMOTE not in peers
         base = dht_pb2.Message()
         base.CopyFrom(response)
         del base.closerPeers[:]
