@@ -255,12 +255,14 @@ class ConnectionManager(Generic[C]):
         ]
         return min(due) if due else None
 
-    def trim_candidate(self) -> C | None:
+    def trim_candidate(self, accept: Callable[[C], bool] | None = None) -> C | None:
         """The unheld idle connection to close first: a retired one, else the least
-        recently used, or ``None``."""
+        recently used, or ``None``; only among those ``accept`` allows, if given."""
         best: tuple[bool, float, C] | None = None
         for entries in self._conns.values():
             for entry in entries:
+                if accept is not None and not accept(entry.conn):
+                    continue
                 since = self._idle_since(entry)
                 if since is None:
                     continue
@@ -317,8 +319,9 @@ class InboundRateLimiter:
     """A token bucket per remote IP: at most ``rate`` new inbound connections per second,
     with bursts of ``burst``, so one address cannot make us run handshakes without end.
 
-    Pure bookkeeping; the caller passes ``now``. Full buckets are forgotten, so the
-    table only holds addresses that connected recently.
+    Pure bookkeeping; the caller passes ``now``. The table holds the ``MAX_TRACKED``
+    addresses seen most recently; when full, the one seen longest ago goes (O(1): its
+    bucket has had the longest time to refill).
     """
 
     __slots__ = ("_buckets", "burst", "rate")
@@ -340,20 +343,11 @@ class InboundRateLimiter:
     def allow(self, ip: str, now: float) -> bool:
         """Take a token for ``ip`` if one is left; return whether the connection may proceed."""
         tokens = self._tokens(ip, now)
-        if len(self._buckets) >= self.MAX_TRACKED:
-            self._prune(now)
-        if tokens < 1.0:
-            self._buckets[ip] = (tokens, now)
-            return False
-        self._buckets[ip] = (tokens - 1.0, now)
-        return True
-
-    def _prune(self, now: float) -> None:
-        full = [ip for ip in self._buckets if self._tokens(ip, now) >= self.burst]
-        for ip in full:
-            del self._buckets[ip]
-        while len(self._buckets) >= self.MAX_TRACKED:  # all busy: drop the oldest
-            del self._buckets[next(iter(self._buckets))]
+        if self._buckets.pop(ip, None) is None and len(self._buckets) >= self.MAX_TRACKED:
+            del self._buckets[next(iter(self._buckets))]  # seen longest ago
+        allowed = tokens >= 1.0
+        self._buckets[ip] = (tokens - 1.0 if allowed else tokens, now)  # now the newest
+        return allowed
 
     def __len__(self) -> int:
         return len(self._buckets)

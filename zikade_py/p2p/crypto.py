@@ -31,6 +31,9 @@ MIN_RSA_BITS: Final = 2048
 
 MAX_RSA_BITS: Final = 8192
 """Largest RSA key go-libp2p accepts; bounds the cost a peer can make us pay to verify."""
+MAX_RSA_EXPONENT: Final = (1 << 31) - 1
+"""Largest public exponent accepted, as go's ``crypto/rsa`` (a huge exponent makes every
+signature check cost hundreds of times a normal one)."""
 
 MAX_KEY_PROTOBUF_BYTES: Final = 8192
 """Refuse encoded keys longer than this before parsing (an 8192-bit RSA key is ~1.1 KB)."""
@@ -89,6 +92,8 @@ def _parse_public(key_type: KeyType, data: bytes) -> _VerifyKey:
         raise InvalidKeyError(
             f"RSA key of {loaded.key_size} bits outside {MIN_RSA_BITS}..{MAX_RSA_BITS}"
         )
+    if loaded.public_numbers().e > MAX_RSA_EXPONENT:
+        raise InvalidKeyError(f"RSA public exponent above {MAX_RSA_EXPONENT}")
     return loaded
 
 

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zikade_py.p2p.connection import Connection, Stream, upgrade_inbound, upgrade_outbound
@@ -41,7 +41,14 @@ from zikade_py.p2p.peerstore import (
     PeerStore,
 )
 from zikade_py.p2p.ping import PING_PROTOCOL_ID, PingHandler, ping_stream
-from zikade_py.p2p.yamux import YamuxConfig
+from zikade_py.p2p.rcmgr import (
+    ConnectionScope,
+    InboundStream,
+    ResourceLimitError,
+    ResourceLimits,
+    ResourceManager,
+)
+from zikade_py.p2p.yamux import YamuxConfig, YamuxStream
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,8 @@ class HostConfig:
 
     max_connections: int = 400
     """Open connections at most; beyond it idle unheld ones are trimmed, else new ones refused."""
+    max_inbound_connections: int = 300
+    """Of those, connections peers dialed (the rest stay free for our own dials)."""
     max_streams_per_connection: int = 1000
     """Yamux streams per connection, both directions together (js-yamux allows 1000 each)."""
     inbound_per_ip_rate: float = 5.0
@@ -81,11 +90,22 @@ class HostConfig:
     redundant_grace: float = 1.0
     """A second connection to a peer (both dialed at once) is closed once it has carried no
     stream for this long; both sides pick the same survivor (see ``Host._settle``)."""
+    stream_close_timeout: float = 10.0
+    """After a handler returns, its half-closed stream waits this long for the peer's FIN,
+    then is reset (a stream the peer never closes would keep its connection busy)."""
+    max_unacked_inbound: int = 256
+    """Inbound streams waiting un-ACKed while the connection's stream slots are full
+    (go-yamux's accept backlog); further ones are reset."""
+    max_peerstore_peers: int = 20_000
+    """Peers the address book keeps; beyond it the oldest without a connection go."""
+    limits: ResourceLimits = field(default_factory=ResourceLimits)
+    """Per IP group, peer, connection, protocol and memory limits (rcmgr.py)."""
 
     def yamux_config(self) -> YamuxConfig:
         """The yamux settings these limits imply."""
         return YamuxConfig(
             max_streams=self.max_streams_per_connection,
+            max_unacked_inbound=self.max_unacked_inbound,
             keepalive_interval=self.keepalive_interval,
             ping_timeout=self.ping_timeout,
         )
@@ -104,8 +124,27 @@ class DialTimeoutError(DialError, TimeoutError):
     """The caller's dial budget ran out (a ``TimeoutError`` too, for those who catch that)."""
 
 
+@dataclass(slots=True, eq=False)
+class _ConnState:
+    """What the host keeps per connection: its resource scope, and an event set whenever
+    one of its inbound stream slots frees up."""
+
+    scope: ConnectionScope
+    slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class HostClosedError(Exception):
     """The host is not running (never started, or closed): local misuse."""
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """Say when a task of the host's own died of an exception (nobody awaits them)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("host task %s failed: %r", task.get_name(), exc, exc_info=exc)
+
+
+def _is_inbound(conn: Connection) -> bool:
+    return conn.direction is Direction.INBOUND
 
 
 def _seconds(value: float) -> str:
@@ -139,7 +178,13 @@ class Host:
         self.config = config or HostConfig()
         self._key = key
         self.peer_id = PeerID.from_public_key(key.public_key)
-        self.peerstore = PeerStore()
+        self.peerstore = PeerStore(
+            max_peers=self.config.max_peerstore_peers, protected=self._is_connected
+        )
+        self.resources = ResourceManager(
+            self.config.limits, max_handshakes=self.config.max_pending_handshakes
+        )
+        """Reservations by scope (IP group, peer, connection, protocol, memory)."""
         self.connmgr: ConnectionManager[Connection] = ConnectionManager(
             max_connections=self.config.max_connections,
             idle_timeout=self.config.idle_timeout,
@@ -156,13 +201,20 @@ class Host:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._conn_tasks: dict[Connection, set[asyncio.Task[Any]]] = {}
         self._dials: dict[PeerID, _Dial] = {}
-        self._pending_handshakes = 0
+        self._states: dict[Connection, _ConnState] = {}
         self._running = False
         self._closing = False
         self.identify = IdentifyService(self)
         self._handlers[IDENTIFY_PROTOCOL_ID] = self.identify.handle_identify
         self._handlers[IDENTIFY_PUSH_PROTOCOL_ID] = self.identify.handle_push
         self._handlers[PING_PROTOCOL_ID] = PingHandler()
+
+    @property
+    def _pending_handshakes(self) -> int:
+        return self.resources.stats()["handshakes"]
+
+    def _is_connected(self, peer: PeerID) -> bool:
+        return bool(self.connmgr.connections(peer))
 
     # --- identity and addresses ------------------------------------------------------------
 
@@ -230,7 +282,10 @@ class Host:
         """Forget expired addresses (and peers left with none) now and then."""
         while True:
             await asyncio.sleep(PEERSTORE_PRUNE_INTERVAL)
-            self.peerstore.prune(keep=self.connmgr.peers())
+            try:
+                self.peerstore.prune(keep=self.connmgr.peers())
+            except Exception:  # a bug: say so, and keep sweeping
+                log.exception("peerstore prune failed")
 
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every task this host started."""
@@ -278,6 +333,7 @@ class Host:
         group = self._tasks if conn is None else self._conn_tasks.setdefault(conn, set())
         group.add(task)
         task.add_done_callback(group.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     # --- events ----------------------------------------------------------------------------
@@ -320,23 +376,29 @@ class Host:
         if self._closing or remote is None:
             tcp.abort()
             return
-        if not self._rate.allow(remote[0], time.monotonic()):
+        group = self.resources.group(remote[0])
+        if not self._rate.allow(group or remote[0], time.monotonic()):
             log.debug("inbound rate limit for %s", remote[0])
             tcp.abort()
             return
-        if self._pending_handshakes >= self.config.max_pending_handshakes:
+        if not self.connmgr.has_room() and self.connmgr.trim_candidate() is None:
+            tcp.abort()  # full of held or busy connections: spare us the handshake
+            return
+        try:
+            handshake = self.resources.open_handshake(remote[0])
+        except ResourceLimitError as exc:
+            log.debug("inbound connection from %s refused: %s", remote[0], exc)
             tcp.abort()
             return
-        self._pending_handshakes += 1
-        self._spawn(self._upgrade_inbound(tcp), name="upgrade-inbound")
-
-    async def _upgrade_inbound(self, tcp: TcpStream) -> None:
         try:
-            try:
-                await self.connmgr.make_room()
-            except ConnectionLimitError:
-                tcp.abort()
-                return
+            self._spawn(self._upgrade_inbound(tcp, handshake.release), name="upgrade-inbound")
+        except BaseException:
+            handshake.release()
+            tcp.abort()
+            raise
+
+    async def _upgrade_inbound(self, tcp: TcpStream, done: Callable[[], None]) -> None:
+        try:
             conn = await upgrade_inbound(
                 tcp, self._key, yamux_config=self._yamux, timeout=self.config.handshake_timeout
             )
@@ -344,14 +406,63 @@ class Host:
             log.debug("inbound upgrade from %s failed: %r", tcp.remote_address, exc)
             return
         finally:
-            self._pending_handshakes -= 1
-        await self._add_connection(conn)
+            done()
+        try:
+            await self._add_connection(conn)
+        except ConnectionLimitError as exc:
+            log.debug("inbound connection from %s refused: %s", conn.remote_peer, exc)
+
+    async def _make_room(self, direction: Direction) -> None:
+        """Make room for one more connection in ``direction`` by closing the least recently
+        used unheld idle one (of that direction when only the inbound share is full), the way
+        a disconnect does: subscribers hear of it and the peer's addresses lose their
+        permanence. Raises :class:`ConnectionLimitError` if nothing can go."""
+        for _ in range(self.config.max_connections + 1):  # bounded: each round removes one
+            inbound = sum(1 for c in self.connmgr if c.direction is Direction.INBOUND)
+            total_full = not self.connmgr.has_room()
+            inbound_full = (
+                direction is Direction.INBOUND and inbound >= self.config.max_inbound_connections
+            )
+            if not total_full and not inbound_full:
+                return
+            only = Direction.INBOUND if inbound_full and not total_full else None
+            victim = self.connmgr.trim_candidate(None if only is None else _is_inbound)
+            if victim is None:
+                kind = "inbound connections" if only else "connections"
+                raise ConnectionLimitError(f"{len(self.connmgr)} {kind}, all held or busy")
+            await self._remove_connection(victim)
+        raise ConnectionLimitError("no room")  # pragma: no cover
 
     async def _add_connection(self, conn: Connection) -> None:
+        """Register an authenticated connection: within the limits (trimming idle ones if
+        needed), else it is closed and :class:`ConnectionLimitError` raised."""
         if self._closing:
             await conn.close()
             return
         peer = conn.remote_peer
+        ip = None
+        if conn.direction is Direction.INBOUND and conn.remote_addr is not None:
+            remote_ip = conn.remote_addr.ip_address()
+            ip = str(remote_ip) if remote_ip is not None else None
+        try:
+            scope = self.resources.open_connection(peer, ip)
+        except ResourceLimitError as exc:
+            await conn.close()
+            raise ConnectionLimitError(str(exc)) from None
+        try:
+            await self._make_room(conn.direction)
+        except BaseException:
+            scope.close()
+            await conn.close()
+            raise
+        if self._closing or conn.is_closed:
+            scope.close()
+            await conn.close()
+            if self._closing:
+                return
+            raise ConnectionLimitError("connection closed while making room")
+        conn.session.memory = scope
+        self._states[conn] = _ConnState(scope)
         self.connmgr.add(conn)
         self.peerstore.set_public_key(peer, conn.remote_public_key)
         if conn.direction is Direction.OUTBOUND and conn.remote_addr is not None:
@@ -388,11 +499,27 @@ class Host:
         return True
 
     async def _serve(self, conn: Connection) -> None:
-        """Accept the peer's streams until the session ends, then clean up."""
+        """Accept the peer's streams until the session ends, then clean up.
+
+        A stream is accepted (and ACKed) only when the connection has a free inbound stream
+        slot; until then the peer's new streams wait in yamux's backlog, and beyond
+        ``max_unacked_inbound`` they are reset."""
+        state = self._states.get(conn)
         try:
+            if state is None:
+                return
             while True:
+                while not state.scope.has_stream_slot():
+                    state.slot_freed.clear()
+                    await state.slot_freed.wait()
                 inner = await conn.accept_stream()
-                self._spawn(self._handle_stream(conn, inner), name="stream", conn=conn)
+                try:
+                    slot = state.scope.open_stream()
+                except ResourceLimitError as exc:
+                    log.debug("inbound stream from %s refused: %s", conn.remote_peer, exc)
+                    await inner.reset()
+                    continue
+                self._spawn(self._handle_stream(conn, inner, slot), name="stream", conn=conn)
         except Exception:  # SessionClosedError: the connection ended (any reason)
             pass
         finally:
@@ -400,6 +527,10 @@ class Host:
 
     async def _remove_connection(self, conn: Connection) -> None:
         await conn.close()
+        state = self._states.pop(conn, None)
+        if state is not None:
+            state.scope.close()
+            state.slot_freed.set()
         self.identify.forget(conn)
         tasks = [t for t in self._conn_tasks.pop(conn, ()) if t is not asyncio.current_task()]
         for task in tasks:
@@ -409,12 +540,26 @@ class Host:
             self.publish(PeerDisconnected(conn.remote_peer))
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _handle_stream(self, conn: Connection, inner: Any) -> None:
+    async def _handle_stream(
+        self, conn: Connection, inner: YamuxStream, slot: InboundStream
+    ) -> None:
+        """Negotiate, run the handler, then close the stream fully (see ``_finish_stream``);
+        the stream's slot is given back on every path."""
+        try:
+            await self._run_stream(conn, inner, slot)
+        finally:
+            slot.release()
+            state = self._states.get(conn)
+            if state is not None:
+                state.slot_freed.set()
+
+    async def _run_stream(self, conn: Connection, inner: YamuxStream, slot: InboundStream) -> None:
         try:
             async with asyncio.timeout(self.config.negotiation_timeout):
                 protocol, reader = await handle_negotiation(
                     inner, self._handlers.__contains__, reader=BufferedReader(inner)
                 )
+            slot.set_protocol(protocol)
         except Exception as exc:
             log.debug("stream negotiation with %s failed: %r", conn.remote_peer, exc)
             with contextlib.suppress(Exception):
@@ -430,8 +575,22 @@ class Host:
         except Exception as exc:
             log.debug("%s handler for %s failed: %r", protocol, conn.remote_peer, exc)
             await stream.reset()
-        else:
-            await stream.close()
+            return
+        await stream.close()
+        await self._finish_stream(inner)
+
+    async def _finish_stream(self, inner: YamuxStream) -> None:
+        """After the handler: nothing more is read, so incoming data is dropped; the peer gets
+        ``stream_close_timeout`` to send its FIN, then the stream is reset."""
+        inner.discard_incoming()
+        if inner.is_fully_closed:
+            return
+        try:
+            async with asyncio.timeout(self.config.stream_close_timeout):
+                await inner.wait_remote_closed()
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await inner.reset()
 
     # --- outbound --------------------------------------------------------------------------
 
@@ -517,7 +676,7 @@ class Host:
         ]
         if not candidates:
             raise DialError(f"no dialable TCP address for {peer or 'the peer'}")
-        await self.connmgr.make_room()
+        await self._make_room(Direction.OUTBOUND)
         errors: list[tuple[Multiaddr, Exception]] = []
         for addr in candidates:
             remaining = deadline - time.monotonic()

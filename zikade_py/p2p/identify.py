@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -240,7 +241,7 @@ class IdentifyService:
             protocol_version=info.protocol_version,
             public_key=info.public_key or conn.remote_public_key,
         )
-        addrs = [a for a in info.listen_addrs if a.tcp_endpoint() and not a.is_unspecified()]
+        addrs = filter_listen_addrs(info.listen_addrs, conn.remote_addr)
         store.add_addrs(peer, addrs, CONNECTED_ADDR_TTL)
 
     def schedule_push(self) -> None:
@@ -275,6 +276,33 @@ class IdentifyService:
             fut.cancel()
             tasks.append(fut)  # type: ignore[arg-type]
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    """0 loopback, 1 private or link-local, 2 public: how far an address reaches."""
+    if ip.is_loopback:
+        return 0
+    if ip.is_private or ip.is_link_local or not ip.is_global:
+        return 1
+    return 2
+
+
+def filter_listen_addrs(addrs: Sequence[Multiaddr], remote: Multiaddr | None) -> list[Multiaddr]:
+    """The listen addresses worth keeping from a peer that reached us from ``remote``
+    (go identify's ``filterAddrs``): dialable TCP only, none unspecified, and none of a
+    narrower scope than the connection's (a public peer's loopback or private addresses
+    would make us dial inside our own network)."""
+    remote_ip = remote.ip_address() if remote is not None else None
+    floor = _scope(remote_ip) if remote_ip is not None else 2
+    out = []
+    for addr in addrs:
+        ip = addr.ip_address()
+        if ip is None or addr.tcp_endpoint() is None or addr.is_unspecified():
+            continue
+        if ip.is_multicast or _scope(ip) < floor:
+            continue
+        out.append(addr)
+    return out
 
 
 def _consume_exception(fut: asyncio.Future[IdentifyInfo]) -> None:

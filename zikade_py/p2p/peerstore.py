@@ -31,6 +31,9 @@ MAX_ADDRS_PER_PEER = 64
 """A peer may list many addresses; more than this is noise or abuse."""
 MAX_PROTOCOLS_PER_PEER = 128
 """Cap on the protocol list stored from identify."""
+MAX_PEERS = 20_000
+"""Peers kept by default; beyond it the oldest unprotected record makes room."""
+_EVICT_SCAN = 64  # records looked at per insertion when full (protected ones are skipped)
 
 
 @dataclass(slots=True)
@@ -48,11 +51,22 @@ class PeerRecord:
 class PeerStore:
     """The host's address book and protocol book."""
 
-    __slots__ = ("_clock", "_peers")
+    __slots__ = ("_clock", "_peers", "_protected", "max_peers")
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_peers: int = MAX_PEERS,
+        protected: Callable[[PeerID], bool] | None = None,
+    ) -> None:
+        if max_peers < 1:
+            raise ValueError("max_peers must be at least 1")
         self._clock = clock
         self._peers: dict[PeerID, PeerRecord] = {}
+        self.max_peers = max_peers
+        """Records kept at most (rotating identities cannot grow the book without bound)."""
+        self._protected = protected
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -60,8 +74,22 @@ class PeerStore:
     def _record(self, peer: PeerID) -> PeerRecord:
         rec = self._peers.get(peer)
         if rec is None:
+            if len(self._peers) >= self.max_peers:
+                self._evict()
             rec = self._peers[peer] = PeerRecord()
         return rec
+
+    def _evict(self) -> None:
+        """Drop the oldest record that is not protected (connected, or with a permanent
+        address); protected ones met on the way move to the back. Bounded work."""
+        for _ in range(min(_EVICT_SCAN, len(self._peers))):
+            peer = next(iter(self._peers))
+            rec = self._peers.pop(peer)
+            permanent = any(exp == math.inf for exp in rec.addrs.values())
+            if permanent or (self._protected is not None and self._protected(peer)):
+                self._peers[peer] = rec
+                continue
+            return
 
     def add_addrs(
         self, peer: PeerID, addrs: Iterable[Multiaddr], ttl: float, now: float | None = None

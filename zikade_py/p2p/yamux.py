@@ -36,7 +36,7 @@ from zikade_py.p2p.yamux_frame import (
     decode_header,
     encode_header,
 )
-from zikade_py.p2p.yamux_stream import INITIAL_STREAM_WINDOW, YamuxStream
+from zikade_py.p2p.yamux_stream import INITIAL_STREAM_WINDOW, MemoryBudget, YamuxStream
 
 __all__ = [
     "YAMUX_PROTOCOL_ID",
@@ -139,6 +139,9 @@ class YamuxSession:
         self._finisher: asyncio.Task[None] | None = None
         self._started = False
         self._rbuf = bytearray()  # fed bytes not yet a complete frame (push mode)
+        self._skip = 0  # bytes of a data frame for no known stream still to drop (push mode)
+        self.memory: MemoryBudget | None = None
+        """Where received stream data is accounted (the connection's resource scope)."""
         self.last_activity = time.monotonic()
 
     # -- properties -------------------------------------------------------------------------
@@ -157,6 +160,11 @@ class YamuxSession:
     def num_streams(self) -> int:
         """Streams currently open in either direction (not fully closed or reset)."""
         return len(self._streams)
+
+    @property
+    def num_inbound_backlog(self) -> int:
+        """Inbound streams waiting, un-ACKed, for :meth:`accept_stream`."""
+        return len(self._backlog)
 
     @property
     def rtt(self) -> float:
@@ -351,6 +359,11 @@ class YamuxSession:
                             f"data frame of {header.length} bytes on stream "
                             f"{header.stream_id} exceeds the receive window"
                         )
+                    if self._is_dropped(header):
+                        left = header.length  # go-yamux: discarded as it is read
+                        while left:
+                            left -= len(await reader.read_exactly(min(left, 65536)))
+                        continue
                     body = await reader.read_exactly(header.length)
                 self._handle_frame(header, body)
         except IncompleteReadError:
@@ -371,6 +384,13 @@ class YamuxSession:
         """
         if self._closing:
             return
+        if self._skip:
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                self.last_activity = time.monotonic()
+                return
+            data = data[self._skip :]
+            self._skip = 0
         buf = self._rbuf
         buf += data
         pos = 0
@@ -386,6 +406,15 @@ class YamuxSession:
                             f"data frame of {header.length} bytes on stream "
                             f"{header.stream_id} exceeds the receive window"
                         )
+                    if self._is_dropped(header):
+                        # go-yamux discards such data as it reads it: never buffered whole
+                        available = end - pos - HEADER_SIZE
+                        if available < header.length:
+                            self._skip = header.length - available
+                            pos = end
+                            break
+                        pos += HEADER_SIZE + header.length
+                        continue
                     if end - pos - HEADER_SIZE < header.length:
                         break
                     body = bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + header.length])
@@ -437,6 +466,11 @@ class YamuxSession:
         if header.flags & _SYN:
             return INITIAL_STREAM_WINDOW
         return self.config.max_frame_data  # late data for a closed stream: read and drop
+
+    def _is_dropped(self, header: FrameHeader) -> bool:
+        """A Data frame for a stream we do not know (closed or reset) and that does not open
+        one: its payload is dropped without being kept."""
+        return header.stream_id not in self._streams and not header.flags & _SYN
 
     def _handle_frame(self, header: FrameHeader, body: bytes) -> None:
         if header.type is FrameType.PING:

@@ -27,6 +27,18 @@ MAX_DATA_PAYLOAD = 64 * 1024 - HEADER_SIZE
 """Largest Data payload we send: go-yamux's 64 KiB message size, header included."""
 
 
+class MemoryBudget(Protocol):
+    """Where received bytes are accounted (a connection's resource scope, rcmgr.py)."""
+
+    def reserve_memory(self, size: int) -> bool:
+        """Account ``size`` more bytes; False if over budget (nothing reserved)."""
+        ...
+
+    def release_memory(self, size: int) -> None:
+        """Give back ``size`` bytes."""
+        ...
+
+
 class SessionLink(Protocol):
     """What a stream needs from its session (keeps the stream module free of the session)."""
 
@@ -40,6 +52,11 @@ class SessionLink(Protocol):
         """Cap for auto-tuning the receive window."""
         ...
 
+    @property
+    def memory(self) -> MemoryBudget | None:
+        """The budget received bytes draw from, if any."""
+        ...
+
     def _enqueue(self, frame: bytes, *, urgent: bool) -> None: ...
 
     async def _send_data(self, frame: bytes) -> None: ...
@@ -51,6 +68,8 @@ class YamuxStream:
     """A multiplexed, flow-controlled byte stream; implements :class:`ByteStream`."""
 
     __slots__ = (
+        "_charged",
+        "_discard",
         "_epoch_start",
         "_local_fin",
         "_readable",
@@ -75,6 +94,8 @@ class YamuxStream:
         self.is_outbound = is_outbound
         self.acked = not is_outbound  # outbound: True once the peer's ACK arrived
         self._recv_buf = bytearray()
+        self._charged = 0  # bytes of _recv_buf reserved from the session's memory budget
+        self._discard = False  # nobody will read: incoming data is dropped as it arrives
         self._recv_window = INITIAL_STREAM_WINDOW  # bytes the peer may still send us
         self._window_size = INITIAL_STREAM_WINDOW  # our target receive window
         self._send_window = INITIAL_STREAM_WINDOW  # bytes we may still send
@@ -127,6 +148,7 @@ class YamuxStream:
             if self._recv_buf:
                 out = bytes(self._recv_buf[:max_bytes])
                 del self._recv_buf[:max_bytes]
+                self._uncharge(len(out))
                 self._grant_window()
                 return out
             if self._remote_fin:
@@ -178,6 +200,24 @@ class YamuxStream:
                 encode_header(FrameType.WINDOW_UPDATE, Flag.RST, self.stream_id, 0), urgent=False
             )
 
+    def discard_incoming(self) -> None:
+        """Nobody will read this stream any more: drop what is buffered and whatever still
+        arrives (it counts against the window, which is never reopened)."""
+        self._discard = True
+        self._recv_buf.clear()
+        self._uncharge(self._charged)
+
+    @property
+    def is_fully_closed(self) -> bool:
+        """Both sides sent FIN, or the stream was reset, or the session ended."""
+        return self._reset or self._session_closed or (self._local_fin and self._remote_fin)
+
+    async def wait_remote_closed(self) -> None:
+        """Return once the peer sent FIN or RST (or the session ended)."""
+        while not (self._remote_fin or self._reset or self._session_closed):
+            self._readable.clear()
+            await self._readable.wait()
+
     # -- called by the session --------------------------------------------------------------
 
     def _open_frame(self, flag: Flag, initial_window: int) -> bytes:
@@ -198,8 +238,19 @@ class YamuxStream:
                 f"of {self._recv_window}"
             )
         self._recv_window -= len(body)
-        if self._reset or self._remote_fin or not body:
+        if self._reset or self._remote_fin or self._discard or not body:
             return  # data after FIN is dropped; it still counted against the window
+        memory = self._session.memory
+        if memory is not None:
+            if not memory.reserve_memory(len(body)):
+                # over the connection's or the host's budget: this stream goes, not the host
+                self._mark_reset()
+                self._session._enqueue(
+                    encode_header(FrameType.WINDOW_UPDATE, Flag.RST, self.stream_id, 0),
+                    urgent=True,
+                )
+                return
+            self._charged += len(body)
         self._recv_buf += body
         self._readable.set()
 
@@ -225,6 +276,8 @@ class YamuxStream:
 
     def _on_session_closed(self) -> None:
         self._session_closed = True
+        # what is buffered stays readable, but no longer counts against the connection
+        self._uncharge(self._charged)
         self._readable.set()
         self._writable.set()
 
@@ -233,9 +286,18 @@ class YamuxStream:
     def _mark_reset(self) -> None:
         self._reset = True
         self._recv_buf.clear()
+        self._uncharge(self._charged)
         self._readable.set()
         self._writable.set()
         self._session._remove_stream(self)
+
+    def _uncharge(self, size: int) -> None:
+        size = min(size, self._charged)
+        if size:
+            self._charged -= size
+            memory = self._session.memory
+            if memory is not None:
+                memory.release_memory(size)
 
     def _check_writable(self) -> None:
         if self._reset:

@@ -1,0 +1,332 @@
+"""Resource manager: who may make the host spend what (DESIGN.md §4a).
+
+In the spirit of go-libp2p's resource manager, every resource a remote can make us hold
+is reserved in a scope before use and released when done: handshake slots and
+connections per IP group (IPv4 /32, IPv6 /64, go's subnet limits) and per peer,
+inbound streams per connection, per peer, per protocol and in total, and received bytes
+buffered by yamux per connection and for the whole host. A reservation that would pass a
+limit is refused; the caller drops what asked for it (a socket, a stream).
+
+Releases are idempotent and a closed connection scope gives back everything it still
+holds, so no path (close, reset, error, cancel) can leak: :meth:`ResourceManager.stats`
+returns to zero once the host is idle. Addresses in the allowlist (by default 127.0.0.1
+and ::1, so tests and devnets keep working) are not limited per IP group.
+
+Pure bookkeeping: no I/O and no clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass
+from typing import TypeVar
+
+from zikade_py.p2p.peer_id import PeerID
+
+MiB = 1 << 20
+K = TypeVar("K")
+
+
+class ResourceLimitError(Exception):
+    """A reservation would exceed a limit; the thing that asked for it is refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceLimits:
+    """The limits of one host; defaults suit a public bootstrap node (go's figures where
+    go has one: 8 connections per /32, 32 MiB per connection, 32 kad streams per
+    connection as js and rust allow)."""
+
+    handshakes_per_ip_group: int = 8
+    """Inbound handshakes under way from one IP group (of the host's pending pool)."""
+    connections_per_ip_group: int = 8
+    """Open inbound connections from one IP group (go: 8 per /32)."""
+    connections_per_peer: int = 8
+    """Open connections to one peer id, both directions."""
+    inbound_streams_per_connection: int = 64
+    """Inbound streams being served on one connection; more wait un-ACKed in yamux's
+    backlog (``max_unacked_inbound``), beyond that they are reset."""
+    inbound_streams_per_peer: int = 256
+    """Inbound streams being served for one peer over all its connections (go: 256)."""
+    inbound_streams_per_protocol_per_connection: int = 64
+    """Inbound streams of one protocol on one connection, unless listed in
+    ``protocol_streams_per_connection``."""
+    protocol_streams_per_connection: tuple[tuple[str, int], ...] = (("/ipfs/kad/1.0.0", 32),)
+    """Per-protocol exceptions to the above (js and rust kad allow 32 per connection)."""
+    inbound_streams_per_protocol: int = 2048
+    """Inbound streams of one protocol over the whole host."""
+    inbound_streams: int = 4096
+    """Inbound streams being served over the whole host."""
+    connection_memory: int = 32 * MiB
+    """Received bytes yamux may buffer for one connection (go: 32 MiB per connection)."""
+    host_memory: int = 256 * MiB
+    """Received bytes yamux may buffer over the whole host."""
+    ipv4_prefix: int = 32
+    """IPv4 addresses are grouped by this prefix length."""
+    ipv6_prefix: int = 64
+    """IPv6 addresses are grouped by this prefix length (one customer's /64)."""
+    allowlist: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    """Networks exempt from the per-IP-group limits (not from the host-wide ones)."""
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for limits no host can run with."""
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if not 0 <= self.ipv4_prefix <= 32 or not 0 <= self.ipv6_prefix <= 128:
+            raise ValueError("prefix lengths must fit the address family")
+        for net in self.allowlist:
+            ipaddress.ip_network(net)  # ValueError for a bad entry
+        if any(n < 1 for _, n in self.protocol_streams_per_connection):
+            raise ValueError("protocol stream limits must be at least 1")
+
+    def protocol_limit(self, protocol: str) -> int:
+        """Inbound streams of ``protocol`` one connection may carry at once."""
+        for name, limit in self.protocol_streams_per_connection:
+            if name == protocol:
+                return limit
+        return self.inbound_streams_per_protocol_per_connection
+
+
+def ip_group(ip: str, limits: ResourceLimits) -> str | None:
+    """The IP group ``ip`` counts against (``"1.2.3.4/32"``, ``"2001:db8::/64"``), or
+    ``None`` for an allowlisted (or unparsable) address."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    for net in limits.allowlist:
+        if addr in ipaddress.ip_network(net):
+            return None
+    prefix = limits.ipv4_prefix if addr.version == 4 else limits.ipv6_prefix
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+
+class Handshake:
+    """A reserved inbound handshake slot; :meth:`release` when the upgrade ends."""
+
+    __slots__ = ("_group", "_mgr")
+
+    def __init__(self, mgr: ResourceManager, group: str | None) -> None:
+        self._mgr: ResourceManager | None = mgr
+        self._group = group
+
+    @property
+    def group(self) -> str | None:
+        """The IP group the slot counts against (``None``: allowlisted)."""
+        return self._group
+
+    def release(self) -> None:
+        """Give the slot back (idempotent)."""
+        mgr, self._mgr = self._mgr, None
+        if mgr is not None:
+            mgr._handshakes_total -= 1
+            _dec(mgr._handshakes, self._group)
+
+
+class ConnectionScope:
+    """What one connection holds: its place in the group and peer counts, the inbound
+    streams it serves, and the bytes yamux buffers for it (``reserve_memory``)."""
+
+    __slots__ = ("_closed", "_group", "_memory", "_mgr", "_protocols", "_streams", "peer")
+
+    def __init__(self, mgr: ResourceManager, peer: PeerID, group: str | None) -> None:
+        self._mgr = mgr
+        self.peer = peer
+        self._group = group
+        self._memory = 0
+        self._streams = 0
+        self._protocols: Counter[str] = Counter()
+        self._closed = False
+
+    @property
+    def memory(self) -> int:
+        """Bytes buffered for this connection now."""
+        return self._memory
+
+    @property
+    def inbound_streams(self) -> int:
+        """Inbound streams this connection serves now."""
+        return self._streams
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` ran (every later reservation is refused)."""
+        return self._closed
+
+    def reserve_memory(self, size: int) -> bool:
+        """Account ``size`` more buffered bytes; False (nothing reserved) if the connection's
+        or the host's budget would be exceeded."""
+        mgr = self._mgr
+        if self._closed or self._memory + size > mgr.limits.connection_memory:
+            return False
+        if mgr._memory + size > mgr.limits.host_memory:
+            return False
+        self._memory += size
+        mgr._memory += size
+        return True
+
+    def release_memory(self, size: int) -> None:
+        """Give back ``size`` buffered bytes (ignored once the scope is closed)."""
+        if self._closed:
+            return
+        size = min(size, self._memory)
+        self._memory -= size
+        self._mgr._memory -= size
+
+    def has_stream_slot(self) -> bool:
+        """Whether this connection may start serving one more inbound stream."""
+        return not self._closed and self._streams < self._mgr.limits.inbound_streams_per_connection
+
+    def open_stream(self) -> InboundStream:
+        """Reserve an inbound stream (protocol not known yet); raises
+        :class:`ResourceLimitError` past the connection's, the peer's or the host's limit."""
+        mgr = self._mgr
+        limits = mgr.limits
+        if self._closed:
+            raise ResourceLimitError("connection closed")
+        if self._streams >= limits.inbound_streams_per_connection:
+            raise ResourceLimitError("inbound streams per connection")
+        if mgr._peer_streams[self.peer] >= limits.inbound_streams_per_peer:
+            raise ResourceLimitError("inbound streams per peer")
+        if mgr._streams_total >= limits.inbound_streams:
+            raise ResourceLimitError("inbound streams of the host")
+        self._streams += 1
+        mgr._peer_streams[self.peer] += 1
+        mgr._streams_total += 1
+        return InboundStream(self)
+
+    def close(self) -> None:
+        """Release everything the connection still holds (idempotent)."""
+        if self._closed:
+            return
+        mgr = self._mgr
+        mgr._memory -= self._memory
+        self._memory = 0
+        mgr._streams_total -= self._streams
+        _dec(mgr._peer_streams, self.peer, self._streams)
+        self._streams = 0
+        for protocol, n in self._protocols.items():
+            _dec(mgr._protocol_streams, protocol, n)
+        self._protocols.clear()
+        _dec(mgr._peer_conns, self.peer)
+        _dec(mgr._group_conns, self._group)
+        mgr._conns.discard(self)
+        self._closed = True
+
+
+class InboundStream:
+    """One inbound stream's reservation; :meth:`set_protocol` once negotiated."""
+
+    __slots__ = ("_conn", "_protocol", "_released")
+
+    def __init__(self, conn: ConnectionScope) -> None:
+        self._conn = conn
+        self._protocol: str | None = None
+        self._released = False
+
+    def set_protocol(self, protocol: str) -> None:
+        """Count the stream against ``protocol``; :class:`ResourceLimitError` past the
+        per-connection or host-wide limit of that protocol."""
+        conn, mgr = self._conn, self._conn._mgr
+        if self._released or conn.is_closed:
+            raise ResourceLimitError("stream released")
+        if conn._protocols[protocol] >= mgr.limits.protocol_limit(protocol):
+            raise ResourceLimitError(f"inbound {protocol} streams per connection")
+        if mgr._protocol_streams[protocol] >= mgr.limits.inbound_streams_per_protocol:
+            raise ResourceLimitError(f"inbound {protocol} streams of the host")
+        conn._protocols[protocol] += 1
+        mgr._protocol_streams[protocol] += 1
+        self._protocol = protocol
+
+    def release(self) -> None:
+        """Give the stream back (idempotent; a no-op once the connection scope closed)."""
+        if self._released:
+            return
+        self._released = True
+        conn, mgr = self._conn, self._conn._mgr
+        if conn.is_closed:
+            return
+        conn._streams -= 1
+        mgr._streams_total -= 1
+        _dec(mgr._peer_streams, conn.peer)
+        if self._protocol is not None:
+            _dec(conn._protocols, self._protocol)
+            _dec(mgr._protocol_streams, self._protocol)
+
+
+def _dec(counter: Counter[K], key: K, n: int = 1) -> None:
+    """Lower ``counter[key]`` by ``n``, deleting it at zero (so idle tables are empty)."""
+    value = counter[key] - n
+    if value > 0:
+        counter[key] = value
+    else:
+        counter.pop(key, None)
+
+
+class ResourceManager:
+    """The host's reservations, by scope; see the module docstring."""
+
+    def __init__(self, limits: ResourceLimits, *, max_handshakes: int) -> None:
+        limits.validate()
+        self.limits = limits
+        self.max_handshakes = max_handshakes
+        self._handshakes_total = 0
+        self._handshakes: Counter[str | None] = Counter()
+        self._group_conns: Counter[str | None] = Counter()
+        self._peer_conns: Counter[PeerID] = Counter()
+        self._peer_streams: Counter[PeerID] = Counter()
+        self._protocol_streams: Counter[str] = Counter()
+        self._streams_total = 0
+        self._memory = 0
+        self._conns: set[ConnectionScope] = set()
+
+    def group(self, ip: str) -> str | None:
+        """The IP group of ``ip`` (``None``: allowlisted), see :func:`ip_group`."""
+        return ip_group(ip, self.limits)
+
+    def open_handshake(self, ip: str) -> Handshake:
+        """Reserve a slot for an inbound handshake from ``ip``; :class:`ResourceLimitError`
+        when the pool or the IP group's share of it is full."""
+        group = self.group(ip)
+        if self._handshakes_total >= self.max_handshakes:
+            raise ResourceLimitError("handshake pool full")
+        if group is not None:
+            if self._handshakes[group] >= self.limits.handshakes_per_ip_group:
+                raise ResourceLimitError(f"handshakes from {group}")
+            if self._group_conns[group] >= self.limits.connections_per_ip_group:
+                raise ResourceLimitError(f"connections from {group}")
+        self._handshakes_total += 1
+        self._handshakes[group] += 1
+        return Handshake(self, group)
+
+    def open_connection(self, peer: PeerID, ip: str | None) -> ConnectionScope:
+        """Reserve an upgraded connection to ``peer`` (``ip``: the remote of an inbound one,
+        ``None`` for outbound); :class:`ResourceLimitError` past the peer's or the group's
+        connection limit."""
+        group = self.group(ip) if ip is not None else None
+        if self._peer_conns[peer] >= self.limits.connections_per_peer:
+            raise ResourceLimitError(f"connections to {peer}")
+        if group is not None and self._group_conns[group] >= self.limits.connections_per_ip_group:
+            raise ResourceLimitError(f"connections from {group}")
+        self._peer_conns[peer] += 1
+        self._group_conns[group] += 1
+        scope = ConnectionScope(self, peer, group)
+        self._conns.add(scope)
+        return scope
+
+    def stats(self) -> dict[str, int]:
+        """Current usage (all zero on an idle host): for tests and ``zikade stats``."""
+        return {
+            "handshakes": self._handshakes_total,
+            "connections": len(self._conns),
+            "inbound_streams": self._streams_total,
+            "memory": self._memory,
+            "ip_groups": len([g for g in self._group_conns if g is not None]),
+            "peers": len(self._peer_conns),
+            "protocols": len(self._protocol_streams),
+        }
