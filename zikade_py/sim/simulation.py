@@ -137,6 +137,7 @@ class SimNode:
         "client",
         "coord",
         "dialable",
+        "hello",
         "index",
         "joined",
         "key",
@@ -173,6 +174,9 @@ class SimNode:
         """Requests this node sent that still await their one answer."""
         self.providers: ProviderStore | None = None
         """Provider records it serves, created with the first one."""
+        self.hello = NodeConnected(key)
+        """What a server hears when this node asks it something (events are immutable,
+        so one instance serves every request instead of one allocation each)."""
 
     @property
     def running(self) -> bool:
@@ -413,7 +417,7 @@ class Simulation:
             clock.schedule(now + self.network.delay(src, ev.dst), Fail(src, request_id, _REFUSED))
             return
         if not sender.client:
-            server.coord.notify(NodeConnected(sender.key), now)
+            server.coord.notify(sender.hello, now)
             self.drain(server, now)
         if target is None:
             return
