@@ -20,6 +20,7 @@ from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.http.args import parse_multiaddr
 from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
 from zikade_py.http.repo import init_repo, is_initialized, load_config
+from zikade_py.p2p.host import limits_help
 
 from .common import (
     fail,
@@ -45,7 +46,7 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     )
 
 
-@click.command("daemon", short_help=summary("daemon"))
+@click.command("daemon", short_help=summary("daemon"), epilog=limits_help())
 @click.option(
     "--listen",
     multiple=True,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -72,6 +73,7 @@ from zikade_py.p2p.crypto import PrivateKey  # noqa: E402
 from zikade_py.p2p.host import Host, HostConfig  # noqa: E402
 from zikade_py.p2p.multiaddr import Multiaddr  # noqa: E402
 from zikade_py.p2p.peer_id import PeerID  # noqa: E402
+from zikade_py.p2p.rcmgr import ResourceLimits  # noqa: E402
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 HOST = HostConfig(inbound_per_ip_rate=10_000.0, inbound_per_ip_burst=10_000)
@@ -413,6 +415,7 @@ class Options:
     cap_providers: int
     cap_values: int
     use_js: bool
+    quick: bool = False
 
 
 async def scenario_store_flood(opts: Options) -> dict[str, Any]:
@@ -519,9 +522,255 @@ async def scenario_huge_find_node_answer(opts: Options) -> dict[str, Any]:
         }
 
 
+# ------------------------------------------------------------------------------ host (1a-1c)
+#
+# The node under attack counts 127.0.0.1 as a stranger too (an empty allowlist), so the
+# legitimate peers get no exemption; attackers bind their sockets to other 127.x.y.z
+# source addresses, one IP group each.
+
+HOST_TARGET = replace(HOST, limits=ResourceLimits(allowlist=()))
+
+
+def bind_sources(sources: list[str]) -> None:
+    """Make every TCP dial of this (child) process leave from the next of ``sources``."""
+    original = asyncio.open_connection
+    turn = iter(range(1 << 30))
+
+    async def open_connection(host: str, port: int, **kw: Any) -> Any:
+        src = sources[next(turn) % len(sources)]
+        return await original(host, port, local_addr=(src, 0), **kw)
+
+    asyncio.open_connection = open_connection  # type: ignore[assignment]
+
+
+async def child_sockets(target: str, silent: int, garbage: int, seconds: float) -> dict[str, Any]:
+    """1a: ``silent`` TCP connections that never speak and ``garbage`` ones that send junk,
+    all from 127.0.0.2, held for ``seconds`` (reopened when the node drops them)."""
+    host, port = Multiaddr.parse(target).tcp_endpoint()  # type: ignore[misc]
+    opened = dropped = 0
+    deadline = time.monotonic() + seconds
+
+    async def one(talk: bool) -> None:
+        nonlocal opened, dropped
+        while time.monotonic() < deadline:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    host, port, local_addr=("127.0.0.2", 0)
+                )
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            opened += 1
+            try:
+                while time.monotonic() < deadline:
+                    if talk:
+                        writer.write(os.urandom(512))
+                    async with asyncio.timeout(0.5):
+                        if not await reader.read(4096) and reader.at_eof():
+                            break
+            except TimeoutError:
+                continue
+            except OSError:
+                pass
+            finally:
+                writer.close()
+            dropped += 1
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(one(False) for _ in range(silent)),
+                         *(one(True) for _ in range(garbage)))
+    return {"silent": silent, "garbage": garbage, "opened": opened, "dropped_by_node": dropped}
+
+
+async def child_holders(
+    target: str, identities: int, sources: int, junk_streams: int, seconds: float
+) -> dict[str, Any]:
+    """1b/1c: ``identities`` hosts (from ``sources`` addresses 127.0.1.x), each connecting
+    and opening an identify stream it never closes; with ``junk_streams``, each then opens
+    that many more streams and pushes a window (256 KiB) of junk into each without ever
+    negotiating: data the node would have to buffer."""
+    bind_sources([f"127.0.1.{i + 1}" for i in range(sources)])
+    addr = Multiaddr.parse(target)
+    peer = addr.peer_id()
+    assert peer is not None
+    connected = held = pushed = 0
+    hosts: list[Host] = []
+    gate = asyncio.Semaphore(32)
+
+    async def one() -> None:
+        nonlocal connected, held, pushed
+        async with gate:
+            h = Host(PrivateKey.generate(), HOST)
+            hosts.append(h)
+            await h.start([])
+            try:
+                conn = await h.connect(peer, [addr.without_peer_id()], timeout=OP_TIMEOUT)
+                connected += 1
+                stream = await conn.open_stream(["/ipfs/id/1.0.0"], timeout=OP_TIMEOUT)
+                await stream.read()
+                held += 1  # and never closed
+                for _ in range(junk_streams):
+                    inner = await conn.session.open_stream()
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(1.0):
+                            await inner.write(b"\x00" * (256 * 1024))
+                            pushed += 256 * 1024
+            except Exception:
+                return
+
+    await asyncio.gather(*(one() for _ in range(identities)))
+    summary = {"identities": identities, "connected": connected, "held": held,
+               "pushed_bytes": pushed}
+    await asyncio.sleep(seconds)
+    for h in hosts:
+        await h.close()
+    return summary
+
+
+async def legit_host_round(target: Node, legit: Legit) -> None:
+    """Legitimate use for the host scenarios: our peer's find_peer of the js node (or a ping
+    when js is missing), a brand-new peer dialing in and pinging, and js pinging."""
+    ours = legit.ours
+
+    async def ours_find_or_ping() -> bool:
+        if legit.js is not None:
+            found = await ours.find_peer(PeerID.from_string(legit.js.peer_id))
+            return found is not None
+        return bool(await ours.host.ping(target.peer_id))
+
+    async def newcomer_ping() -> bool:
+        fresh = Host(PrivateKey.generate(), HOST)
+        await fresh.start([])
+        try:
+            await fresh.connect(target.peer_id, target.multiaddrs[:1], timeout=OP_TIMEOUT)
+            return bool(await fresh.ping(target.peer_id, timeout=OP_TIMEOUT))
+        finally:
+            await fresh.close()
+
+    await legit.attempt(ours_find_or_ping)
+    await legit.attempt(newcomer_ping)
+    js = legit.js
+    if js is not None:
+        async def js_ping() -> bool:
+            return bool(await js.ping(str(target.peer_id), timeout_ms=int(OP_TIMEOUT * 1000)))
+
+        await legit.attempt(js_ping)
+
+
+async def keep_using_host(target: Node, legit: Legit, stop: asyncio.Event) -> None:
+    for _ in range(10_000):
+        if stop.is_set():
+            return
+        await legit_host_round(target, legit)
+        await asyncio.sleep(0.05)
+
+
+async def host_attack(
+    opts: Options, child: tuple[str, ...], extra: Callable[[Node], Awaitable[dict[str, Any]]]
+    | None = None, config: NodeConfig | None = None,
+) -> dict[str, Any]:
+    """Run one host attack: the node, legitimate peers using it throughout, the attacker
+    child; resources before, peak during, and ``settle`` s after."""
+    config = config or NodeConfig(listen_addrs=[LOOPBACK], host=HOST_TARGET, republish=False)
+    async with Node(config) as target, legit_peers(target, opts.use_js) as legit:
+        gc.collect()
+        before = resources()
+        probe, sampler = LagProbe(), Sampler()
+        probe.start()
+        sampler.start()
+        stop = asyncio.Event()
+        using = asyncio.create_task(keep_using_host(target, legit, stop))
+        target_addr = str(target.multiaddrs[0])
+        attacker_task = asyncio.create_task(run_child(child[0], target_addr, *child[1:]))
+        checks = await extra(target) if extra is not None else {}
+        attacker = await attacker_task
+        stop.set()
+        await using
+        during, lag = await sampler.stop(), await probe.stop()
+        rc_during = target.host.resources.stats()
+        after = await settle_and_measure(opts.settle)
+        return {
+            "attacker": attacker,
+            "checks": checks,
+            "legit": legit.summary(),
+            "loop_lag": lag,
+            "node": {"connections_after": len(target.host.connmgr),
+                     "resources_at_end_of_attack": rc_during,
+                     "resources_after": target.host.resources.stats()},
+            "resources": {"before": before, "during_peak": during, "after": after,
+                          "rss_growth_peak": during.get("rss", 0) - before["rss"]},
+        }
+
+
+async def scenario_handshake_flood(opts: Options) -> dict[str, Any]:
+    """1a: 1000 silent TCP connections and 200 sending garbage from 127.0.0.2; legitimate
+    find_peer / ping (and newcomers dialing in) keep >= 99 % success."""
+    silent, garbage = (100, 20) if opts.quick else (1000, 200)
+    seconds = 10.0 if opts.quick else 30.0
+    result = await host_attack(opts, ("sockets", str(silent), str(garbage), str(seconds)))
+    result["success_ok"] = (result["legit"]["success"] or 0) >= 0.99
+    return result
+
+
+async def scenario_unfinished_streams(opts: Options) -> dict[str, Any]:
+    """1b: 400 identities (50 source addresses) each holding an un-FINed identify stream;
+    our outbound dials and a new legitimate inbound peer still succeed."""
+    n, sources = (80, 10) if opts.quick else (400, 50)
+    hold = 20.0 if opts.quick else 40.0
+
+    async def dials(target: Node) -> dict[str, Any]:
+        # all holders in and their streams past the node's close deadline (10 s)
+        await asyncio.sleep(hold - 5.0)
+        ok = 0
+        tries = 3
+        for _ in range(tries):
+            other = Host(PrivateKey.generate(), HOST)
+            await other.start([Multiaddr.parse(LOOPBACK)])
+            try:
+                await target.host.connect(other.peer_id, other.listen_addrs, timeout=OP_TIMEOUT)
+                ok += 1
+            except Exception:
+                pass
+            finally:
+                await other.close()
+        busy = sum(1 for c in target.host.connmgr if c.num_streams)
+        return {"outbound_dials": tries, "outbound_ok": ok,
+                "connections": len(target.host.connmgr), "connections_with_streams": busy}
+
+    child = ("holders", str(n), str(sources), "0", str(hold))
+    result = await host_attack(opts, child, dials)
+    checks = result["checks"]
+    result["dials_ok"] = checks.get("outbound_ok") == checks.get("outbound_dials")
+    return result
+
+
+async def scenario_buffer_flood(opts: Options) -> dict[str, Any]:
+    """1c: 300 connections (40 source addresses) each pushing junk into streams the node
+    does not read; RSS growth stays under the configured host memory budget."""
+    n, sources, junk = (60, 8, 16) if opts.quick else (300, 40, 64)
+    budget = ResourceLimits().host_memory
+
+    async def accounted(target: Node) -> dict[str, Any]:
+        peak = 0
+        for _ in range(300):  # the node's own count of buffered bytes, every 100 ms
+            peak = max(peak, target.host.resources.stats()["memory"])
+            await asyncio.sleep(0.1)
+        return {"buffered_bytes_peak": peak}
+
+    result = await host_attack(
+        opts, ("holders", str(n), str(sources), str(junk), "15"), accounted
+    )
+    result["host_memory_budget"] = budget
+    result["under_budget"] = result["resources"]["rss_growth_peak"] < budget
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Options], Awaitable[dict[str, Any]]]] = {
     "store_flood": scenario_store_flood,
     "huge_find_node_answer": scenario_huge_find_node_answer,
+    "handshake_flood": scenario_handshake_flood,
+    "unfinished_streams": scenario_unfinished_streams,
+    "buffer_flood": scenario_buffer_flood,
 }
 """Scenario name → coroutine; each result is one key of the JSON output."""
 
@@ -545,7 +794,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.quick:
         opts = replace(opts, records=min(opts.records, 1000), entries=min(opts.entries, 20_000),
-                       settle=min(opts.settle, 2.0))
+                       settle=min(opts.settle, 2.0), quick=True)
     out: dict[str, Any] = {
         "machine": machine(),
         "js": "used" if use_js else ("--no-js" if args.no_js else JS_UNAVAILABLE_REASON),
@@ -567,6 +816,13 @@ def child_main(role: str, args: list[str]) -> None:
         print(json.dumps(result), flush=True)
     elif role == "huge-answer":
         asyncio.run(child_huge_answer(int(args[0])))
+    elif role == "sockets":
+        result = asyncio.run(child_sockets(args[0], int(args[1]), int(args[2]), float(args[3])))
+        print(json.dumps(result), flush=True)
+    elif role == "holders":
+        result = asyncio.run(child_holders(args[0], int(args[1]), int(args[2]), int(args[3]),
+                                           float(args[4])))
+        print(json.dumps(result), flush=True)
     else:
         raise SystemExit(f"unknown child role {role}")
 

@@ -418,3 +418,14 @@ async def test_failing_maintenance_task_is_logged(caplog: pytest.LogCaptureFixtu
             await asyncio.gather(task, return_exceptions=True)
             await asyncio.sleep(0)
     assert any("maintenance bug" in r.getMessage() for r in caplog.records)
+
+
+def test_limits_live_in_the_node_config_and_show_in_help() -> None:
+    from zikade_py.dht.config import NodeConfig
+    from zikade_py.p2p.host import limits_help
+
+    text = limits_help()
+    assert "8 per IP group" in text and "256 MiB in total" in text and "/ipfs/kad/1.0.0 32" in text
+    bad = NodeConfig(host=HostConfig(limits=ResourceLimits(connection_memory=0)))
+    with pytest.raises(ValueError):
+        bad.validate()

@@ -53,6 +53,9 @@ class NodeConfig:
     bootstrap_timeout: float = 30.0
     """Deadline of :meth:`Node.bootstrap` with ``timeout=None`` (dials and the self-lookup)."""
     host: HostConfig | None = None
+    """The host's limits and timeouts (``None``: the defaults, which suit a public
+    bootstrap node): connections, handshakes and streams per IP group, peer, connection
+    and protocol, and the memory budget (``HostConfig.limits``, p2p/rcmgr.py)."""
     republish: bool = True
     """Re-announce the content we provide every 22 h (WIRE.md §8.8)."""
     store_limits: StoreLimits = field(default_factory=StoreLimits)
@@ -75,6 +78,8 @@ class NodeConfig:
         if self.gc_batch < 1:
             raise ValueError("gc_batch must be at least 1")
         self.store_limits.validate()
+        if self.host is not None:
+            self.host.limits.validate()
         self.coordinator.validate()
 
 

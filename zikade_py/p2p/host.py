@@ -111,6 +111,36 @@ class HostConfig:
         )
 
 
+def limits_help(config: HostConfig | None = None) -> str:
+    """The connection, stream and memory limits of ``config`` (default: the defaults) as
+    lines for a ``--help`` text (``zikade daemon --help``), so an operator sees them."""
+    c = config or HostConfig()
+    lim = c.limits
+    mib = 1 << 20
+    kad = ", ".join(f"{p} {n}" for p, n in lim.protocol_streams_per_connection)
+    return "\n".join(
+        [
+            "\b",
+            "Limits (node config: NodeConfig.host, HostConfig / ResourceLimits):",
+            f"  connections: {c.max_connections} ({c.max_inbound_connections} inbound), "
+            f"{lim.connections_per_peer} per peer, {lim.connections_per_ip_group} inbound "
+            f"per IP group (IPv4 /{lim.ipv4_prefix}, IPv6 /{lim.ipv6_prefix})",
+            f"  handshakes: {c.max_pending_handshakes} at once, "
+            f"{lim.handshakes_per_ip_group} per IP group, {c.handshake_timeout:g} s each; "
+            f"{c.inbound_per_ip_rate:g}/s per IP group (burst {c.inbound_per_ip_burst})",
+            f"  inbound streams: {lim.inbound_streams_per_connection} per connection "
+            f"(+{c.max_unacked_inbound} waiting), {lim.inbound_streams_per_peer} per peer, "
+            f"{lim.inbound_streams} in total; per protocol and connection "
+            f"{lim.inbound_streams_per_protocol_per_connection} ({kad})",
+            f"  memory for received data: {lim.connection_memory // mib} MiB per connection, "
+            f"{lim.host_memory // mib} MiB in total",
+            f"  half-closed streams reset after {c.stream_close_timeout:g} s; "
+            f"address book: {c.max_peerstore_peers} peers",
+            f"  exempt from per-IP limits: {', '.join(lim.allowlist) or 'nothing'}",
+        ]
+    )
+
+
 class DialError(Exception):
     """No address of the peer led to an upgraded connection (each failure is listed)."""
 
