@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .engine import Target
 from .targets_dht import KAD_MESSAGES, KAD_REQUESTS, RECORDS
-from .targets_http import ROUTING_V1
+from .targets_http import ROUTING_V1, ROUTING_V1_HTTP
 from .targets_p2p import (
     IDENTIFY,
     MSS,
@@ -39,6 +39,7 @@ TARGETS: dict[str, Target] = {
         MULTIADDR,
         PEER_ID,
         ROUTING_V1,
+        ROUTING_V1_HTTP,
     )
 }
 """Every decoder, in the order ``scripts/fuzz`` runs them."""
