@@ -273,7 +273,7 @@ async def test_concurrent_handshakes_never_push_past_max_connections() -> None:
 
 
 async def test_trimming_happens_after_auth_and_publishes_the_disconnect() -> None:
-    config = HostConfig(max_connections=1, **FAST)
+    config = HostConfig(max_connections=1, trim_grace=0.0, **FAST)
     async with running(config) as target:
         events = target.events()
         first, second = Host(PrivateKey.generate()), Host(PrivateKey.generate())
@@ -307,7 +307,7 @@ async def test_trimming_happens_after_auth_and_publishes_the_disconnect() -> Non
 async def test_unfinished_stream_is_reset_after_the_close_timeout() -> None:
     """A peer that never sends its FIN after identify no longer keeps the connection busy
     (and thus untrimmable) forever."""
-    config = HostConfig(stream_close_timeout=0.3, **FAST)
+    config = HostConfig(stream_close_timeout=2.0, **FAST)
     async with running(config) as target, running(HostConfig(), listen=False) as client:
         conn = await client.connect(target.peer_id, target.listen_addrs)
         stream = await conn.open_stream([IDENTIFY_PROTOCOL_ID])
@@ -316,6 +316,8 @@ async def test_unfinished_stream_is_reset_after_the_close_timeout() -> None:
         server_conn = target.connmgr.get(client.peer_id)
         assert server_conn is not None
         await until(lambda: server_conn.num_streams == 0)
+        assert server_conn.session.num_streams == 1  # lingering: the connection counts as idle
+        await until(lambda: server_conn.session.num_streams == 0)
         await until(lambda: target.resources.stats()["inbound_streams"] == 0)
         assert conn.num_streams == 0  # the RST reached us: our side is gone too
 
@@ -357,8 +359,8 @@ async def test_inbound_streams_per_connection_wait_unacked_then_are_reset() -> N
         await until(lambda: served == 4)
         for s in inner:
             await s.close()
-        await until(lambda: server_conn.num_streams == 0)
-        assert target.resources.stats()["inbound_streams"] == 0
+        await until(lambda: server_conn.session.num_streams == 0)
+        await until(lambda: target.resources.stats()["inbound_streams"] == 0)
 
 
 async def test_connection_memory_budget_resets_the_stream_not_the_host() -> None:
@@ -429,3 +431,20 @@ def test_limits_live_in_the_node_config_and_show_in_help() -> None:
     bad = NodeConfig(host=HostConfig(limits=ResourceLimits(connection_memory=0)))
     with pytest.raises(ValueError):
         bad.validate()
+
+
+def test_trimming_prefers_crowded_groups() -> None:
+    """Under a flood, a lone legitimate peer's idle connection is not the one trimmed while
+    a crowded IP group has idle ones."""
+    from zikade_py.p2p.connmgr import ConnectionManager
+
+    from .test_connmgr import FakeConn, peer
+
+    cm: ConnectionManager[FakeConn] = ConnectionManager(clock=lambda: 100.0)
+    lone, crowd1, crowd2 = FakeConn(peer(1), 1.0), FakeConn(peer(2), 5.0), FakeConn(peer(3), 6.0)
+    for c in (lone, crowd1, crowd2):
+        cm.add(c, now=0.0)
+    size = {lone: 1, crowd1: 8, crowd2: 8}
+    assert cm.trim_candidate() is lone  # least recently used alone
+    assert cm.trim_candidate(crowd=lambda c: size[c]) is crowd1
+    assert cm.trim_candidate(lambda c: c is not crowd1, lambda c: size[c]) is crowd2

@@ -150,6 +150,7 @@ class Connection:
         "_clock",
         "_last_used",
         "direction",
+        "lingering",
         "local_addr",
         "opened_at",
         "remote_addr",
@@ -180,11 +181,14 @@ class Connection:
         self.opened_at = clock()
         self._last_used = self.opened_at
         self.streams_opened = 0
+        self.lingering = 0
+        """Streams whose handler has finished and that only wait for the peer's FIN."""
 
     @property
     def num_streams(self) -> int:
-        """Streams the yamux session has open now (both directions)."""
-        return self.session.num_streams
+        """Streams the yamux session has open now (both directions), not counting lingering
+        ones: a connection that only waits for FINs is idle (trimmable) for the manager."""
+        return max(self.session.num_streams - self.lingering, 0)
 
     @property
     def last_used(self) -> float:

@@ -255,10 +255,16 @@ class ConnectionManager(Generic[C]):
         ]
         return min(due) if due else None
 
-    def trim_candidate(self, accept: Callable[[C], bool] | None = None) -> C | None:
-        """The unheld idle connection to close first: a retired one, else the least
-        recently used, or ``None``; only among those ``accept`` allows, if given."""
-        best: tuple[bool, float, C] | None = None
+    def trim_candidate(
+        self,
+        accept: Callable[[C], bool] | None = None,
+        crowd: Callable[[C], int] | None = None,
+    ) -> C | None:
+        """The unheld idle connection to close first: a retired one, else (if ``crowd``
+        is given) one of the most crowded (``crowd(conn)``: how many connections share its
+        origin, so one source's many connections go before a lone peer's), else the least
+        recently used; ``None`` if there is none. Only among those ``accept`` allows."""
+        best: tuple[bool, int, float, C] | None = None
         for entries in self._conns.values():
             for entry in entries:
                 if accept is not None and not accept(entry.conn):
@@ -267,9 +273,10 @@ class ConnectionManager(Generic[C]):
                 if since is None:
                     continue
                 kept = entry.retired is None
-                if best is None or (kept, since) < (best[0], best[1]):
-                    best = (kept, since, entry.conn)
-        return best[2] if best is not None else None
+                size = -crowd(entry.conn) if crowd is not None else 0
+                if best is None or (kept, size, since) < best[:3]:
+                    best = (kept, size, since, entry.conn)
+        return best[3] if best is not None else None
 
     def has_room(self) -> bool:
         """Whether one more connection fits under ``max_connections``."""

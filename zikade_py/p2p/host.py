@@ -93,6 +93,9 @@ class HostConfig:
     stream_close_timeout: float = 10.0
     """After a handler returns, its half-closed stream waits this long for the peer's FIN,
     then is reset (a stream the peer never closes would keep its connection busy)."""
+    trim_grace: float = 2.0
+    """A connection this young is not trimmed to make room for another (it has had no
+    chance to open its first stream yet)."""
     max_unacked_inbound: int = 256
     """Inbound streams waiting un-ACKed while the connection's stream slots are full
     (go-yamux's accept backlog); further ones are reset."""
@@ -173,10 +176,6 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         log.error("host task %s failed: %r", task.get_name(), exc, exc_info=exc)
 
 
-def _is_inbound(conn: Connection) -> bool:
-    return conn.direction is Direction.INBOUND
-
-
 def _seconds(value: float) -> str:
     """A duration for an error message: ``5 s``, ``0.25 s``."""
     return f"{value:.3g} s"
@@ -242,6 +241,10 @@ class Host:
     @property
     def _pending_handshakes(self) -> int:
         return self.resources.stats()["handshakes"]
+
+    def _crowd(self, conn: Connection) -> int:
+        state = self._states.get(conn)
+        return self.resources.crowd(state.scope) if state is not None else 0
 
     def _is_connected(self, peer: PeerID) -> bool:
         return bool(self.connmgr.connections(peer))
@@ -456,7 +459,12 @@ class Host:
             if not total_full and not inbound_full:
                 return
             only = Direction.INBOUND if inbound_full and not total_full else None
-            victim = self.connmgr.trim_candidate(None if only is None else _is_inbound)
+            old = time.monotonic() - self.config.trim_grace
+
+            def trimmable(c: Connection, only: Direction | None = only, old: float = old) -> bool:
+                return c.opened_at <= old and (only is None or c.direction is only)
+
+            victim = self.connmgr.trim_candidate(trimmable, self._crowd)
             if victim is None:
                 kind = "inbound connections" if only else "connections"
                 raise ConnectionLimitError(f"{len(self.connmgr)} {kind}, all held or busy")
@@ -607,7 +615,11 @@ class Host:
             await stream.reset()
             return
         await stream.close()
-        await self._finish_stream(inner)
+        conn.lingering += 1
+        try:
+            await self._finish_stream(inner)
+        finally:
+            conn.lingering -= 1
 
     async def _finish_stream(self, inner: YamuxStream) -> None:
         """After the handler: nothing more is read, so incoming data is dropped; the peer gets

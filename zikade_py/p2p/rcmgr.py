@@ -319,6 +319,11 @@ class ResourceManager:
         self._conns.add(scope)
         return scope
 
+    def crowd(self, scope: ConnectionScope) -> int:
+        """Connections that share ``scope``'s IP group (0 for allowlisted and outbound ones:
+        trimming prefers the connections of crowded groups)."""
+        return self._group_conns[scope._group] if scope._group is not None else 0
+
     def stats(self) -> dict[str, int]:
         """Current usage (all zero on an idle host): for tests and ``zikade stats``."""
         return {
