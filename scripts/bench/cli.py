@@ -6,6 +6,8 @@ runs, measured in this one run beside ``python -c pass`` (the floor any Python
 command pays on this machine):
 
 * ``zikade --help`` and ``zikade id`` (a repo, no daemon), each a fresh process;
+  beside each wall time (``*_ms``) the CPU time the process used (``*_cpu_ms``,
+  user + system), which a busy machine hardly changes;
 * ``zikade id``, ``find-peer``, ``find-providers`` and ``provide`` against the
   daemon of a running devnet (``zikade devnet``), each a fresh process, and the
   same RPC query made from Python in this process against that daemon
@@ -26,6 +28,7 @@ import hashlib
 import http.client
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,20 +49,46 @@ def _median_ms(samples: Sequence[float]) -> float:
     return round(statistics.median(samples) * 1000, 1)
 
 
-def wall(argv: Sequence[str], env: dict[str, str], *, ok: bool = True) -> float:
-    """Seconds one run of ``argv`` took; fails loudly if it did not succeed."""
+def child(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one run of ``argv``, which must succeed.
+
+    The CPU time hardly depends on what else the machine runs, the wall time does:
+    both are reported, so a run on a busy machine still says what the command costs.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, timeout=120, check=False)
     took = time.perf_counter() - start
-    if ok and proc.returncode != 0:
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode(errors='replace')}")
-    return took
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return took, cpu
+
+
+def wall(argv: Sequence[str], env: dict[str, str]) -> float:
+    """Wall seconds of one run of ``argv``."""
+    return child(argv, env)[0]
+
+
+def measure(argv: Callable[[], list[str]], env: dict[str, str], runs: int) -> dict[str, float]:
+    """Medians of ``runs`` runs (after a warm-up): ``ms`` wall, ``cpu_ms`` user + system."""
+    child(argv(), env)
+    samples = [child(argv(), env) for _ in range(runs)]
+    return {
+        "ms": _median_ms([w for w, _ in samples]),
+        "cpu_ms": _median_ms([c for _, c in samples]),
+    }
 
 
 def repeat(fn: Callable[[], float], runs: int) -> list[float]:
     """``runs`` timings of ``fn`` after one warm-up run (file cache, .pyc)."""
     fn()
     return [fn() for _ in range(runs)]
+
+
+def _always(argv: list[str]) -> Callable[[], list[str]]:
+    return lambda: argv
 
 
 def rpc(api: tuple[str, int], command: str, args: Sequence[str], **options: str) -> float:
@@ -145,10 +174,13 @@ def main() -> None:
         offline = Path(tmp) / "offline"
         env["ZIKADE_PATH"] = str(offline)
         wall([ZIKADE, "init"], env)
-        floor = repeat(lambda: wall([sys.executable, "-c", "pass"], env), runs)
-        result["python_c_pass_ms"] = _median_ms(floor)
-        result["help_ms"] = _median_ms(repeat(lambda: wall([ZIKADE, "--help"], env), runs))
-        result["id_no_daemon_ms"] = _median_ms(repeat(lambda: wall([ZIKADE, "id"], env), runs))
+        for name, argv in (
+            ("python_c_pass", [sys.executable, "-c", "pass"]),
+            ("help", [ZIKADE, "--help"]),
+            ("id_no_daemon", [ZIKADE, "id"]),
+        ):
+            got = measure(_always(argv), env, runs)
+            result[f"{name}_ms"], result[f"{name}_cpu_ms"] = got["ms"], got["cpu_ms"]
 
         net = Devnet(ns.nodes, Path(tmp) / "devnet", env)
         try:
@@ -157,46 +189,43 @@ def main() -> None:
             provided = new_cid(-1)
             wall([ZIKADE, "provide", provided], env)
             counter = iter(range(10**6))
-            cases: dict[str, tuple[list[str], Callable[[], float]]] = {
-                "id": (["id"], lambda: rpc(net.api, "id", [])),
+            cases: dict[str, tuple[Callable[[], list[str]], Callable[[], float]]] = {
+                "id": (lambda: [ZIKADE, "id"], lambda: rpc(net.api, "id", [])),
                 "find_peer": (
-                    ["find-peer", target],
+                    lambda: [ZIKADE, "find-peer", target],
                     lambda: rpc(net.api, "routing/findpeer", [target], timeout="1m"),
                 ),
                 "find_providers": (
-                    ["find-providers", provided],
+                    lambda: [ZIKADE, "find-providers", provided],
                     lambda: rpc(
                         net.api, "routing/findprovs", [provided], timeout="1m",
                         **{"num-providers": "20"},
                     ),
                 ),
+                # a fresh CID every run, for the command and for the Python query alike
+                "provide": (
+                    lambda: [ZIKADE, "provide", new_cid(next(counter))],
+                    lambda: rpc(
+                        net.api, "routing/provide", [new_cid(next(counter))], timeout="1m"
+                    ),
+                ),
             }  # fmt: skip
             daemon: dict[str, Any] = {}
-            for name, (argv, query) in cases.items():
-                cli = repeat(lambda argv=argv: wall([ZIKADE, *argv], env), runs)  # type: ignore[misc]
-                py = repeat(query, runs)
-                daemon[name] = _row(cli, py)
-            # provide: a fresh CID every run, for the command and for the Python query alike
-            cli = repeat(lambda: wall([ZIKADE, "provide", new_cid(next(counter))], env), runs)
-            py = repeat(
-                lambda: rpc(net.api, "routing/provide", [new_cid(next(counter))], timeout="1m"),
-                runs,
-            )
-            daemon["provide"] = _row(cli, py)
+            for name, (make_argv, query) in cases.items():
+                cli = measure(make_argv, env, runs)
+                py = _median_ms(repeat(query, runs))
+                daemon[name] = {
+                    "cli_ms": cli["ms"],
+                    "cli_cpu_ms": cli["cpu_ms"],
+                    "python_query_ms": py,
+                    "overhead_ms": round(cli["ms"] - py, 1),
+                }
             result["via_daemon"] = daemon
             result["devnet_nodes"] = ns.nodes
         finally:
             net.stop()
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
-
-
-def _row(cli: list[float], py: list[float]) -> dict[str, float]:
-    return {
-        "cli_ms": _median_ms(cli),
-        "python_query_ms": _median_ms(py),
-        "overhead_ms": round(_median_ms(cli) - _median_ms(py), 1),
-    }
 
 
 if __name__ == "__main__":
