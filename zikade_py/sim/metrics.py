@@ -101,9 +101,11 @@ class Counters:
     lost: int = 0
     """Requests or responses dropped by the loss model."""
     refused: int = 0
-    """Requests to departed nodes (connection refused)."""
+    """Requests to nodes that never existed, or carrying a message the simulation cannot
+    interpret (departed nodes are not refused: dials to them hang, see ``dial_failures``)."""
     timed_out: int = 0
-    """Requests that reached their deadline unanswered (loss, unresponsive, too slow)."""
+    """Requests that failed by waiting: deadline unanswered (loss, unresponsive, too slow)
+    or a dial that hung until the dial timeout."""
     cancelled: int = 0
     admission_dropped: int = 0
     """Requests the coordinators themselves refused (network admission limits)."""
