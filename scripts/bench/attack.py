@@ -217,6 +217,11 @@ async def child_flood(target: str, records: int, concurrency: int) -> dict[str, 
     host = Host(PrivateKey.generate(), HOST)
     await host.start([Multiaddr.parse(LOOPBACK)])
     me_addrs = [a.to_bytes() for a in host.listen_addrs]
+    # Records made up front, so the flood itself is I/O, not key generation.
+    puts = [
+        encode_message(put_value(k, make_record(k, v)))
+        for k, v in (make_pk_record(PrivateKey.generate().public_key) for _ in range(records))
+    ]
     started = time.perf_counter()
     try:
         await host.connect(peer, [addr.without_peer_id()], timeout=OP_TIMEOUT)
@@ -234,18 +239,17 @@ async def child_flood(target: str, records: int, concurrency: int) -> dict[str, 
         await stream.close()
         providers_sent = time.perf_counter() - started
         acked = refused = 0
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(records):
-            queue.put_nowait(i)
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for payload in puts:
+            queue.put_nowait(payload)
 
         async def worker() -> None:
             nonlocal acked, refused
             while not queue.empty():
-                queue.get_nowait()
-                key, value = make_pk_record(PrivateKey.generate().public_key)
+                payload = queue.get_nowait()
                 try:
                     s = await host.new_stream(peer, [KAD_PROTOCOL], timeout=OP_TIMEOUT)
-                    await s.write(encode_message(put_value(key, make_record(key, value))))
+                    await s.write(payload)
                     async with asyncio.timeout(OP_TIMEOUT):
                         answer = await read_message(s.reader)
                     await s.close()

@@ -257,6 +257,8 @@ class KadServer:
         ] = {
             MessageType.PUT_VALUE: self._put_value_async,
             MessageType.ADD_PROVIDER: self._add_provider_async,
+            MessageType.GET_VALUE: self._get_value_async,
+            MessageType.GET_PROVIDERS: self._get_providers_async,
         }
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -546,8 +548,20 @@ class KadServer:
         key = request.key
         if not key:
             raise MalformedRequestError("empty_key", "GET_VALUE without a key")
+        return self._value_answer(remote, key, self._values.get(key, self._clock()))
+
+    async def _get_value_async(self, remote: PeerID, request: Message) -> Message:
+        """:meth:`_get_value` with the store read off the event loop."""
+        key = request.key
+        if not key:
+            raise MalformedRequestError("empty_key", "GET_VALUE without a key")
+        found = await self._values.get_async(key, self._clock())
+        return self._value_answer(remote, key, found)
+
+    def _value_answer(
+        self, remote: PeerID, key: bytes, found: tuple[bytes, float] | None
+    ) -> Message:
         response = Message(type=Message.GET_VALUE, key=key)
-        found = self._values.get(key, self._clock())
         if found is not None:
             value, received = found
             response.record.CopyFrom(make_record(key, value, format_time_received(received)))
@@ -556,6 +570,7 @@ class KadServer:
     def _put_value(self, remote: PeerID, request: Message) -> Message:
         """Validate, keep the better of the incoming and the stored record, echo the request."""
         key, value, now = self._check_put(request)
+        self._check_better(key, value, self._values.get(key, now))
         try:
             self._values.put(key, value, now, remote)
         except StoreFullError as exc:
@@ -575,6 +590,7 @@ class KadServer:
         try:
             async with lock:
                 key, value, now = self._check_put(request)
+                self._check_better(key, value, await self._values.get_async(key, now))
                 try:
                     await self._values.put_async(key, value, now, remote)
                 except StoreFullError as exc:
@@ -596,8 +612,12 @@ class KadServer:
             self._validator.validate(key, value)
         except InvalidRecordError as exc:
             raise RejectedRecordError("invalid_record", str(exc)) from None
-        now = self._clock()
-        existing = self._values.get(key, now)
+        return key, value, self._clock()
+
+    def _check_better(
+        self, key: bytes, value: bytes, existing: tuple[bytes, float] | None
+    ) -> None:
+        """Refuse ``value`` if the stored record is valid and better."""
         if existing is not None and existing[0] != value and self._is_valid(key, existing[0]):
             try:
                 best = self._validator.select(key, [value, existing[0]])
@@ -605,7 +625,6 @@ class KadServer:
                 best = 0
             if best != 0:
                 raise RejectedRecordError("worse_record", "we hold a better record")
-        return key, value, now
 
     @staticmethod
     def _put_echo(key: bytes, value: bytes, now: float) -> Message:
@@ -665,12 +684,37 @@ class KadServer:
 
     def _get_providers(self, remote: PeerID, request: Message) -> Message:
         """Known providers (ourselves included, with current addresses) + closer peers."""
+        key = self._provider_key(request)
+        stored = self._providers.get(key, self._clock(), self.config.max_providers_per_response)
+        me = self._view.self_info()
+        local = any(p.peer_id == me.peer_id for p in stored) or self._providers.is_local(key)
+        return self._providers_answer(remote, key, stored, local)
+
+    async def _get_providers_async(self, remote: PeerID, request: Message) -> Message:
+        """:meth:`_get_providers` with the store read off the event loop."""
+        key = self._provider_key(request)
+        stored = await self._providers.get_async(
+            key, self._clock(), self.config.max_providers_per_response
+        )
+        me = self._view.self_info()
+        local = any(p.peer_id == me.peer_id for p in stored) or (
+            await self._providers.is_local_async(key)
+        )
+        return self._providers_answer(remote, key, stored, local)
+
+    @staticmethod
+    def _provider_key(request: Message) -> bytes:
         key = request.key
         if not 0 < len(key) <= MAX_PROVIDER_KEY_SIZE:
             raise MalformedRequestError("bad_provider_key", f"provider key of {len(key)} bytes")
+        return key
+
+    def _providers_answer(
+        self, remote: PeerID, key: bytes, stored: list[PeerInfo], local: bool
+    ) -> Message:
         me = self._view.self_info()
         providers: list[PeerInfo] = []
-        for info in self._providers.get(key, self._clock(), self.config.max_providers_per_response):
+        for info in stored:
             if info.peer_id == me.peer_id:
                 info = me
             elif not info.addrs:
@@ -678,7 +722,7 @@ class KadServer:
                 if known is not None and known.addrs:
                     info = PeerInfo(info.peer_id, known.addrs)
             providers.append(info)
-        if all(p.peer_id != me.peer_id for p in providers) and self._providers.is_local(key):
+        if local and all(p.peer_id != me.peer_id for p in providers):
             providers.insert(0, me)
         providers = distinct_peers(providers, require_addrs=False)
         response = Message(type=Message.GET_PROVIDERS, key=key)

@@ -59,7 +59,7 @@ class ValueAPI(NodeCore):
         k = keyfmt.record_key(key)
         self.validator.validate(k, value)
         now = time.time()
-        existing = self.values.get(k, now)
+        existing = await self.values.get_async(k, now)
         if (
             existing is not None
             and existing[0] != value
@@ -78,7 +78,7 @@ class ValueAPI(NodeCore):
         """Put a record we put before again (the value republisher's hook): the record as
         the store has it now, refreshed there too so it does not age out locally. ``None``
         (and the key forgotten) when it is gone or no longer valid."""
-        stored = self.values.get(key, now)
+        stored = await self.values.get_async(key, now)
         if stored is None or not self._valid(key, stored[0]):
             self.local_records.discard(key)
             return None
@@ -122,7 +122,7 @@ class ValueAPI(NodeCore):
         k = keyfmt.record_key(key)
         self.validator.validator_for(k)  # refuse namespaces nobody would store
         best: bytes | None = None
-        local = self.values.get(k, time.time())
+        local = await self.values.get_async(k, time.time())
         if local is not None and self._valid(k, local[0]):
             best = local[0]
             emit(on_event, QueryEvent(QueryEventType.VALUE, self.peer_id, extra=str(len(best))))

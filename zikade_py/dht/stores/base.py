@@ -70,6 +70,12 @@ class ProviderStore(Protocol):
         """
         ...
 
+    async def get_async(
+        self, key: bytes, now: float, limit: int | None = None
+    ) -> list[PeerInfo]:
+        """:meth:`get` without blocking the event loop (durable stores read on a thread)."""
+        ...
+
     def gc(self, now: float, limit: int | None = None) -> int:
         """Delete expired provider records (at most ``limit``, oldest first); return how
         many were removed."""
@@ -89,6 +95,10 @@ class ProviderStore(Protocol):
 
     def is_local(self, key: bytes) -> bool:
         """Whether we provide ``key`` (one indexed lookup, whatever the number of keys)."""
+        ...
+
+    async def is_local_async(self, key: bytes) -> bool:
+        """:meth:`is_local` without blocking the event loop."""
         ...
 
     async def add_local_async(self, key: bytes, now: float) -> None:
@@ -137,6 +147,12 @@ class ValueStore(Protocol):
         self, key: bytes, now: float, max_age: float = MAX_RECORD_AGE
     ) -> tuple[bytes, float] | None:
         """``(value, time_received)``, or None if absent or received more than ``max_age`` ago."""
+        ...
+
+    async def get_async(
+        self, key: bytes, now: float, max_age: float = MAX_RECORD_AGE
+    ) -> tuple[bytes, float] | None:
+        """:meth:`get` without blocking the event loop (durable stores read on a thread)."""
         ...
 
     def delete(self, key: bytes) -> bool:

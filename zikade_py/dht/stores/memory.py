@@ -122,6 +122,12 @@ class MemoryProviderStore:
             for e in live
         ]
 
+    async def get_async(
+        self, key: bytes, now: float, limit: int | None = None
+    ) -> list[PeerInfo]:
+        """:meth:`get`."""
+        return self.get(key, now, limit)
+
     def gc(self, now: float, limit: int | None = None) -> int:
         """Drop expired records (at most ``limit``, oldest first) and empty keys."""
         removed = 0
@@ -169,6 +175,10 @@ class MemoryProviderStore:
     def add_local(self, key: bytes, now: float) -> None:
         """Mark ``key`` as ours, announced at ``now``."""
         self._local[bytes(key)] = now
+
+    async def is_local_async(self, key: bytes) -> bool:
+        """:meth:`is_local`."""
+        return self.is_local(key)
 
     async def add_local_async(self, key: bytes, now: float) -> None:
         """:meth:`add_local`."""
@@ -244,6 +254,12 @@ class MemoryValueStore:
         if found is None or now - found[1] > max_age:
             return None
         return found[0], found[1]
+
+    async def get_async(
+        self, key: bytes, now: float, max_age: float = MAX_RECORD_AGE
+    ) -> tuple[bytes, float] | None:
+        """:meth:`get`."""
+        return self.get(key, now, max_age)
 
     def delete(self, key: bytes) -> bool:
         """Remove the record."""

@@ -143,13 +143,15 @@ class _Writer:
     group are committed. Futures are resolved only after the COMMIT returned.
     """
 
+    name = "zikade-sqlite-writer"
+
     def __init__(self, path: Path, setup: Callable[[sqlite3.Connection], None]) -> None:
         self._path = path
         self._setup = setup
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         """Done when the file is open and its schema set up (or failed to be)."""
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="zikade-sqlite-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._closed = False
         self.commits = 0
         """Transactions committed (each one fsync): fewer than operations under load."""
@@ -265,14 +267,42 @@ class _Writer:
                 op.future.set_exception(error)
 
 
+class _Reader(_Writer):
+    """A thread with its own connection for the event loop's reads: a WAL reader never
+    waits for the writer's lock, but starting a read while the writer checkpoints or
+    restarts the WAL can spin for milliseconds inside SQLite, so the loop does not
+    read itself. Operations run one after the other, outside any transaction."""
+
+    name = "zikade-sqlite-reader"
+
+    def _commit(self, conn: sqlite3.Connection, group: list[_Op]) -> None:
+        for op in group:
+            if op.future.cancelled():
+                continue
+            try:
+                result = op.fn(conn)
+            except BaseException as exc:  # handed to the submitter
+                _fail(op, exc)
+            else:
+                if not op.future.cancelled():
+                    op.future.set_result(result)
+
+
+def _reader_setup(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA busy_timeout=1000")  # this thread may wait; the loop does not
+
+
 class _Db:
     """What the three stores share: the writer and the caller-thread read connection."""
 
-    __slots__ = ("reader", "writer")
+    __slots__ = ("reader", "reads", "writer")
 
-    def __init__(self, reader: sqlite3.Connection, writer: _Writer) -> None:
+    def __init__(self, reader: sqlite3.Connection, writer: _Writer, reads: _Reader) -> None:
         self.reader = reader
+        """The caller-thread connection of the blocking reads (tools, tests)."""
         self.writer = writer
+        self.reads = reads
+        """The read thread behind the ``*_async`` reads (the event loop's)."""
 
 
 class SqliteProviderStore:
@@ -364,11 +394,28 @@ class SqliteProviderStore:
 
     def get(self, key: bytes, now: float, limit: int | None = None) -> list[PeerInfo]:
         """Unexpired providers of ``key``, most recently announced first."""
-        rows = self._db.reader.execute(
-            "SELECT peer, addrs, addrs_time FROM providers WHERE key = ? AND time_received >= ?"
-            " ORDER BY time_received DESC, peer LIMIT ?",
-            (bytes(key), now - self._validity, -1 if limit is None else max(limit, 0)),
-        ).fetchall()
+        return self._get_op(key, now, limit)(self._db.reader)
+
+    async def get_async(
+        self, key: bytes, now: float, limit: int | None = None
+    ) -> list[PeerInfo]:
+        """:meth:`get` on the read thread."""
+        return await self._db.reads.call_async(self._get_op(key, now, limit))
+
+    def _get_op(
+        self, key: bytes, now: float, limit: int | None
+    ) -> Callable[[sqlite3.Connection], list[PeerInfo]]:
+        def op(conn: sqlite3.Connection) -> list[PeerInfo]:
+            rows = conn.execute(
+                "SELECT peer, addrs, addrs_time FROM providers"
+                " WHERE key = ? AND time_received >= ? ORDER BY time_received DESC, peer LIMIT ?",
+                (bytes(key), now - self._validity, -1 if limit is None else max(limit, 0)),
+            ).fetchall()
+            return self._infos(rows, now)
+
+        return op
+
+    def _infos(self, rows: list[tuple[bytes, bytes, float]], now: float) -> list[PeerInfo]:
         out: list[PeerInfo] = []
         for peer, addrs, addrs_time in rows:
             try:
@@ -423,10 +470,11 @@ class SqliteProviderStore:
 
     def is_local(self, key: bytes) -> bool:
         """Whether we provide ``key`` (a primary-key lookup)."""
-        row = self._db.reader.execute(
-            "SELECT 1 FROM local_provides WHERE key = ?", (bytes(key),)
-        ).fetchone()
-        return row is not None
+        return _is_local(bytes(key))(self._db.reader)
+
+    async def is_local_async(self, key: bytes) -> bool:
+        """:meth:`is_local` on the read thread."""
+        return await self._db.reads.call_async(_is_local(bytes(key)))
 
     @staticmethod
     def _add_local_op(key: bytes, now: float) -> Callable[[sqlite3.Connection], None]:
@@ -541,13 +589,13 @@ class SqliteValueStore:
         self, key: bytes, now: float, max_age: float = MAX_RECORD_AGE
     ) -> tuple[bytes, float] | None:
         """The record if received at most ``max_age`` ago."""
-        row = self._db.reader.execute(
-            "SELECT value, time_received FROM records WHERE key = ? AND time_received >= ?",
-            (bytes(key), now - max_age),
-        ).fetchone()
-        if row is None:
-            return None
-        return bytes(row[0]), float(row[1])
+        return _get_record(bytes(key), now - max_age)(self._db.reader)
+
+    async def get_async(
+        self, key: bytes, now: float, max_age: float = MAX_RECORD_AGE
+    ) -> tuple[bytes, float] | None:
+        """:meth:`get` on the read thread."""
+        return await self._db.reads.call_async(_get_record(bytes(key), now - max_age))
 
     def delete(self, key: bytes) -> bool:
         """Remove the record."""
@@ -702,6 +750,27 @@ class SqlitePeerStore:
         return self._db.writer.call(op)
 
 
+def _is_local(key: bytes) -> Callable[[sqlite3.Connection], bool]:
+    def op(conn: sqlite3.Connection) -> bool:
+        row = conn.execute("SELECT 1 FROM local_provides WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    return op
+
+
+def _get_record(
+    key: bytes, since: float
+) -> Callable[[sqlite3.Connection], tuple[bytes, float] | None]:
+    def op(conn: sqlite3.Connection) -> tuple[bytes, float] | None:
+        row = conn.execute(
+            "SELECT value, time_received FROM records WHERE key = ? AND time_received >= ?",
+            (key, since),
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), float(row[1]))
+
+    return op
+
+
 def _log_failure(future: concurrent.futures.Future[Any]) -> None:
     exc = future.exception()
     if exc is not None:
@@ -717,7 +786,7 @@ class SqliteDatastore:
     the event loop (``asyncio.to_thread``) when the file may be large.
     """
 
-    __slots__ = ("_conn", "_writer", "path", "peers", "providers", "values")
+    __slots__ = ("_conn", "_reads", "_writer", "path", "peers", "providers", "values")
 
     def __init__(
         self,
@@ -747,7 +816,15 @@ class SqliteDatastore:
         except sqlite3.Error as exc:
             self._writer.close()
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        db = _Db(self._conn, self._writer)
+        self._reads = _Reader(self.path, _reader_setup)
+        try:
+            self._reads.ready.result()
+        except BaseException as exc:
+            self._writer.close()
+            self._reads.close()
+            self._conn.close()
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        db = _Db(self._conn, self._writer, self._reads)
         self.providers = SqliteProviderStore(db, provider_validity, provider_addr_ttl, limits)
         self.values = SqliteValueStore(db, limits)
         self.peers = SqlitePeerStore(db)
@@ -799,8 +876,9 @@ class SqliteDatastore:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
-        """Commit queued writes, stop the writer and close both connections."""
+        """Commit queued writes, stop the threads and close every connection."""
         self._writer.close()
+        self._reads.close()
         self._conn.close()
 
     def __enter__(self) -> SqliteDatastore:
