@@ -10,7 +10,8 @@ through, the node runs one garbage collection (the expired tenth, in batches).
 A probe in the node's event loop sleeps 5 ms at a time and records how late it
 wakes: ``loop_lag.max_ms`` is the longest stall. ``busy_max_ms`` counts only the
 lag during which the loop's thread itself was on the CPU (what our code did, not
-the OS giving the CPU to another process on a small machine).
+the OS giving the CPU to another process on a small machine); ``idle_loop_lag`` is
+the same probe for 3 s before the load starts (the machine's own noise).
 
 Usage: ``.venv/bin/python scripts/bench/provider_store.py [--records 1000000]
 [--seconds 20] [--streams 8] [--quick]`` (``--quick`` = 50,000 records, 5 s).
@@ -149,6 +150,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         async with Node(config) as node:
             out["open_seconds"] = round(time.perf_counter() - t, 2)
+            # The same probe with no load first: what this machine's scheduler alone costs.
+            idle: list[tuple[float, float]] = []
+            stop_idle = asyncio.Event()
+            idling = asyncio.create_task(probe(idle, stop_idle))
+            await asyncio.sleep(3)
+            stop_idle.set()
+            await idling
+            out["idle_loop_lag"] = summary(idle)
             lags: list[tuple[float, float]] = []
             stop = asyncio.Event()
             probing = asyncio.create_task(probe(lags, stop))

@@ -394,24 +394,25 @@ class SqliteProviderStore:
 
     def get(self, key: bytes, now: float, limit: int | None = None) -> list[PeerInfo]:
         """Unexpired providers of ``key``, most recently announced first."""
-        return self._get_op(key, now, limit)(self._db.reader)
+        return self._infos(self._rows_op(key, now, limit)(self._db.reader), now)
 
     async def get_async(
         self, key: bytes, now: float, limit: int | None = None
     ) -> list[PeerInfo]:
-        """:meth:`get` on the read thread."""
-        return await self._db.reads.call_async(self._get_op(key, now, limit))
+        """:meth:`get` with the query on the read thread (rows are parsed here: the
+        thread holds the GIL as little as it can)."""
+        return self._infos(await self._db.reads.call_async(self._rows_op(key, now, limit)), now)
 
-    def _get_op(
+    def _rows_op(
         self, key: bytes, now: float, limit: int | None
-    ) -> Callable[[sqlite3.Connection], list[PeerInfo]]:
-        def op(conn: sqlite3.Connection) -> list[PeerInfo]:
-            rows = conn.execute(
+    ) -> Callable[[sqlite3.Connection], list[tuple[bytes, bytes, float]]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[bytes, bytes, float]]:
+            rows: list[tuple[bytes, bytes, float]] = conn.execute(
                 "SELECT peer, addrs, addrs_time FROM providers"
                 " WHERE key = ? AND time_received >= ? ORDER BY time_received DESC, peer LIMIT ?",
                 (bytes(key), now - self._validity, -1 if limit is None else max(limit, 0)),
             ).fetchall()
-            return self._infos(rows, now)
+            return rows
 
         return op
 
