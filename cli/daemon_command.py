@@ -74,6 +74,30 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     metavar="HOST:PORT",
     help="Serve /routing/v1 on a separate address (default: on the API server).",
 )
+@click.option(
+    "--api-allow-origin",
+    "api_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Web origin (https://app.example) allowed to call the RPC API from a browser "
+    "(repeatable; loopback pages on the API port always are).",
+)
+@click.option(
+    "--api-allow-host",
+    "api_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Host name accepted in requests to the API besides its address and localhost "
+    "(repeatable; '*' turns the DNS-rebinding check off).",
+)
+@click.option(
+    "--routing-allow-host",
+    "routing_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Check the Host of requests to --routing-api too, accepting its address, "
+    "localhost and NAME (repeatable; default: any Host).",
+)
 @click.option("--init", "init", is_flag=True, help="Initialise the repo first if it has none.")
 @repo_option
 @trace_option
@@ -83,6 +107,9 @@ def daemon_command(
     mode: str | None,
     api: str | None,
     routing_api: str | None,
+    api_origins: tuple[str, ...],
+    api_hosts: tuple[str, ...],
+    routing_hosts: tuple[str, ...],
     init: bool,
     repo: str,
     trace: str | None,
@@ -111,9 +138,18 @@ def daemon_command(
             repo=repo_dir,
         )
         daemon = Daemon(
-            DaemonConfig(node=node_cfg, repo=repo_dir, api=api or cfg.api, routing_api=routing_api)
+            DaemonConfig(
+                node=node_cfg,
+                repo=repo_dir,
+                api=api or cfg.api,
+                routing_api=routing_api,
+                api_allowed_origins=api_origins,
+                api_allowed_hosts=api_hosts,
+                routing_allowed_hosts=routing_hosts or None,
+            )
         )
         daemon.on_bootstrap = _report_bootstrap
+        daemon.on_warning = lambda message: click.secho(message, err=True, fg="red", bold=True)
         click.echo(f"zikade daemon version {__version__}")
         with catch_signals() as stop:
             await _serve(daemon, node_cfg.mode, stop)

@@ -8,12 +8,16 @@ Node, serves the RPC API (:mod:`.rpc`), ``/metrics`` and Delegated Routing V1
 (on the API server unless a separate ``routing_api`` address is given), writes
 the API multiaddr to ``<repo>/api`` for other invocations, and removes it
 when it stops (:func:`run_until_signal` handles SIGINT/SIGTERM).
+
+The RPC API has no authentication: it follows Kubo's browser rules
+(:mod:`.api_guard`) and says loudly when it is bound beyond loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Iterator
@@ -24,11 +28,12 @@ from aiohttp import web
 
 from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.dht.node import Node
+from zikade_py.http.api_guard import ApiGuard, HostCheck
 from zikade_py.http.client import api_base_url
 from zikade_py.http.errors import DaemonError
 from zikade_py.http.metrics import add_metrics_route, install_meter_provider
 from zikade_py.http.repo import remove_api_file, write_api_file
-from zikade_py.http.routing_v1 import add_routing_v1_routes
+from zikade_py.http.routing_v1 import RoutingV1Config, add_routing_v1_routes
 from zikade_py.http.rpc import add_rpc_routes
 from zikade_py.http.tracing import tracing_middleware
 from zikade_py.p2p.multiaddr import Multiaddr
@@ -51,6 +56,40 @@ class DaemonConfig:
     routing_api: str | None = None
     """A separate ``HOST:PORT`` for ``/routing/v1``; None serves it on the API server."""
     bootstrap_timeout: float | None = None
+    api_allowed_origins: tuple[str, ...] = ()
+    """Web origins (``https://app.example``) allowed to call the RPC API besides loopback
+    pages on its port (Kubo's ``API.HTTPHeaders.Access-Control-Allow-Origin``; ``*``: any)."""
+    api_allowed_hosts: tuple[str, ...] = ()
+    """Host names accepted in the API's ``Host`` header besides its bound address and
+    ``localhost`` (``*`` turns the DNS-rebinding check off)."""
+    routing_allowed_hosts: tuple[str, ...] | None = None
+    """The same Host check for a separate ``routing_api`` server: None leaves it open
+    to any Host (it is public and read-only); a tuple accepts its bound address,
+    ``localhost`` and these names."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a bind address keeps a server on this machine (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name may resolve to any interface
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """The warning for an RPC API reachable beyond this machine, or None on loopback."""
+    if is_loopback_host(host):
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    return (
+        f"WARNING: the RPC API is listening on {shown}:{port}, beyond loopback. It has no "
+        "authentication: anyone who can reach this address controls the node (edits its "
+        "bootstrap list, announces keys, makes it dial any host). NEVER EXPOSE it to the "
+        "internet; keep it on 127.0.0.1 or behind a firewall or an authenticating proxy."
+    )
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -74,6 +113,8 @@ class Daemon:
         self._bootstrap_task: asyncio.Task[BootstrapResult] | None = None
         self.on_bootstrap: Callable[[BootstrapResult | BaseException], None] | None = None
         """Told how the initial bootstrap went (the CLI prints it)."""
+        self.on_warning: Callable[[str], None] | None = None
+        """Told about a risky set-up (API beyond loopback); None logs it as a warning."""
 
     @property
     def api_addr(self) -> str:
@@ -112,16 +153,23 @@ class Daemon:
         await self.node.start()
         try:
             api_app = self._app()
-            add_rpc_routes(api_app, self.node, repo=self.config.repo)
+            api_host, _ = _host_port(self.config.api)
+            guard = ApiGuard.for_bind(
+                api_host,
+                hosts=self.config.api_allowed_hosts,
+                origins=self.config.api_allowed_origins,
+            )
+            add_rpc_routes(api_app, self.node, repo=self.config.repo, guard=guard)
             add_metrics_route(api_app, self.node)
             if self.config.routing_api is None:
                 add_routing_v1_routes(api_app, self.node)
             host, port = await self._serve(api_app, self.config.api, "RPC API")
+            self._warn(exposure_warning(host, port))
             self._api_addr = str(Multiaddr.from_tcp(host, port))
             self._routing_url = api_base_url(self._api_addr)
             if self.config.routing_api is not None:
                 routing_app = self._app()
-                add_routing_v1_routes(routing_app, self.node)
+                add_routing_v1_routes(routing_app, self.node, self._routing_config())
                 r_host, r_port = await self._serve(
                     routing_app, self.config.routing_api, "routing API"
                 )
@@ -133,6 +181,22 @@ class Daemon:
             write_api_file(self.config.repo, self._api_addr)
         # also without seeds: the peers saved in the repo rejoin us to the network
         self._bootstrap_task = asyncio.create_task(self._bootstrap())
+
+    def _warn(self, message: str | None) -> None:
+        if message is None:
+            return
+        if self.on_warning is not None:
+            self.on_warning(message)
+        else:
+            log.warning("%s", message)
+
+    def _routing_config(self) -> RoutingV1Config:
+        names = self.config.routing_allowed_hosts
+        if names is None or self.config.routing_api is None:
+            return RoutingV1Config()
+        return RoutingV1Config(
+            host_check=HostCheck.for_bind(_host_port(self.config.routing_api)[0], names)
+        )
 
     def _app(self) -> web.Application:
         return web.Application(middlewares=[tracing_middleware], client_max_size=4 * 1024 * 1024)

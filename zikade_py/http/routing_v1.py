@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from zikade_py.dht.messages import PeerInfo
 from zikade_py.dht.records import InvalidRecordError, ipns_key
 from zikade_py.dht.records.ipns import MAX_RECORD_SIZE, parse_ipns_record, verify_ipns_record
+from zikade_py.http.api_guard import HostCheck
 from zikade_py.http.routing_v1_util import (
     MEDIA_IPNS_RECORD,
     MEDIA_JSON,
@@ -123,6 +124,9 @@ class RoutingV1Config:
     """Most peers from ``/dht/closest/peers`` (the DHT bucket size)."""
     max_concurrent: int = 64
     """Routing requests served at once; more get 429 with ``Retry-After``."""
+    host_check: HostCheck | None = None
+    """Refuse (403) a ``Host`` that does not name the server (DNS rebinding); None: any
+    Host. Off by default: the API is public and read-only, CORS stays open either way."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,8 +561,12 @@ def add_routing_v1_routes(
     app: web.Application, node: RoutingNode, config: RoutingV1Config | None = None
 ) -> None:
     """Mount the Delegated Routing V1 API of ``node`` on ``app`` under ``/routing/v1``."""
-    routes = _Routes(node, config or RoutingV1Config())
-    sub = web.Application(middlewares=[_errors_middleware])
+    config = config or RoutingV1Config()
+    routes = _Routes(node, config)
+    middlewares: list[Middleware] = [_errors_middleware]
+    if config.host_check is not None:
+        middlewares.insert(0, config.host_check.middleware())
+    sub = web.Application(middlewares=middlewares)
     sub.on_response_prepare.append(_on_prepare)
 
     def resource(

@@ -8,21 +8,29 @@ parameters, options by their long names (``timeout=30s``,
 "error"}`` (Code 1 for bad input with status 400, Code 0 with 500 otherwise).
 An error after streaming began arrives as that error object on the last line.
 
+Kubo's browser rules guard every path (:mod:`.api_guard`: a foreign Host, Origin
+or Referer gets 403, anything but POST 405), and a query stops when its client
+goes away: the connection is watched while the command waits, because aiohttp
+does not cancel handlers on disconnect and a routing query may otherwise run for
+its whole timeout, its requests in flight, for nobody.
+
 The commands themselves live in :mod:`zikade_py.http.ops`; this module only
 maps HTTP onto them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiohttp import BodyPartReader, web
 
 from zikade_py.dht.node import Node
+from zikade_py.http.api_guard import ApiGuard
 from zikade_py.http.errors import ArgumentError, OpError
 from zikade_py.http.ops import COMMANDS, Command, Context, JSONObj, Request
 
@@ -33,7 +41,38 @@ ERROR_CODE_NORMAL: Final = 0
 ERROR_CODE_CLIENT: Final = 1
 """Kubo's ``cmds.ErrNormal`` / ``cmds.ErrClient`` codes in the error object."""
 
+DISCONNECT_POLL: Final = 0.25
+"""Seconds between looks at the connection while a command waits for its next result."""
+
 _CONTEXT_KEY: Final = web.AppKey("zikade_rpc_context", Context)
+
+T = TypeVar("T")
+
+
+class ClientGoneError(ConnectionResetError):
+    """The HTTP client closed its connection while its command was still running."""
+
+
+async def _unless_gone(request: web.Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it (and the query under it)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ClientGoneError("client went away")
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _gone() -> web.Response:
+    # nobody reads it: the connection is closing; 499 is what proxies log for this
+    return web.Response(status=499, text="client closed request\n")
 
 
 def error_object(message: str, code: int = ERROR_CODE_NORMAL) -> JSONObj:
@@ -80,7 +119,9 @@ async def _serve(request: web.Request, command: Command) -> web.StreamResponse:
         return _error_response(exc)
     async with contextlib.aclosing(events):  # type: ignore[type-var]
         try:
-            first = await anext(events, None)
+            first = await _unless_gone(request, anext(events, None))
+        except ClientGoneError:
+            return _gone()  # leaving the block closes ``events``: the query is cancelled
         except Exception as exc:
             return _error_response(exc)
         if not command.streaming:
@@ -92,7 +133,7 @@ async def _serve(request: web.Request, command: Command) -> web.StreamResponse:
         if first is not None:
             await response.write(_dumps(first))
         try:
-            async for doc in events:
+            while (doc := await _unless_gone(request, anext(events, None))) is not None:
                 await response.write(_dumps(doc))
         except (ConnectionResetError, ConnectionError):
             return response  # the client went away: closing ``events`` cancels the query
@@ -117,11 +158,20 @@ async def _unknown(request: web.Request) -> web.Response:
     )
 
 
-def add_rpc_routes(app: web.Application, node: Node, *, repo: Path | None = None) -> None:
+def add_rpc_routes(
+    app: web.Application,
+    node: Node,
+    *,
+    repo: Path | None = None,
+    guard: ApiGuard | None = None,
+) -> None:
     """Mount every command of :data:`~zikade_py.http.ops.COMMANDS` under ``/api/v0/``.
 
-    ``repo`` is where ``bootstrap/*`` reads and edits the bootstrap list.
+    ``repo`` is where ``bootstrap/*`` reads and edits the bootstrap list. ``guard``
+    (default: Kubo's rules for a server on 127.0.0.1) is installed on the whole
+    ``app``: its Host check covers every path, its browser rules ``/api/v0/``.
     """
+    (guard or ApiGuard()).install(app)
     app[_CONTEXT_KEY] = Context(node=node, repo=repo)
     for name, command in COMMANDS.items():
         app.router.add_post(API_PREFIX + name, _route(command))
