@@ -334,6 +334,15 @@ async def test_cli_clients_are_unaffected(served: Served) -> None:
 async def test_the_routing_api_keeps_open_cors_and_takes_the_host_check_as_an_option(
     tmp_path: Path,
 ) -> None:
+    async with _daemon(tmp_path / "shared") as s:  # /routing/v1 on the API server
+        path = f"/routing/v1/peers/{s.node.peer_id}"
+        reply = await http(s.port, "GET", path, {"Origin": EVIL})
+        assert reply.status == 200
+        assert reply.headers["access-control-allow-origin"] == "*"
+        preflight = {"Origin": EVIL, "Access-Control-Request-Method": "GET"}
+        reply = await http(s.port, "OPTIONS", path, preflight)
+        assert reply.status in (200, 204)
+        assert reply.headers["access-control-allow-origin"] == "*"
     async with _daemon(tmp_path, routing_api="127.0.0.1:0") as s:
         port = int(s.daemon.routing_url.rsplit(":", 1)[1])
         path = f"/routing/v1/peers/{s.node.peer_id}"
