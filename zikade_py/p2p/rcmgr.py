@@ -178,6 +178,19 @@ class ConnectionScope:
         self._memory -= size
         self._mgr._memory -= size
 
+    def headroom(self) -> int:
+        """Bytes this connection could still reserve (its budget and the host's)."""
+        if self._closed:
+            return 0
+        mgr = self._mgr
+        return max(
+            min(
+                mgr.limits.connection_memory - self._memory,
+                mgr.limits.host_memory - mgr._memory,
+            ),
+            0,
+        )
+
     def has_stream_slot(self) -> bool:
         """Whether this connection may start serving one more inbound stream."""
         return not self._closed and self._streams < self._mgr.limits.inbound_streams_per_connection

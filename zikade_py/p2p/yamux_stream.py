@@ -38,6 +38,10 @@ class MemoryBudget(Protocol):
         """Give back ``size`` bytes."""
         ...
 
+    def headroom(self) -> int:
+        """Bytes that could still be reserved now."""
+        ...
+
 
 class SessionLink(Protocol):
     """What a stream needs from its session (keeps the stream module free of the session)."""
@@ -320,10 +324,13 @@ class YamuxStream:
             return
         now = time.monotonic()
         rtt = self._session.rtt
+        memory = self._session.memory
         if rtt > 0 and now - self._epoch_start < 4 * rtt:
             grown = min(self._window_size * 2, self._session.max_window)
-            delta += grown - self._window_size
-            self._window_size = grown
+            # a bigger window only if the budget could hold it (go: the muxer's reservation)
+            if memory is None or memory.headroom() >= grown:
+                delta += grown - self._window_size
+                self._window_size = grown
         self._epoch_start = now
         self._recv_window += delta
         self._session._enqueue(
