@@ -28,7 +28,6 @@ def test_attack_benchmark_prints_one_key_per_scenario() -> None:
             sys.executable, str(SCRIPT), "--scenario", "store_flood",
             "--scenario", "huge_find_node_answer", "--no-js", "--settle", "0", "--records", "300",
             "--entries", "5000", "--cap-providers", "50", "--cap-values", "5",
-            "--scenario", "store_flood", "--scenario", "huge_find_node_answer",
         ],
         capture_output=True, text=True, timeout=170, cwd=ROOT,
     )
