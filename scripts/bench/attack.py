@@ -364,7 +364,8 @@ async def legit_round(target: Node, legit: Legit, i: int) -> None:
             target.peer_id, add_provider(mh, legit.ours.self_info())
         )
         for _ in range(100):
-            if any(p.peer_id == legit.ours.peer_id for p in target.providers.get(mh, time.time())):
+            stored = await target.providers.get_async(mh, time.time())  # never block the loop
+            if any(p.peer_id == legit.ours.peer_id for p in stored):
                 return True
             await asyncio.sleep(0.02)
         return False
@@ -374,7 +375,7 @@ async def legit_round(target: Node, legit: Legit, i: int) -> None:
         answer = await legit.ours.router.send_message(
             target.peer_id, put_value(key, make_record(key, value))
         )
-        return answer is not None and target.values.get(key, time.time()) is not None
+        return answer is not None and await target.values.get_async(key, time.time()) is not None
 
     await legit.attempt(ours_provide)
     await legit.attempt(ours_put)
@@ -386,7 +387,8 @@ async def legit_round(target: Node, legit: Legit, i: int) -> None:
         async def js_provide() -> bool:
             await js.provide(multihash=js_mh, timeout_ms=int(OP_TIMEOUT * 1000))
             for _ in range(100):
-                if any(p.peer_id == js_id for p in target.providers.get(js_mh, time.time())):
+                stored = await target.providers.get_async(js_mh, time.time())
+                if any(p.peer_id == js_id for p in stored):
                     return True
                 await asyncio.sleep(0.02)
             return False
