@@ -17,7 +17,6 @@ closest peers, as the spec says). Cache headers follow the spec's templates.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import email.utils
@@ -27,7 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -36,6 +35,7 @@ from zikade_py.dht.messages import PeerInfo
 from zikade_py.dht.records import InvalidRecordError, ipns_key
 from zikade_py.dht.records.ipns import MAX_RECORD_SIZE, parse_ipns_record, verify_ipns_record
 from zikade_py.http.api_guard import HostCheck
+from zikade_py.http.disconnect import ClientGoneError, client_gone_response, until_disconnect
 from zikade_py.http.routing_v1_util import (
     MEDIA_IPNS_RECORD,
     MEDIA_JSON,
@@ -64,7 +64,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 DISCONNECT_POLL: Final = 0.5
 """Seconds between checks whether the client of a running query is still connected."""
@@ -246,9 +245,11 @@ class _Routes:
             response = None
             work = self._collect(field, records, empty_status=empty_status)
         try:
-            return await _until_disconnect(request, work)
+            return await until_disconnect(request, work, DISCONNECT_POLL)
         except ClientGoneError:
-            return response if response is not None and response.prepared else _gone()
+            if response is not None and response.prepared:
+                return response
+            return client_gone_response()
 
     async def _collect(
         self, field: str, records: AsyncIterator[dict[str, Any]], *, empty_status: int
@@ -401,12 +402,11 @@ class _Routes:
             )
         async with self._slot():
             try:
-                raw = await _until_disconnect(
-                    request, self.node.get_value(ipns_key(name), timeout=self.config.timeout)
-                )
+                lookup = self.node.get_value(ipns_key(name), timeout=self.config.timeout)
+                raw = await until_disconnect(request, lookup, DISCONNECT_POLL)
                 record = parse_ipns_record(raw)
             except ClientGoneError:
-                return _gone()
+                return client_gone_response()
             except (LookupError, TimeoutError, InvalidRecordError):
                 # IPIP-513: 200 with any other content type means "no record found"
                 return _text(
@@ -486,35 +486,8 @@ class _Routes:
         raise web.HTTPBadRequest(text=f"unknown path {request.path[:200]}\n")
 
 
-class ClientGoneError(ConnectionResetError):
-    """The HTTP client closed its connection while its query was still running."""
 
 
-def _gone() -> web.Response:
-    # nobody reads it: the connection is closing; 499 is what proxies log for this
-    return web.Response(status=499, text="client closed request\n")
-
-
-async def _until_disconnect(request: web.Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it (and the query under it) if the client disconnects.
-
-    aiohttp does not cancel handlers when a client leaves (``handler_cancellation`` is
-    off by default), and a routing query can run for its whole timeout, so the
-    connection is polled every :data:`DISCONNECT_POLL` seconds.
-    """
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
-            if done:
-                return task.result()
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise ClientGoneError("client went away")
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager

@@ -20,17 +20,17 @@ maps HTTP onto them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from aiohttp import BodyPartReader, web
 
 from zikade_py.dht.node import Node
 from zikade_py.http.api_guard import ApiGuard
+from zikade_py.http.disconnect import ClientGoneError, client_gone_response, until_disconnect
 from zikade_py.http.errors import ArgumentError, OpError
 from zikade_py.http.ops import COMMANDS, Command, Context, JSONObj, Request
 
@@ -46,33 +46,10 @@ DISCONNECT_POLL: Final = 0.25
 
 _CONTEXT_KEY: Final = web.AppKey("zikade_rpc_context", Context)
 
-T = TypeVar("T")
 
 
-class ClientGoneError(ConnectionResetError):
-    """The HTTP client closed its connection while its command was still running."""
 
 
-async def _unless_gone(request: web.Request, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it (and the query under it)."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
-            if done:
-                return task.result()
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise ClientGoneError("client went away")
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-def _gone() -> web.Response:
-    # nobody reads it: the connection is closing; 499 is what proxies log for this
-    return web.Response(status=499, text="client closed request\n")
 
 
 def error_object(message: str, code: int = ERROR_CODE_NORMAL) -> JSONObj:
@@ -119,9 +96,10 @@ async def _serve(request: web.Request, command: Command) -> web.StreamResponse:
         return _error_response(exc)
     async with contextlib.aclosing(events):  # type: ignore[type-var]
         try:
-            first = await _unless_gone(request, anext(events, None))
+            first = await until_disconnect(request, anext(events, None), DISCONNECT_POLL)
         except ClientGoneError:
-            return _gone()  # leaving the block closes ``events``: the query is cancelled
+            # leaving the block closes ``events``: the query is cancelled
+            return client_gone_response()
         except Exception as exc:
             return _error_response(exc)
         if not command.streaming:
@@ -133,7 +111,9 @@ async def _serve(request: web.Request, command: Command) -> web.StreamResponse:
         if first is not None:
             await response.write(_dumps(first))
         try:
-            while (doc := await _unless_gone(request, anext(events, None))) is not None:
+            while (
+                doc := await until_disconnect(request, anext(events, None), DISCONNECT_POLL)
+            ) is not None:
                 await response.write(_dumps(doc))
         except (ConnectionResetError, ConnectionError):
             return response  # the client went away: closing ``events`` cancels the query
