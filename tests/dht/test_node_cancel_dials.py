@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from p2p.tcp_stubs import SilentListener
 
 from zikade_py.core.coordinator import CoordinatorConfig
 from zikade_py.core.network import NetworkConfig
@@ -27,7 +28,6 @@ from zikade_py.core.routing.include import IncludeConfig
 from zikade_py.dht import Node
 from zikade_py.dht.messages import PeerInfo
 from zikade_py.p2p.crypto import PrivateKey
-from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 
 from .conftest import black_hole, directory, loopback_config, wait_for
@@ -52,54 +52,21 @@ QUIET_ROUTING = RoutingConfig(
 every dial ``q`` makes during the test belongs to a lookup."""
 
 
-class TcpBlackHole:
-    """Accepts TCP connections on 127.0.0.1 and never writes; closes its end once the
-    dialer has gone (so its sockets are no leak of ours once the dialer's are closed)."""
+class TcpBlackHole(SilentListener):
+    """A :class:`SilentListener` with a peer id: the directory names it as a DHT peer, so
+    lookups dial it and wait in the Noise handshake."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.peer_id = PeerID.from_public_key(PrivateKey.generate().public_key)
-        self.accepted = 0
-        self.closed = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def addr(self) -> Multiaddr:
-        assert self._server is not None
-        return Multiaddr.from_tcp("127.0.0.1", self._server.sockets[0].getsockname()[1])
 
     @property
     def info(self) -> PeerInfo:
         return PeerInfo(self.peer_id, (self.addr,))
 
     async def start(self) -> TcpBlackHole:
-        self._server = await asyncio.start_server(self._on_accept, "127.0.0.1", 0)
+        await super().start()
         return self
-
-    def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        task = asyncio.get_running_loop().create_task(self._drain(reader, writer))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _drain(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while await reader.read(65536):
-                pass
-        except OSError:
-            pass
-        finally:
-            self.closed += 1
-            writer.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
 
 
 def open_fds() -> int:
