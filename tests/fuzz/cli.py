@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
-from .engine import Report, run_targets
+from .engine import Failure, Report, run_targets
 from .targets import TARGETS
 
 
@@ -17,6 +18,10 @@ def _batch(report: Report) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _failure(failure: Failure) -> None:
+    print(json.dumps(dataclasses.asdict(failure)), file=sys.stderr, flush=True)
 
 
 def _progress(report: Report) -> None:
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         progress=_progress,
         on_batch=_batch,
+        on_failure=_failure,
     )
     json.dump(result, sys.stdout, indent=2)
     print()

@@ -127,9 +127,12 @@ def _short_repr(value: Any, limit: int = 2000) -> str:
 class _Runner:
     """Feeds one target's examples, one event loop for all of them."""
 
-    def __init__(self, target: Target, timeout: float) -> None:
+    def __init__(
+        self, target: Target, timeout: float, on_failure: Callable[[Failure], None] | None
+    ) -> None:
         self.target = target
         self.timeout = timeout
+        self.on_failure = on_failure
         self.report = Report(target.name)
         self.loop = asyncio.new_event_loop()
 
@@ -197,9 +200,12 @@ class _Runner:
             report.crashes += 1
         if len(report.failures) < KEEP_FAILURES:
             lines = traceback.format_exception(exc)
-            report.failures.append(
-                Failure(kind, f"{type(exc).__name__}: {exc}"[:500], _short_repr(value), lines[-12:])
+            failure = Failure(
+                kind, f"{type(exc).__name__}: {exc}"[:500], _short_repr(value), lines[-12:]
             )
+            report.failures.append(failure)
+            if self.on_failure is not None:
+                self.on_failure(failure)
 
 
 def run_target(
@@ -209,11 +215,13 @@ def run_target(
     seed: int = 0,
     timeout: float = 5.0,
     on_batch: Callable[[Report], None] | None = None,
+    on_failure: Callable[[Failure], None] | None = None,
 ) -> Report:
     """Run ``target`` for ``examples`` generated inputs (fewer only if hypothesis runs out
     of distinct inputs) and return what happened; ``on_batch`` sees the report so far
-    after every batch (a long run's progress)."""
-    runner = _Runner(target, timeout)
+    after every batch (a long run's progress), ``on_failure`` each kept failure as it
+    happens (a long run's findings survive the run being stopped)."""
+    runner = _Runner(target, timeout, on_failure)
     started = time.perf_counter()
     batch_no = 0
     try:
@@ -257,14 +265,18 @@ def run_targets(
     timeout: float = 5.0,
     progress: Callable[[Report], None] | None = None,
     on_batch: Callable[[Report], None] | None = None,
+    on_failure: Callable[[Failure], None] | None = None,
 ) -> dict[str, Any]:
     """Run each target in turn; the JSON document ``scripts/fuzz`` prints. ``progress``
-    sees each finished target's report, ``on_batch`` the running one's after each batch."""
+    sees each finished target's report, ``on_batch`` the running one's after each batch,
+    ``on_failure`` every kept failure at once."""
     import hypothesis
 
     reports: dict[str, Any] = {}
     for target in targets:
-        report = run_target(target, examples, seed=seed, timeout=timeout, on_batch=on_batch)
+        report = run_target(
+            target, examples, seed=seed, timeout=timeout, on_batch=on_batch, on_failure=on_failure
+        )
         reports[target.name] = report.to_json()
         if progress is not None:
             progress(report)
