@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed (runs are reproducible)")
     parser.add_argument(
-        "--timeout", type=float, default=5.0, help="per-example bound in seconds (a hang)"
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="per-example CPU-time bound in seconds (a hang; awaits get 6x that in wall time)",
     )
     parser.add_argument("--list", action="store_true", help="list the decoders and exit")
     args = parser.parse_args(argv)
