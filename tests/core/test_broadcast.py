@@ -224,3 +224,22 @@ def test_a_dropped_lookup_request_is_retried() -> None:
     settle(b, 0.0, b.advance(BcastLookupDropped(k(1)), 0.0))
     state = b.advance(BcastPoll(), 0.1)
     assert isinstance(state, BcastFindCloser) and state.node == k(1)
+
+
+def test_lookup_answers_reach_the_lookup_with_their_trace() -> None:
+    trace = Trace(deadline=42.0)
+    b = FollowUp("p", SELF, TARGET, "PUT", [k(1), k(2), k(3)], CFG)
+    settle(b, 0.0)
+    assert b._query is not None
+    advance = b._query.advance
+    seen: list[Trace] = []
+
+    def recording(event: object, now: float) -> object:
+        seen.append(event.trace)  # type: ignore[attr-defined]
+        return advance(event, now)  # type: ignore[arg-type]
+
+    b._query.advance = recording  # type: ignore[method-assign]
+    b.advance(BcastLookupResponse(k(1), trace=trace), 1.0)
+    b.advance(BcastLookupFailure(k(2), "reset", trace=trace), 1.0)
+    b.advance(BcastLookupDropped(k(3), trace=trace), 1.0)
+    assert [t for t in seen if t == trace] == [trace, trace, trace]

@@ -270,3 +270,27 @@ def test_a_dropped_request_is_asked_again() -> None:
     assert pool.next_due() == 0.1
     again = pool.advance(PoolPoll(), 0.1)
     assert isinstance(again, PoolFindCloser) and again.node == k(1)
+
+
+def test_events_derived_from_an_input_keep_its_trace() -> None:
+    # The pool and the broadcast rebuild each answer as the machine's own event: that
+    # event must carry the input's span context and deadline (the old pool dropped it).
+    trace = Trace(deadline=99.0)
+    seen: list[Trace] = []
+    pool = QueryPool(SELF, PoolConfig(query=QueryConfig(concurrency=3)))
+    pool.advance(PoolAddQuery("q", k(0), (k(1), k(2), k(3))), 0.0)
+    pool.advance(PoolAddBroadcast("p", k(0), "PUT", (k(4),), FollowUp), 0.0)
+    settle(pool, 0.0)
+    query = pool.query("q")
+    assert query is not None
+    advance = query.advance
+
+    def recording(event: object, now: float) -> object:
+        seen.append(event.trace)  # type: ignore[attr-defined]
+        return advance(event, now)  # type: ignore[arg-type]
+
+    query.advance = recording  # type: ignore[method-assign]
+    pool.advance(PoolNodeResponse("q", k(1), trace=trace), 1.0)
+    pool.advance(PoolNodeFailure("q", k(2), "reset", trace=trace), 1.0)
+    pool.advance(PoolNodeDropped("q", k(3), trace=trace), 1.0)
+    assert seen[:3] == [trace, trace, trace]
