@@ -23,10 +23,14 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from zikade_py.http.durations import parse_duration
-from zikade_py.http.errors import ArgumentError, DaemonError, OpError
+from zikade_py.http.errors import (
+    ArgumentError,
+    DaemonError,
+    DaemonUnavailableError,
+    OpError,
+    RpcError,
+)
 from zikade_py.http.repo import DEFAULT_REPO, RepoError, repo_path, require_initialized
-
-from .rpc import DaemonUnavailableError, RpcError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

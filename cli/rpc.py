@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from zikade_py.http.api_addr import api_base_url
+from zikade_py.http.errors import DaemonUnavailableError, RpcError
 from zikade_py.http.repo import read_api_file
 
 JSONObj = dict[str, Any]
@@ -30,22 +31,8 @@ JSONObj = dict[str, Any]
 API_PREFIX = "/api/v0/"
 
 
-class RpcError(Exception):
-    """The daemon answered with an error object; ``client_error`` when it was our bad input."""
-
-    def __init__(self, message: str, *, code: int = 0, status: int = 500) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-    @property
-    def client_error(self) -> bool:
-        """Whether the daemon blamed the request (Kubo ``ErrClient``)."""
-        return self.code == 1
 
 
-class DaemonUnavailableError(Exception):
-    """No daemon answers at the API address (not running, gone, or the connection broke)."""
 
 
 class NotConnectedError(DaemonUnavailableError):

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from zikade_cli.common import DEFAULT_TRACE_ENDPOINT
-from zikade_cli.rpc import DaemonUnavailableError, NotConnectedError, RpcError, ThinClient
+from zikade_cli.rpc import NotConnectedError, ThinClient
 
 from zikade_py import telemetry
+from zikade_py.http.errors import DaemonUnavailableError, RpcError
 
 
 def _chunked(*parts: bytes) -> bytes:

@@ -18,3 +18,21 @@ class OpError(Exception):
 
 class DaemonError(Exception):
     """The daemon cannot start (port in use, bad address): one line for the user."""
+
+
+class RpcError(Exception):
+    """The daemon answered with an error object; ``client_error`` when it was our bad input."""
+
+    def __init__(self, message: str, *, code: int = 0, status: int = 500) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+    @property
+    def client_error(self) -> bool:
+        """Whether the daemon blamed the request (Kubo ``ErrClient``)."""
+        return self.code == 1
+
+
+class DaemonUnavailableError(Exception):
+    """No daemon answers at the API address (not running, gone, or the connection broke)."""
