@@ -383,7 +383,7 @@ async def test_connection_memory_budget_resets_the_stream_not_the_host() -> None
                 async with asyncio.timeout(1.0):
                     await s.write(b"x" * (512 * 1024))
         assert 0 < target.resources.stats()["memory"] <= 300 * 1024
-        assert any(s._inner.is_reset for s in streams)
+        await until(lambda: any(s._inner.is_reset for s in streams))  # the RST may trail
         await conn.close()
         await until(lambda: target.resources.stats() == ZERO)
 
