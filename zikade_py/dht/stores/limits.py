@@ -120,6 +120,11 @@ class Accounting:
         """The usage charged to ``sender`` (zero if none)."""
         return self._per_sender.get(sender, Usage())
 
+    def snapshot(self, sender: bytes | None = None) -> Usage:
+        """A copy of the usage in total (``None``) or of ``sender``: what stores report."""
+        u = self.total if sender is None else self.of(sender)
+        return Usage(u.records, u.bytes)
+
     def senders(self) -> int:
         """How many senders hold records."""
         return len(self._per_sender)

@@ -161,12 +161,11 @@ class MemoryProviderStore:
 
     def usage(self) -> Usage:
         """Records and bytes held."""
-        return Usage(self._acct.total.records, self._acct.total.bytes)
+        return self._acct.snapshot()
 
     def sender_usage(self, sender: PeerID) -> Usage:
         """Records and bytes announced by ``sender``."""
-        u = self._acct.of(sender.multihash)
-        return Usage(u.records, u.bytes)
+        return self._acct.snapshot(sender.multihash)
 
     def is_local(self, key: bytes) -> bool:
         """Whether we provide ``key``."""
@@ -290,12 +289,11 @@ class MemoryValueStore:
 
     def usage(self) -> Usage:
         """Records and bytes held."""
-        return Usage(self._acct.total.records, self._acct.total.bytes)
+        return self._acct.snapshot()
 
     def sender_usage(self, sender: PeerID) -> Usage:
         """Records last put by ``sender`` and their bytes."""
-        u = self._acct.of(sender.multihash)
-        return Usage(u.records, u.bytes)
+        return self._acct.snapshot(sender.multihash)
 
 
 class MemoryPeerStore:

@@ -432,23 +432,12 @@ class SqliteProviderStore:
         acct = self._acct
 
         def op(conn: sqlite3.Connection) -> int:
-            removed = 0
-            while limit is None or removed < limit:
-                batch = 1000 if limit is None else min(1000, limit - removed)
-                rows = conn.execute(
-                    "SELECT key, peer, length(key) + length(peer) + length(addrs) FROM providers"
-                    " WHERE time_received < ? ORDER BY time_received LIMIT ?",
-                    (cutoff, batch),
-                ).fetchall()
-                if not rows:
-                    break
-                conn.executemany(
-                    "DELETE FROM providers WHERE key = ? AND peer = ?", [(k, p) for k, p, _ in rows]
-                )
-                for _, peer, size in rows:
-                    acct.charge(bytes(peer), -1, -int(size))
-                removed += len(rows)
-            return removed
+            return _delete_expired(
+                conn, acct, cutoff, limit,
+                "SELECT key, peer, peer, length(key) + length(peer) + length(addrs)"
+                " FROM providers WHERE time_received < ? ORDER BY time_received LIMIT ?",
+                "DELETE FROM providers WHERE key = ? AND peer = ?",
+            )  # fmt: skip
 
         return op
 
@@ -462,12 +451,11 @@ class SqliteProviderStore:
 
     def usage(self) -> Usage:
         """Records and bytes held (as of the last committed write)."""
-        return Usage(self._acct.total.records, self._acct.total.bytes)
+        return self._acct.snapshot()
 
     def sender_usage(self, sender: PeerID) -> Usage:
         """Records and bytes announced by ``sender``."""
-        u = self._acct.of(sender.multihash)
-        return Usage(u.records, u.bytes)
+        return self._acct.snapshot(sender.multihash)
 
     def is_local(self, key: bytes) -> bool:
         """Whether we provide ``key`` (a primary-key lookup)."""
@@ -621,21 +609,12 @@ class SqliteValueStore:
         acct = self._acct
 
         def op(conn: sqlite3.Connection) -> int:
-            removed = 0
-            while limit is None or removed < limit:
-                batch = 1000 if limit is None else min(1000, limit - removed)
-                rows = conn.execute(
-                    "SELECT key, sender, length(key) + length(value) FROM records"
-                    " WHERE time_received < ? ORDER BY time_received LIMIT ?",
-                    (cutoff, batch),
-                ).fetchall()
-                if not rows:
-                    break
-                conn.executemany("DELETE FROM records WHERE key = ?", [(r[0],) for r in rows])
-                for _, sender, size in rows:
-                    acct.charge(bytes(sender), -1, -int(size))
-                removed += len(rows)
-            return removed
+            return _delete_expired(
+                conn, acct, cutoff, limit,
+                "SELECT key, sender, length(key) + length(value) FROM records"
+                " WHERE time_received < ? ORDER BY time_received LIMIT ?",
+                "DELETE FROM records WHERE key = ?",
+            )  # fmt: skip
 
         return op
 
@@ -651,12 +630,11 @@ class SqliteValueStore:
 
     def usage(self) -> Usage:
         """Records and bytes held."""
-        return Usage(self._acct.total.records, self._acct.total.bytes)
+        return self._acct.snapshot()
 
     def sender_usage(self, sender: PeerID) -> Usage:
         """Records last put by ``sender`` and their bytes."""
-        u = self._acct.of(sender.multihash)
-        return Usage(u.records, u.bytes)
+        return self._acct.snapshot(sender.multihash)
 
 
 class SqlitePeerStore:
@@ -892,3 +870,33 @@ class SqliteDatastore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+GC_BATCH = 1000
+"""Expired rows deleted per statement by a GC pass (one writer transaction holds a few)."""
+
+
+def _delete_expired(
+    conn: sqlite3.Connection,
+    acct: Accounting,
+    cutoff: float,
+    limit: int | None,
+    select: str,
+    delete: str,
+) -> int:
+    """Delete rows received before ``cutoff``, oldest first, at most ``limit``, in batches.
+
+    ``select`` yields ``(*delete parameters, sender, size)`` per row; each deleted row
+    is refunded to its sender's account. Returns the number of rows deleted.
+    """
+    removed = 0
+    while limit is None or removed < limit:
+        batch = GC_BATCH if limit is None else min(GC_BATCH, limit - removed)
+        rows = conn.execute(select, (cutoff, batch)).fetchall()
+        if not rows:
+            break
+        conn.executemany(delete, [tuple(row[:-2]) for row in rows])
+        for *_, sender, size in rows:
+            acct.charge(bytes(sender), -1, -int(size))
+        removed += len(rows)
+    return removed
