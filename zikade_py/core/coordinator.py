@@ -64,7 +64,7 @@ from zikade_py.core.coordinator_events import (
 )
 from zikade_py.core.event import FinishReason
 from zikade_py.core.key import Key
-from zikade_py.core.network import DROPPED, Admission, NetworkConfig
+from zikade_py.core.network import Admission, NetworkConfig
 from zikade_py.core.pool import (
     PoolAddBroadcast,
     PoolAddQuery,
@@ -313,8 +313,9 @@ class Coordinator:
         self._drain_routing(now)
 
     def _fail(self, req: _Request, error: str, trace: Trace, now: float) -> None:
-        if req.owner is not _Owner.ROUTING and error != DROPPED:
-            self._routing.node_failed(req.node)  # a local drop says nothing about the node
+        # Drops never get here: admission refuses before a request leaves (see _send).
+        if req.owner is not _Owner.ROUTING:
+            self._routing.node_failed(req.node)
         match req.owner:
             case _Owner.QUERY | _Owner.STORE:
                 store = req.owner is _Owner.STORE
@@ -322,10 +323,7 @@ class Coordinator:
                 self._drive_pool(failure, now)
             case _Owner.ROUTING:
                 assert req.machine is not None
-                if error == DROPPED:
-                    self._routing.on_dropped(req.machine, req.node, now)
-                else:
-                    self._routing.on_failure(req.machine, req.node, error, now)
+                self._routing.on_failure(req.machine, req.node, error, now)
 
     # -- requests ----------------------------------------------------------------------------
 
