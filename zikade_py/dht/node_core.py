@@ -160,7 +160,7 @@ class NodeCore:
         coordinator = Coordinator(peer_key(host.peer_id), cfg.coordinator, now=now)
         self._router = Router(host, request_timeout=cfg.request_timeout)
         self._driver = Driver(coordinator, self._router, self)
-        self._load_peer_book()
+        await self._load_peer_book()
         self._spawn(self._watch_host(self._events), "dht-host-events")
         self._spawn(self._collect_garbage(), "dht-store-gc")
 
@@ -366,10 +366,8 @@ class NodeCore:
                 await asyncio.sleep(0)
         return removed
 
-    def _load_peer_book(self) -> None:
-        now = time.time()
-        for peer in self.peer_book.peers(now):
-            addrs = self.peer_book.addrs(peer, now)
+    async def _load_peer_book(self) -> None:
+        for peer, addrs in await self.peer_book.entries_async(time.time()):
             if addrs:
                 self.host.peerstore.add_addrs(peer, addrs, ROUTING_ADDR_TTL)
 

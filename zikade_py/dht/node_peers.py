@@ -192,7 +192,7 @@ class PeerAPI(NodeCore):
             targets.append((pid, [bare], str(text)))
         if peers is None:
             known = {t[0] for t in targets}
-            for pid in self.peer_book.peers(time.time()):
+            for pid, _ in await self.peer_book.entries_async(time.time()):
                 if pid not in known and pid != self.peer_id:
                     targets.append((pid, [], str(pid)))
         with self._root_span("DHT.Bootstrap", seeds=len(targets)) as span:

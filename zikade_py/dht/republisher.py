@@ -43,13 +43,15 @@ announce (the record is gone), which retires the key instead of marking it."""
 
 
 class DueKeys(Protocol):
-    """Where a republisher finds the keys to announce again, and records that it did."""
+    """Where a republisher finds the keys to announce again, and records that it did.
 
-    def list_due(self, now: float, interval: float) -> list[bytes]:
+    Both are awaited on the event loop: a store on disk answers from its threads."""
+
+    async def list_due_async(self, now: float, interval: float) -> list[bytes]:
         """Keys last announced ``interval`` or longer before ``now``, oldest first."""
         ...
 
-    def mark(self, key: bytes, now: float) -> None:
+    async def mark_async(self, key: bytes, now: float) -> None:
         """``key`` was announced at ``now``."""
         ...
 
@@ -62,13 +64,13 @@ class ProviderKeys:
     def __init__(self, store: ProviderStore) -> None:
         self._store = store
 
-    def list_due(self, now: float, interval: float) -> list[bytes]:
-        """Our provided keys announced ``interval`` ago or longer."""
-        return self._store.list_local_due(now, interval)
+    async def list_due_async(self, now: float, interval: float) -> list[bytes]:
+        """Our provided keys announced ``interval`` ago or longer (the store's read thread)."""
+        return await self._store.list_local_due_async(now, interval)
 
-    def mark(self, key: bytes, now: float) -> None:
-        """Record the announcement time in the store."""
-        self._store.add_local(key, now)
+    async def mark_async(self, key: bytes, now: float) -> None:
+        """Record the announcement time in the store (committed by its writer thread)."""
+        await self._store.add_local_async(key, now)
 
 
 class LocalRecords:
@@ -100,6 +102,14 @@ class LocalRecords:
         """``key`` was put again at ``now`` (ignored if it was discarded meanwhile)."""
         if key in self._last:
             self._last[key] = now
+
+    async def list_due_async(self, now: float, interval: float) -> list[bytes]:
+        """:meth:`list_due` (:class:`DueKeys`)."""
+        return self.list_due(now, interval)
+
+    async def mark_async(self, key: bytes, now: float) -> None:
+        """:meth:`mark` (:class:`DueKeys`)."""
+        self.mark(key, now)
 
     def __contains__(self, key: object) -> bool:
         return key in self._last
@@ -157,7 +167,7 @@ class Republisher:
         """Announce every key due at ``now`` (default: the clock); return how many were."""
         at = self._clock() if now is None else now
         done = 0
-        for key in self._keys.list_due(at, self._interval):
+        for key in await self._keys.list_due_async(at, self._interval):
             try:
                 result = await self._announce(key, at)
             except Exception as exc:
@@ -167,7 +177,7 @@ class Republisher:
             if result is None:
                 self.retired += 1
                 continue
-            self._keys.mark(key, at)
+            await self._keys.mark_async(key, at)
             self.announced += 1
             done += 1
         return done

@@ -123,6 +123,12 @@ class ProviderStore(Protocol):
         """Our keys last announced ``republish_interval`` or longer ago, oldest first."""
         ...
 
+    async def list_local_due_async(
+        self, now: float, republish_interval: float = REPUBLISH_INTERVAL
+    ) -> list[bytes]:
+        """:meth:`list_local_due` for the event loop (the republisher's read)."""
+        ...
+
 
 class ValueStore(Protocol):
     """Value records (``/pk/…``, ``/ipns/…``) keyed by the full record key."""
@@ -194,6 +200,11 @@ class PeerStore(Protocol):
 
     def peers(self, now: float | None = None) -> list[PeerID]:
         """Peers with at least one address (unexpired at ``now`` if given)."""
+        ...
+
+    async def entries_async(self, now: float) -> list[tuple[PeerID, list[Multiaddr]]]:
+        """Every peer with its unexpired addresses, in one read off the event loop
+        (bootstrap and start-up read the whole book)."""
         ...
 
     def remove(self, peer: PeerID) -> bool:

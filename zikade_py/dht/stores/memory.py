@@ -198,6 +198,12 @@ class MemoryProviderStore:
         due = [(t, k) for k, t in self._local.items() if now - t >= republish_interval]
         return [k for _, k in sorted(due)]
 
+    async def list_local_due_async(
+        self, now: float, republish_interval: float = REPUBLISH_INTERVAL
+    ) -> list[bytes]:
+        """:meth:`list_local_due`."""
+        return self.list_local_due(now, republish_interval)
+
 
 class MemoryValueStore:
     """Value records in a dict; see :class:`~.base.ValueStore` (expiry heap as above)."""
@@ -331,6 +337,10 @@ class MemoryPeerStore:
             if book and (now is None or any(exp > now for exp in book.values()))
         ]
         return sorted(out, key=lambda p: p.multihash)
+
+    async def entries_async(self, now: float) -> list[tuple[PeerID, list[Multiaddr]]]:
+        """Every peer with its unexpired addresses, sorted by id bytes."""
+        return [(p, self.addrs(p, now)) for p in self.peers(now)]
 
     def remove(self, peer: PeerID) -> bool:
         """Forget ``peer``."""

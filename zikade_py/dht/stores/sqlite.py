@@ -502,12 +502,13 @@ class SqliteProviderStore:
         self, now: float, republish_interval: float = REPUBLISH_INTERVAL
     ) -> list[bytes]:
         """Our keys due for another announcement, oldest announcement first."""
-        rows = self._db.reader.execute(
-            "SELECT key FROM local_provides WHERE last_announced <= ?"
-            " ORDER BY last_announced, key",
-            (now - republish_interval,),
-        ).fetchall()
-        return [bytes(r[0]) for r in rows]
+        return _local_due(now - republish_interval)(self._db.reader)
+
+    async def list_local_due_async(
+        self, now: float, republish_interval: float = REPUBLISH_INTERVAL
+    ) -> list[bytes]:
+        """:meth:`list_local_due` on the read thread."""
+        return await self._db.reads.call_async(_local_due(now - republish_interval))
 
 
 class SqliteValueStore:
@@ -704,6 +705,29 @@ class SqlitePeerStore:
                 continue
         return out
 
+    async def entries_async(self, now: float) -> list[tuple[PeerID, list[Multiaddr]]]:
+        """Every peer with its unexpired addresses (one query on the read thread),
+        sorted by id bytes, each peer's longest-lived address first."""
+
+        def op(conn: sqlite3.Connection) -> list[tuple[bytes, bytes]]:
+            rows: list[tuple[bytes, bytes]] = conn.execute(
+                "SELECT peer, addr FROM peer_addrs WHERE expires > ?"
+                " ORDER BY peer, expires DESC, addr",
+                (now,),
+            ).fetchall()
+            return rows
+
+        grouped: dict[bytes, list[bytes]] = {}
+        for peer, addr in await self._db.reads.call_async(op):
+            grouped.setdefault(bytes(peer), []).append(bytes(addr))
+        out: list[tuple[PeerID, list[Multiaddr]]] = []
+        for raw, addrs in grouped.items():
+            try:
+                out.append((PeerID.from_bytes(raw), decode_addrs(addrs)))
+            except InvalidPeerIDError:
+                continue
+        return out
+
     @staticmethod
     def _remove_op(peer: PeerID) -> Callable[[sqlite3.Connection], bool]:
         def op(conn: sqlite3.Connection) -> bool:
@@ -733,6 +757,18 @@ def _is_local(key: bytes) -> Callable[[sqlite3.Connection], bool]:
     def op(conn: sqlite3.Connection) -> bool:
         row = conn.execute("SELECT 1 FROM local_provides WHERE key = ?", (key,)).fetchone()
         return row is not None
+
+    return op
+
+
+def _local_due(cutoff: float) -> Callable[[sqlite3.Connection], list[bytes]]:
+    def op(conn: sqlite3.Connection) -> list[bytes]:
+        rows = conn.execute(
+            "SELECT key FROM local_provides WHERE last_announced <= ?"
+            " ORDER BY last_announced, key",
+            (cutoff,),
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     return op
 
