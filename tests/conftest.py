@@ -1,4 +1,11 @@
-"""Suite-wide rule: in CI an interop test that would be skipped fails instead.
+"""Suite-wide rules: nothing leaves the machine, and in CI interop tests never skip.
+
+The dial guard: ``ZIKADE_DIAL_ALLOW`` is set to loopback for this process and
+every child it spawns (the ``zikade`` subprocesses inherit the environment), so
+a host refuses to dial anything else and DNS is asked only of a resolver a test
+runs on 127.0.0.1 (``ZIKADE_DNS_RESOLVER``). Every refusal is written to a log
+(``ZIKADE_DIAL_REFUSED_LOG``); a test that caused one fails, unless it is marked
+``dial_refusal`` (it shows the refusal on purpose).
 
 Interop tests (marker ``interop``) skip when Node.js or the npm modules of
 ``tests/interop`` are missing: fine on a laptop, but in CI a skip would let
@@ -10,11 +17,40 @@ it (a ``skipif``, a fixture, a conftest hook), is reported as a failure.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import os
+import tempfile
+from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from interop.jsnode import interop_required
+
+LOOPBACK_ONLY = "127.0.0.0/8,::1/128"
+os.environ["ZIKADE_DIAL_ALLOW"] = LOOPBACK_ONLY  # before any host is built
+_REFUSED_LOG = Path(tempfile.mkdtemp(prefix="zikade-dial-guard-")) / "refused.log"
+os.environ["ZIKADE_DIAL_REFUSED_LOG"] = str(_REFUSED_LOG)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker of tests that provoke a refusal on purpose."""
+    config.addinivalue_line(
+        "markers", "dial_refusal: the test expects the dial guard to refuse a destination"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_dial_refused(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test during which the dial guard refused anything (in this process or a child)."""
+    start = _REFUSED_LOG.stat().st_size if _REFUSED_LOG.exists() else 0
+    yield
+    if request.node.get_closest_marker("dial_refusal"):
+        return
+    if _REFUSED_LOG.exists() and _REFUSED_LOG.stat().st_size > start:
+        with _REFUSED_LOG.open() as f:
+            f.seek(start)
+            refused = f.read().strip()
+        pytest.fail(f"the dial guard refused a destination during this test:\n{refused}")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -22,6 +22,7 @@ from typing import Any
 from zikade_py.p2p.connection import Connection, Stream, upgrade_inbound, upgrade_outbound
 from zikade_py.p2p.connmgr import ConnectionLimitError, ConnectionManager, InboundRateLimiter
 from zikade_py.p2p.crypto import PrivateKey, PublicKey
+from zikade_py.p2p.dial_guard import DialGuard
 from zikade_py.p2p.events import Direction, HostEvent, PeerConnected, PeerDisconnected
 from zikade_py.p2p.identify import (
     IDENTIFY_PROTOCOL_ID,
@@ -210,6 +211,8 @@ class Host:
         self.peerstore = PeerStore(
             max_peers=self.config.max_peerstore_peers, protected=self._is_connected
         )
+        self.dial_guard = DialGuard.from_env()
+        """``ZIKADE_DIAL_ALLOW``: the networks this host may dial (tests: loopback only)."""
         self.resources = ResourceManager(
             self.config.limits, max_handshakes=self.config.max_pending_handshakes
         )
@@ -500,6 +503,7 @@ class Host:
                 return
             raise ConnectionLimitError("connection closed while making room")
         conn.session.memory = scope
+        conn.scope = scope
         self._states[conn] = _ConnState(scope)
         self.connmgr.add(conn)
         self.peerstore.set_public_key(peer, conn.remote_public_key)
@@ -740,6 +744,7 @@ class Host:
     async def _dial_addr(self, peer: PeerID | None, addr: Multiaddr, budget: float) -> Connection:
         endpoint = addr.tcp_endpoint()
         assert endpoint is not None
+        self.dial_guard.check(*endpoint)  # the last step before a packet leaves
         try:
             async with asyncio.timeout(budget):
                 reader, writer = await asyncio.open_connection(endpoint[0], endpoint[1])
