@@ -15,6 +15,7 @@ import contextlib
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from zikade_py.p2p.crypto import PrivateKey, PublicKey
 from zikade_py.p2p.events import Direction
@@ -30,7 +31,89 @@ from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.noise import NOISE_PROTOCOL_ID, NoiseSession, secure_inbound, secure_outbound
 from zikade_py.p2p.peer_id import PeerID
 from zikade_py.p2p.pump import can_pump, install_pump
-from zikade_py.p2p.yamux import YAMUX_PROTOCOL_ID, YamuxConfig, YamuxSession, YamuxStream
+from zikade_py.p2p.yamux import YAMUX_PROTOCOL_ID, YamuxConfig, YamuxSession
+from zikade_py.p2p.yamux_stream import MemoryBudget
+
+
+class MuxedStream(Protocol):
+    """One stream of a muxed connection, as the host and :class:`Stream` use it.
+
+    The seam between the host and its transports: a Yamux stream (TCP) and a native QUIC
+    stream both look like this. Errors are the muxer errors of ``yamux_errors``
+    (``StreamResetError``, ``SessionClosedError``) whatever the transport, so protocol
+    handlers above catch one family.
+    """
+
+    @property
+    def stream_id(self) -> int:
+        """The transport's stream id (for logs; parity tells who opened it)."""
+        ...
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        """Up to ``max_bytes``; ``b""`` after the peer's FIN; ``StreamResetError`` after a reset."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Send all of ``data``, waiting while the peer (or our send buffer) is full."""
+        ...
+
+    async def close(self) -> None:
+        """Half-close (FIN after queued data); reading goes on."""
+        ...
+
+    async def reset(self) -> None:
+        """Abort both directions."""
+        ...
+
+    def discard_incoming(self) -> None:
+        """Nobody reads this stream any more: drop buffered and later data."""
+        ...
+
+    @property
+    def is_fully_closed(self) -> bool:
+        """Both FINs exchanged, or reset, or the connection ended."""
+        ...
+
+    async def wait_remote_closed(self) -> None:
+        """Return once the peer sent FIN or reset (or the connection ended)."""
+        ...
+
+
+class MuxedSession(Protocol):
+    """A secured, multiplexed connection: Yamux over Noise over TCP, or QUIC.
+
+    :class:`Connection` wraps one, and everything above (host, connection manager,
+    resource manager, identify, protocol handlers) sees only the connection.
+    """
+
+    memory: MemoryBudget | None
+    """Where buffered received bytes are charged (the host sets its connection scope)."""
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection has ended."""
+        ...
+
+    @property
+    def num_streams(self) -> int:
+        """Streams open now, both directions."""
+        ...
+
+    async def open_stream(self) -> MuxedStream:
+        """A new outbound stream (``SessionClosedError`` once the connection ended)."""
+        ...
+
+    async def accept_stream(self) -> MuxedStream:
+        """The next stream the peer opened (``SessionClosedError`` at the end)."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection and everything under it."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Return once the connection has ended."""
+        ...
 
 
 class UpgradeError(Exception):
@@ -82,7 +165,7 @@ def socket_multiaddr(address: tuple[str, int] | None) -> Multiaddr | None:
 
 
 class Stream:
-    """One negotiated yamux stream: its protocol, its peer, and the bytes read during mss.
+    """One negotiated stream (yamux or QUIC): its protocol, its peer, and the bytes read during mss.
 
     ``read`` returns bytes that arrived together with the mss proposal first
     (WIRE.md §3.3). ``close`` half-closes (we send FIN; reading goes on until
@@ -92,7 +175,7 @@ class Stream:
     __slots__ = ("_closed", "_inner", "_reader", "connection", "protocol")
 
     def __init__(
-        self, inner: YamuxStream, reader: BufferedReader, protocol: str, connection: Connection
+        self, inner: MuxedStream, reader: BufferedReader, protocol: str, connection: Connection
     ) -> None:
         self._inner = inner
         self._reader = reader
@@ -107,7 +190,7 @@ class Stream:
 
     @property
     def stream_id(self) -> int:
-        """The yamux stream id (odd: opened by the dialer of the connection)."""
+        """The muxer's stream id (yamux: odd when opened by the dialer of the connection)."""
         return self._inner.stream_id
 
     @property
@@ -144,7 +227,8 @@ class Stream:
 
 
 class Connection:
-    """An upgraded connection to an authenticated peer: a yamux session over Noise over TCP."""
+    """An upgraded connection to an authenticated peer: a :class:`MuxedSession` (yamux over
+    Noise over TCP, or QUIC) with the identity, direction and addresses the host needs."""
 
     __slots__ = (
         "_clock",
@@ -158,20 +242,24 @@ class Connection:
         "remote_public_key",
         "session",
         "streams_opened",
+        "transport",
     )
 
     def __init__(
         self,
         *,
-        session: YamuxSession,
+        session: MuxedSession,
         remote_peer: PeerID,
         remote_public_key: PublicKey,
         direction: Direction,
         remote_addr: Multiaddr | None,
         local_addr: Multiaddr | None,
         clock: Callable[[], float] = time.monotonic,
+        transport: str = "tcp",
     ) -> None:
         self.session = session
+        self.transport = transport
+        """``tcp`` or ``quic``: which transport carries it (metrics, dial preference)."""
         self.remote_peer = remote_peer
         self.remote_public_key = remote_public_key
         self.direction = direction
@@ -186,7 +274,7 @@ class Connection:
 
     @property
     def num_streams(self) -> int:
-        """Streams the yamux session has open now (both directions), not counting lingering
+        """Streams the session has open now (both directions), not counting lingering
         ones: a connection that only waits for FINs is idle (trimmable) for the manager."""
         return max(self.session.num_streams - self.lingering, 0)
 
@@ -242,7 +330,7 @@ class Connection:
             raise
         return Stream(inner, reader, protocol, self)
 
-    async def accept_stream(self) -> YamuxStream:
+    async def accept_stream(self) -> MuxedStream:
         """The next stream the peer opened (raises ``SessionClosedError`` at the end)."""
         inner = await self.session.accept_stream()
         self.touch()

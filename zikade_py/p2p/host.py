@@ -19,7 +19,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zikade_py.p2p.connection import Connection, Stream, upgrade_inbound, upgrade_outbound
+from zikade_py.p2p.connection import (
+    Connection,
+    MuxedStream,
+    Stream,
+    upgrade_inbound,
+    upgrade_outbound,
+)
 from zikade_py.p2p.connmgr import ConnectionLimitError, ConnectionManager, InboundRateLimiter
 from zikade_py.p2p.crypto import PrivateKey, PublicKey
 from zikade_py.p2p.dial_guard import DialGuard
@@ -49,7 +55,7 @@ from zikade_py.p2p.rcmgr import (
     ResourceLimits,
     ResourceManager,
 )
-from zikade_py.p2p.yamux import YamuxConfig, YamuxStream
+from zikade_py.p2p.yamux import YamuxConfig
 
 log = logging.getLogger(__name__)
 
@@ -582,7 +588,7 @@ class Host:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _handle_stream(
-        self, conn: Connection, inner: YamuxStream, slot: InboundStream
+        self, conn: Connection, inner: MuxedStream, slot: InboundStream
     ) -> None:
         """Negotiate, run the handler, then close the stream fully (see ``_finish_stream``);
         the stream's slot is given back on every path."""
@@ -594,7 +600,7 @@ class Host:
             if state is not None:
                 state.slot_freed.set()
 
-    async def _run_stream(self, conn: Connection, inner: YamuxStream, slot: InboundStream) -> None:
+    async def _run_stream(self, conn: Connection, inner: MuxedStream, slot: InboundStream) -> None:
         try:
             async with asyncio.timeout(self.config.negotiation_timeout):
                 protocol, reader = await handle_negotiation(
@@ -624,7 +630,7 @@ class Host:
         finally:
             conn.lingering -= 1
 
-    async def _finish_stream(self, inner: YamuxStream) -> None:
+    async def _finish_stream(self, inner: MuxedStream) -> None:
         """After the handler: nothing more is read, so incoming data is dropped; the peer gets
         ``stream_close_timeout`` to send its FIN, then the stream is reset."""
         inner.discard_incoming()
