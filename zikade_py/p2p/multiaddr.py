@@ -337,6 +337,21 @@ class Multiaddr:
             (first, Component(PROTOCOLS_BY_NAME["tcp"], port.to_bytes(2, "big")))
         )
 
+    @classmethod
+    def from_quic(cls, host: str, port: int) -> Multiaddr:
+        """``/ip4|ip6/<ip>/udp/<port>/quic-v1``: a QUIC (RFC 9000) libp2p address."""
+        if not 0 <= port <= 0xFFFF:
+            raise InvalidMultiaddrError(f"invalid port {port}")
+        ip = ipaddress.ip_address(host)
+        first = Component(PROTOCOLS_BY_NAME["ip4" if ip.version == 4 else "ip6"], ip.packed)
+        return cls.from_components(
+            (
+                first,
+                Component(PROTOCOLS_BY_NAME["udp"], port.to_bytes(2, "big")),
+                Component(PROTOCOLS_BY_NAME["quic-v1"], b""),
+            )
+        )
+
     def to_bytes(self) -> bytes:
         """The binary form, as sent on the wire."""
         return self._bytes
@@ -389,6 +404,22 @@ class Multiaddr:
         if len(comps) == 3 and comps[2].name == "p2p":
             comps = comps[:2]
         if len(comps) != 2 or comps[0].name not in _HOST_PROTOCOLS or comps[1].name != "tcp":
+            return None
+        return comps[0].value_text(), int.from_bytes(comps[1].value, "big")
+
+    def quic_endpoint(self) -> tuple[str, int] | None:
+        """``(ip, port)`` if this is ``/ip4|ip6/<ip>/udp/<port>/quic-v1`` (optionally with
+        ``/p2p/<id>``), the only QUIC form we dial: draft-29 ``/quic`` is phased out, and
+        names must be resolved first (a QUIC dial needs one IP)."""
+        comps = self.components
+        if len(comps) == 4 and comps[3].name == "p2p":
+            comps = comps[:3]
+        if (
+            len(comps) != 3
+            or comps[0].name not in ("ip4", "ip6")
+            or comps[1].name != "udp"
+            or comps[2].name != "quic-v1"
+        ):
             return None
         return comps[0].value_text(), int.from_bytes(comps[1].value, "big")
 
