@@ -47,6 +47,7 @@ ZERO = {
     "handshakes": 0,
     "connections": 0,
     "inbound_streams": 0,
+    "outbound_streams": 0,
     "memory": 0,
     "ip_groups": 0,
     "peers": 0,
@@ -386,6 +387,37 @@ async def test_connection_memory_budget_resets_the_stream_not_the_host() -> None
         await until(lambda: any(s._inner.is_reset for s in streams))  # the RST may trail
         await conn.close()
         await until(lambda: target.resources.stats() == ZERO)
+
+
+async def test_outbound_streams_per_peer_are_limited_and_given_back() -> None:
+    """go's StreamsOutbound per peer: past the limit opening a stream fails at once (no SYN
+    goes out); a stream that ended (reset, both FINs, the connection's end) frees its place."""
+    parked = asyncio.Event()
+
+    async def hold(stream: Stream) -> None:
+        await parked.wait()
+
+    three = HostConfig(limits=ResourceLimits(outbound_streams_per_peer=3))
+    async with running(HostConfig(**FAST)) as target, running(three, listen=False) as client:
+        target.set_stream_handler(HOLD, hold)
+        conn = await client.connect(target.peer_id, target.listen_addrs)
+        await client.identify_peer(target.peer_id)
+        await until(lambda: client.resources.stats()["outbound_streams"] == 0)  # identify's
+        held = [await conn.open_stream([HOLD]) for _ in range(3)]
+        assert client.resources.stats()["outbound_streams"] == 3
+        open_before = conn.session.num_streams
+        with pytest.raises(ResourceLimitError):
+            await conn.open_stream([HOLD])
+        with pytest.raises(ResourceLimitError):
+            await client.new_stream(target.peer_id, [HOLD])
+        assert conn.session.num_streams == open_before  # refused before anything was sent
+        await held[0].reset()
+        again = await conn.open_stream([HOLD])  # the reset stream's place is free
+        assert client.resources.stats()["outbound_streams"] == 3
+        parked.set()
+        await conn.close()
+        await until(lambda: client.resources.stats() == ZERO)
+        assert again._inner.is_fully_closed
 
 
 async def test_counters_return_to_zero_after_streams_errors_and_cancel() -> None:

@@ -31,6 +31,7 @@ from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.noise import NOISE_PROTOCOL_ID, NoiseSession, secure_inbound, secure_outbound
 from zikade_py.p2p.peer_id import PeerID
 from zikade_py.p2p.pump import can_pump, install_pump
+from zikade_py.p2p.rcmgr import ConnectionScope
 from zikade_py.p2p.yamux import YAMUX_PROTOCOL_ID, YamuxConfig, YamuxSession
 from zikade_py.p2p.yamux_stream import MemoryBudget
 
@@ -76,6 +77,11 @@ class MuxedStream(Protocol):
 
     async def wait_remote_closed(self) -> None:
         """Return once the peer sent FIN or reset (or the connection ended)."""
+        ...
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the stream has ended (both FINs, a reset or the
+        connection's end): what frees a resource reservation held for the stream."""
         ...
 
 
@@ -240,6 +246,7 @@ class Connection:
         "remote_addr",
         "remote_peer",
         "remote_public_key",
+        "scope",
         "session",
         "streams_opened",
         "transport",
@@ -271,6 +278,8 @@ class Connection:
         self.streams_opened = 0
         self.lingering = 0
         """Streams whose handler has finished and that only wait for the peer's FIN."""
+        self.scope: ConnectionScope | None = None
+        """The host's resource scope of this connection (outbound streams reserve in it)."""
 
     @property
     def num_streams(self) -> int:
@@ -300,9 +309,7 @@ class Connection:
         """
         if not protocols:
             raise ValueError("open_stream needs at least one protocol")
-        inner = await self.session.open_stream()
-        self.touch()
-        self.streams_opened += 1
+        inner = await self._open_inner()
         try:
             async with asyncio.timeout(timeout):
                 protocol, reader = await select_protocol(inner, list(protocols))
@@ -318,9 +325,7 @@ class Connection:
         """Open a stream for a protocol the peer is known to speak, sending ``first_payload``
         with the proposal (no round trip, WIRE.md §3.3). The first read checks the peer's
         answer and raises ``ProtocolNotSupportedError`` if it refused."""
-        inner = await self.session.open_stream()
-        self.touch()
-        self.streams_opened += 1
+        inner = await self._open_inner()
         try:
             async with asyncio.timeout(timeout):
                 reader = await select_protocol_lazy(inner, protocol, first_payload)
@@ -329,6 +334,22 @@ class Connection:
                 await inner.reset()
             raise
         return Stream(inner, reader, protocol, self)
+
+    async def _open_inner(self) -> MuxedStream:
+        """A new stream, reserved in the scope (``ResourceLimitError`` past the peer's
+        outbound stream limit); the reservation ends with the stream."""
+        slot = self.scope.open_outbound_stream() if self.scope is not None else None
+        try:
+            inner = await self.session.open_stream()
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        if slot is not None:
+            inner.on_end(slot.release)
+        self.touch()
+        self.streams_opened += 1
+        return inner
 
     async def accept_stream(self) -> MuxedStream:
         """The next stream the peer opened (raises ``SessionClosedError`` at the end)."""

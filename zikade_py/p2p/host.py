@@ -509,6 +509,7 @@ class Host:
                 return
             raise ConnectionLimitError("connection closed while making room")
         conn.session.memory = scope
+        conn.scope = scope
         self._states[conn] = _ConnState(scope)
         self.connmgr.add(conn)
         self.peerstore.set_public_key(peer, conn.remote_public_key)

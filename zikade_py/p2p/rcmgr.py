@@ -58,6 +58,9 @@ class ResourceLimits:
     """Inbound streams of one protocol over the whole host."""
     inbound_streams: int = 4096
     """Inbound streams being served over the whole host."""
+    outbound_streams_per_peer: int = 512
+    """Streams we have open to one peer over all its connections (go: StreamsOutbound 512
+    per peer): a runaway caller fails fast instead of filling the peer's backlog."""
     connection_memory: int = 32 * MiB
     """Received bytes yamux may buffer for one connection (go: 32 MiB per connection)."""
     host_memory: int = 256 * MiB
@@ -132,7 +135,16 @@ class ConnectionScope:
     """What one connection holds: its place in the group and peer counts, the inbound
     streams it serves, and the bytes yamux buffers for it (``reserve_memory``)."""
 
-    __slots__ = ("_closed", "_group", "_memory", "_mgr", "_protocols", "_streams", "peer")
+    __slots__ = (
+        "_closed",
+        "_group",
+        "_memory",
+        "_mgr",
+        "_outbound",
+        "_protocols",
+        "_streams",
+        "peer",
+    )
 
     def __init__(self, mgr: ResourceManager, peer: PeerID, group: str | None) -> None:
         self._mgr = mgr
@@ -140,6 +152,7 @@ class ConnectionScope:
         self._group = group
         self._memory = 0
         self._streams = 0
+        self._outbound = 0
         self._protocols: Counter[str] = Counter()
         self._closed = False
 
@@ -213,11 +226,25 @@ class ConnectionScope:
         mgr._streams_total += 1
         return InboundStream(self)
 
+    def open_outbound_stream(self) -> OutboundStream:
+        """Reserve a stream we open to the peer; raises :class:`ResourceLimitError` past the
+        peer's ``outbound_streams_per_peer``."""
+        mgr = self._mgr
+        if self._closed:
+            raise ResourceLimitError("connection closed")
+        if mgr._peer_outbound[self.peer] >= mgr.limits.outbound_streams_per_peer:
+            raise ResourceLimitError(f"outbound streams to {self.peer}")
+        self._outbound += 1
+        mgr._peer_outbound[self.peer] += 1
+        return OutboundStream(self)
+
     def close(self) -> None:
         """Release everything the connection still holds (idempotent)."""
         if self._closed:
             return
         mgr = self._mgr
+        _dec(mgr._peer_outbound, self.peer, self._outbound)
+        self._outbound = 0
         mgr._memory -= self._memory
         self._memory = 0
         mgr._streams_total -= self._streams
@@ -272,6 +299,23 @@ class InboundStream:
             _dec(mgr._protocol_streams, self._protocol)
 
 
+class OutboundStream:
+    """One outbound stream's reservation; :meth:`release` when the stream has ended."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: ConnectionScope) -> None:
+        self._conn: ConnectionScope | None = conn
+
+    def release(self) -> None:
+        """Give the stream back (idempotent; a no-op once the connection scope closed)."""
+        conn, self._conn = self._conn, None
+        if conn is None or conn.is_closed:
+            return
+        conn._outbound -= 1
+        _dec(conn._mgr._peer_outbound, conn.peer)
+
+
 def _dec(counter: Counter[K], key: K, n: int = 1) -> None:
     """Lower ``counter[key]`` by ``n``, deleting it at zero (so idle tables are empty)."""
     value = counter[key] - n
@@ -293,6 +337,7 @@ class ResourceManager:
         self._group_conns: Counter[str | None] = Counter()
         self._peer_conns: Counter[PeerID] = Counter()
         self._peer_streams: Counter[PeerID] = Counter()
+        self._peer_outbound: Counter[PeerID] = Counter()
         self._protocol_streams: Counter[str] = Counter()
         self._streams_total = 0
         self._memory = 0
@@ -343,6 +388,7 @@ class ResourceManager:
             "handshakes": self._handshakes_total,
             "connections": len(self._conns),
             "inbound_streams": self._streams_total,
+            "outbound_streams": sum(self._peer_outbound.values()),
             "memory": self._memory,
             "ip_groups": len([g for g in self._group_conns if g is not None]),
             "peers": len(self._peer_conns),

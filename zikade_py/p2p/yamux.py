@@ -311,6 +311,7 @@ class YamuxSession:
     def _remove_stream(self, stream: YamuxStream) -> None:
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
+        stream._ended()
 
     # -- tasks ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from zikade_py.p2p.yamux_errors import (
@@ -76,6 +77,7 @@ class YamuxStream:
         "_discard",
         "_epoch_start",
         "_local_fin",
+        "_on_end",
         "_readable",
         "_recv_buf",
         "_recv_window",
@@ -111,6 +113,7 @@ class YamuxStream:
         self._remote_fin = False
         self._reset = False
         self._session_closed = False
+        self._on_end: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<YamuxStream id={self.stream_id} buffered={len(self._recv_buf)}>"
@@ -222,7 +225,17 @@ class YamuxStream:
             self._readable.clear()
             await self._readable.wait()
 
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the stream has ended (both FINs, a reset or the
+        session's end): what frees a resource reservation held for the stream."""
+        self._on_end = callback
+
     # -- called by the session --------------------------------------------------------------
+
+    def _ended(self) -> None:
+        callback, self._on_end = self._on_end, None
+        if callback is not None:
+            callback()
 
     def _open_frame(self, flag: Flag, initial_window: int) -> bytes:
         """The SYN or ACK window update, granting the configured window beyond the default."""
@@ -280,6 +293,7 @@ class YamuxStream:
 
     def _on_session_closed(self) -> None:
         self._session_closed = True
+        self._ended()
         # what is buffered stays readable, but no longer counts against the connection
         self._uncharge(self._charged)
         self._readable.set()
