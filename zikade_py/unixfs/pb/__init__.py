@@ -1,0 +1,1 @@
+"""Generated protobuf code for UnixFS data (regenerate with ``scripts/gen-protos``)."""
