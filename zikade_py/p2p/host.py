@@ -15,7 +15,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from zikade_py.p2p.connection import (
 from zikade_py.p2p.connmgr import ConnectionLimitError, ConnectionManager, InboundRateLimiter
 from zikade_py.p2p.crypto import PrivateKey, PublicKey
 from zikade_py.p2p.dial_guard import DialGuard
+from zikade_py.p2p.dns import DnsResolver
 from zikade_py.p2p.events import Direction, HostEvent, PeerConnected, PeerDisconnected
 from zikade_py.p2p.identify import (
     IDENTIFY_PROTOCOL_ID,
@@ -110,6 +111,9 @@ class HostConfig:
     """Peers the address book keeps; beyond it the oldest without a connection go."""
     limits: ResourceLimits = field(default_factory=ResourceLimits)
     """Per IP group, peer, connection, protocol and memory limits (rcmgr.py)."""
+    dns_resolvers: Mapping[str, str] = field(default_factory=dict)
+    """DNS servers by domain suffix (``"."``: every name) as ``<ip>[:<port>]`` (Kubo's
+    ``DNS.Resolvers``); empty: the system's. ``ZIKADE_DNS_RESOLVER`` overrides (p2p/dns.py)."""
 
     def yamux_config(self) -> YamuxConfig:
         """The yamux settings these limits imply."""
@@ -219,6 +223,8 @@ class Host:
         )
         self.dial_guard = DialGuard.from_env()
         """``ZIKADE_DIAL_ALLOW``: the networks this host may dial (tests: loopback only)."""
+        self.resolver = DnsResolver(self.config.dns_resolvers, guard=self.dial_guard)
+        """Turns ``/dnsaddr`` and ``/dns*`` addresses into IP addresses before a dial."""
         self.resources = ResourceManager(
             self.config.limits, max_handshakes=self.config.max_pending_handshakes
         )
@@ -723,13 +729,15 @@ class Host:
 
     async def _dial(self, peer: PeerID | None, addrs: list[Multiaddr], budget: float) -> Connection:
         deadline = time.monotonic() + budget
+        resolved, failures = await self.resolver.resolve_all(addrs, timeout=budget)
+        errors: list[tuple[Multiaddr, Exception]] = list(failures)
         candidates = [
-            a for a in addrs if a.tcp_endpoint() is not None and a.peer_id() in (None, peer)
+            a for a in resolved if a.tcp_endpoint() is not None and a.peer_id() in (None, peer)
         ]
         if not candidates:
-            raise DialError(f"no dialable TCP address for {peer or 'the peer'}")
+            detail = "".join(f"; {a}: {describe_dial_error(e)}" for a, e in errors)
+            raise DialError(f"no dialable TCP address for {peer or 'the peer'}{detail}", errors)
         await self._make_room(Direction.OUTBOUND)
-        errors: list[tuple[Multiaddr, Exception]] = []
         for addr in candidates:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
