@@ -49,6 +49,8 @@ from zikade_py.p2p.peerstore import (
     PeerStore,
 )
 from zikade_py.p2p.ping import PING_PROTOCOL_ID, PingHandler, ping_stream
+from zikade_py.p2p.quic.session import QuicConfig
+from zikade_py.p2p.quic.transport import QuicTransport
 from zikade_py.p2p.rcmgr import (
     ConnectionScope,
     InboundStream,
@@ -110,6 +112,8 @@ class HostConfig:
     max_peerstore_peers: int = 20_000
     """Peers the address book keeps; beyond it the oldest without a connection go."""
     limits: ResourceLimits = field(default_factory=ResourceLimits)
+    quic: QuicConfig = field(default_factory=QuicConfig)
+    """QUIC idle timeout, keep-alive, write high-water mark, accept backlog (quic/session.py)."""
     """Per IP group, peer, connection, protocol and memory limits (rcmgr.py)."""
     dns_resolvers: Mapping[str, str] = field(default_factory=dict)
     """DNS servers by domain suffix (``"."``: every name) as ``<ip>[:<port>]`` (Kubo's
@@ -252,6 +256,13 @@ class Host:
         self._handlers[IDENTIFY_PROTOCOL_ID] = self.identify.handle_identify
         self._handlers[IDENTIFY_PUSH_PROTOCOL_ID] = self.identify.handle_push
         self._handlers[PING_PROTOCOL_ID] = PingHandler()
+        self._quic = QuicTransport(
+            key,
+            self.config.quic,
+            on_connection=self._on_quic_connection,
+            admit=self._admit_quic,
+            handshake_timeout=self.config.handshake_timeout,
+        )
 
     @property
     def _pending_handshakes(self) -> int:
@@ -312,10 +323,17 @@ class Host:
         self._spawn(self._prune_peerstore(), name="peerstore-prune")
 
     async def _listen(self, addr: Multiaddr) -> None:
+        if addr.quic_endpoint() is not None:
+            for bound in await self._quic.listen(addr):
+                if bound not in self._listen_addrs:
+                    self._listen_addrs.append(bound)
+            return
         endpoint = addr.tcp_endpoint()
         ip = addr.ip_address()
         if endpoint is None or ip is None:
-            raise ValueError(f"cannot listen on {addr}: need /ip4|ip6/<ip>/tcp/<port>")
+            raise ValueError(
+                f"cannot listen on {addr}: need /ip4|ip6/<ip>/tcp/<port> or .../udp/<port>/quic-v1"
+            )
         server = await asyncio.start_server(self._on_accept, str(ip), endpoint[1])
         self._servers.append(server)
         for sock in server.sockets:
@@ -349,6 +367,7 @@ class Host:
         await self.identify.close()
         conns = list(self.connmgr.connections())
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+        await self._quic.close()
         tasks = list(self._tasks) + [t for ts in self._conn_tasks.values() for t in ts]
         for task in tasks:
             task.cancel()
@@ -444,6 +463,31 @@ class Host:
             handshake.release()
             tcp.abort()
             raise
+
+    def _admit_quic(self, ip: str) -> Callable[[], None] | None:
+        """The TCP accept checks for a new inbound QUIC connection from ``ip``: rate, room,
+        a handshake slot (whose release is returned), else None (its Initial is dropped)."""
+        if self._closing:
+            return None
+        group = self.resources.group(ip)
+        if not self._rate.allow(group or ip, time.monotonic()):
+            return None
+        if not self.connmgr.has_room() and self.connmgr.trim_candidate() is None:
+            return None
+        try:
+            return self.resources.open_handshake(ip).release
+        except ResourceLimitError as exc:
+            log.debug("inbound QUIC connection from %s refused: %s", ip, exc)
+            return None
+
+    def _on_quic_connection(self, conn: Connection) -> None:
+        self._spawn(self._add_inbound(conn), name="quic-inbound")
+
+    async def _add_inbound(self, conn: Connection) -> None:
+        try:
+            await self._add_connection(conn)
+        except ConnectionLimitError as exc:
+            log.debug("inbound connection from %s refused: %s", conn.remote_peer, exc)
 
     async def _upgrade_inbound(self, tcp: TcpStream, done: Callable[[], None]) -> None:
         try:
@@ -732,11 +776,17 @@ class Host:
         resolved, failures = await self.resolver.resolve_all(addrs, timeout=budget)
         errors: list[tuple[Multiaddr, Exception]] = list(failures)
         candidates = [
-            a for a in resolved if a.tcp_endpoint() is not None and a.peer_id() in (None, peer)
+            a
+            for a in resolved
+            if (a.tcp_endpoint() is not None or a.quic_endpoint() is not None)
+            and a.peer_id() in (None, peer)
         ]
+        candidates.sort(key=lambda a: a.quic_endpoint() is None)  # QUIC first: one round trip
         if not candidates:
             detail = "".join(f"; {a}: {describe_dial_error(e)}" for a, e in errors)
-            raise DialError(f"no dialable TCP address for {peer or 'the peer'}{detail}", errors)
+            raise DialError(
+                f"no dialable TCP address (nor QUIC) for {peer or 'the peer'}{detail}", errors
+            )
         await self._make_room(Direction.OUTBOUND)
         for addr in candidates:
             remaining = deadline - time.monotonic()
@@ -756,6 +806,14 @@ class Host:
         raise DialError(f"dial to {peer or 'peer'} failed: {detail}", errors)
 
     async def _dial_addr(self, peer: PeerID | None, addr: Multiaddr, budget: float) -> Connection:
+        quic = addr.quic_endpoint()
+        if quic is not None:
+            self.dial_guard.check(*quic)
+            timeout = max(min(budget, self.config.handshake_timeout), 0.001)
+            try:
+                return await self._quic.dial(peer, addr, timeout=timeout)
+            except TimeoutError:
+                raise TimeoutError(f"QUIC handshake timed out after {_seconds(timeout)}") from None
         endpoint = addr.tcp_endpoint()
         assert endpoint is not None
         self.dial_guard.check(*endpoint)  # the last step before a packet leaves

@@ -1,0 +1,138 @@
+"""The few places where libp2p needs more of aioquic than its public API offers.
+
+libp2p QUIC (libp2p/specs ``quic/README.md`` + ``tls/tls.md``) needs a server that
+*requests* a client certificate, a custom check of the peer's certificate *during* the
+handshake (the libp2p extension instead of a CA chain), and a client that waits for
+handshake *confirmation* (a TLS 1.3 server rejects the client certificate after the
+client believes the handshake is done). aioquic 1.x has none of these as options; its
+``tls.Context`` has them as private attributes. We reach them here, and only here:
+
+- ``Context._request_client_certificate`` (aioquic's own tests use it) makes the server
+  send a CertificateRequest;
+- ``Context._set_peer_certificate`` is wrapped so the libp2p check runs when the
+  certificate arrives; a failure raises a TLS alert, so aioquic aborts the handshake
+  with ``CRYPTO_ERROR + bad_certificate`` exactly as for any other certificate failure;
+- ``Context._server_handle_finished`` is wrapped so a client that sent an empty
+  Certificate is refused with ``certificate_required`` before the handshake completes;
+- ``QuicConnection._handshake_confirmed`` (HANDSHAKE_DONE received) and the stream
+  sender's ``_buffer`` (bytes not yet acknowledged) are read.
+
+Why not a patch or a fork: the hooks are a dozen lines on attributes that have been
+stable across aioquic 0.9 to 1.7, a fork would have to be kept in step with security
+fixes, and an upstream option can replace this module when it lands. Why it is safe:
+pyproject bounds aioquic below the next minor release, :func:`check_internals` runs
+before the first QUIC connection is made and raises :class:`AioquicInternalsError`
+naming what is missing, and ``tests/p2p/test_quic_hooks.py`` fails loudly on any
+aioquic whose internals moved (the upper bound may only be raised with it green).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Final
+
+from aioquic import tls
+from aioquic._buffer import Buffer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from zikade_py.p2p.crypto import PublicKey
+from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.tls import CertificateError, verify_certificate_chain
+
+_CONTEXT_ATTRS: Final = ("_request_client_certificate", "_peer_certificate")
+_CONTEXT_METHODS: Final = ("_set_peer_certificate", "_server_handle_finished")
+_CONNECTION_ATTRS: Final = ("_handshake_confirmed", "_streams")
+
+
+class AioquicInternalsError(RuntimeError):
+    """The installed aioquic lacks an internal this module relies on (upgrade check failed)."""
+
+
+class _CertificateRequiredAlert(tls.Alert):
+    description = tls.AlertDescription.certificate_required
+
+
+def check_internals() -> None:
+    """Raise :class:`AioquicInternalsError` unless every internal we use is where we expect."""
+    missing: list[str] = []
+    ctx = tls.Context(is_client=False)
+    missing += [f"tls.Context.{a}" for a in _CONTEXT_ATTRS if not hasattr(ctx, a)]
+    missing += [f"tls.Context.{m}()" for m in _CONTEXT_METHODS if not callable(getattr(ctx, m, 0))]
+    conn = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    missing += [f"QuicConnection.{a}" for a in _CONNECTION_ATTRS if not hasattr(conn, a)]
+    if not callable(getattr(conn, "_initialize", None)):
+        missing.append("QuicConnection._initialize()")
+    if missing:
+        raise AioquicInternalsError(
+            "aioquic internals needed for libp2p QUIC are missing: " + ", ".join(missing)
+        )
+
+
+class Libp2pQuicConnection(QuicConnection):
+    """An aioquic connection whose TLS proves and checks libp2p identities.
+
+    ``expected_peer`` (dialer side) makes any other identity a handshake failure. After
+    a successful handshake :attr:`remote_peer` and :attr:`remote_public_key` are set;
+    :attr:`certificate_error` says why a handshake we aborted failed.
+    """
+
+    def __init__(self, *, expected_peer: PeerID | None = None, **kwargs: Any) -> None:
+        self.expected_peer = expected_peer
+        self.remote_peer: PeerID | None = None
+        self.remote_public_key: PublicKey | None = None
+        self.certificate_error: CertificateError | None = None
+        super().__init__(**kwargs)
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        _install(self)
+
+    def _accept_chain(self, chain: list[bytes]) -> None:
+        try:
+            peer, key = verify_certificate_chain(chain, self.expected_peer)
+        except CertificateError as exc:
+            self.certificate_error = exc
+            raise tls.AlertBadCertificate(str(exc)) from None
+        self.remote_peer, self.remote_public_key = peer, key
+
+
+def _install(conn: Libp2pQuicConnection) -> None:
+    ctx = conn.tls
+    original_set: Callable[[tls.Certificate], None] = ctx._set_peer_certificate
+
+    @functools.wraps(original_set)
+    def set_peer_certificate(certificate: tls.Certificate) -> None:
+        original_set(certificate)  # an unparsable certificate raises bad_certificate here
+        conn._accept_chain([der for der, _ in certificate.certificates])
+
+    ctx._set_peer_certificate = set_peer_certificate  # type: ignore[method-assign]
+    if conn.configuration.is_client:
+        return
+    ctx._request_client_certificate = True
+    original_finished: Callable[[Buffer, Buffer], None] = ctx._server_handle_finished
+
+    @functools.wraps(original_finished)
+    def server_handle_finished(input_buf: Buffer, output_buf: Buffer) -> None:
+        if conn.remote_peer is None:
+            conn.certificate_error = CertificateError("the client sent no certificate")
+            raise _CertificateRequiredAlert("the client sent no certificate")
+        original_finished(input_buf, output_buf)
+
+    ctx._server_handle_finished = server_handle_finished  # type: ignore[method-assign]
+
+
+def handshake_confirmed(conn: QuicConnection) -> bool:
+    """Whether the handshake is confirmed (client: HANDSHAKE_DONE received, i.e. the server
+    accepted our certificate; server: the handshake completed)."""
+    return bool(conn._handshake_confirmed)
+
+
+def send_buffered(conn: QuicConnection, stream_id: int) -> int:
+    """Bytes of ``stream_id`` that aioquic holds (unsent or unacknowledged): what write
+    backpressure waits on, since ``send_stream_data`` itself never refuses data."""
+    stream = conn._streams.get(stream_id)
+    if stream is None:
+        return 0
+    return len(stream.sender._buffer)
