@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from zikade_py.p2p.addrscope import AddressPolicy
 from zikade_py.p2p.connection import (
     Connection,
     MuxedStream,
@@ -38,6 +39,7 @@ from zikade_py.p2p.identify import (
     IdentifyService,
 )
 from zikade_py.p2p.io import BufferedReader, TcpStream
+from zikade_py.p2p.localaddrs import dial_source
 from zikade_py.p2p.mss import handle_negotiation
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.nbqueue import DEFAULT_QUEUE_LIMIT, NonBlockingQueue
@@ -111,6 +113,9 @@ class HostConfig:
     (go-yamux's accept backlog); further ones are reset."""
     max_peerstore_peers: int = 20_000
     """Peers the address book keeps; beyond it the oldest without a connection go."""
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    """Which networks count as public or private (addrscope.py): what identify announces
+    to whom and keeps from whom; loopback test networks name 127.0.0.0/8 here."""
     limits: ResourceLimits = field(default_factory=ResourceLimits)
     quic: QuicConfig = field(default_factory=QuicConfig)
     """QUIC idle timeout, keep-alive, write high-water mark, accept backlog (quic/session.py)."""
@@ -819,7 +824,10 @@ class Host:
         self.dial_guard.check(*endpoint)  # the last step before a packet leaves
         try:
             async with asyncio.timeout(budget):
-                reader, writer = await asyncio.open_connection(endpoint[0], endpoint[1])
+                reader, writer = await asyncio.open_connection(
+                    endpoint[0], endpoint[1],
+                    local_addr=dial_source(self._listen_addrs, endpoint[0]),
+                )
         except TimeoutError:
             raise TimeoutError(f"TCP connect timed out after {_seconds(budget)}") from None
         tcp = TcpStream(reader, writer)

@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
 
 from zikade_py import __version__
+from zikade_py.p2p.addrscope import DEFAULT_POLICY, AddressPolicy, normalize_addrs
 from zikade_py.p2p.connection import Connection, Stream
 from zikade_py.p2p.crypto import InvalidKeyError, PublicKey
 from zikade_py.p2p.events import PeerIdentified, ProtocolsUpdated
@@ -31,6 +31,7 @@ from zikade_py.p2p.io import (
     MessageTooLargeError,
     length_prefixed,
 )
+from zikade_py.p2p.localaddrs import LocalAddrs
 from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr, decode_addrs
 from zikade_py.p2p.pb import identify_pb2
 from zikade_py.p2p.peer_id import PeerID
@@ -162,20 +163,28 @@ async def read_identify(reader: BufferedReader, peer: PeerID) -> IdentifyInfo:
 
 
 class IdentifyService:
-    """Runs identify on every connection of a host, serves it, and pushes protocol changes."""
+    """Runs identify on every connection of a host, serves it, and pushes protocol changes.
 
-    __slots__ = ("_host", "_push_task", "_results")
+    It also keeps the host's view of its own addresses (:attr:`addresses`): what peers
+    observe of us feeds it, and what each peer is told comes from it (nothing narrower
+    than the peer's own scope, and in auto mode only confirmed public addresses)."""
+
+    __slots__ = ("_host", "_push_task", "_results", "addresses", "on_addrs_changed")
 
     def __init__(self, host: Host) -> None:
         self._host = host
         self._results: dict[Connection, asyncio.Future[IdentifyInfo]] = {}
         self._push_task: asyncio.Task[None] | None = None
+        self.addresses = LocalAddrs(lambda: host.listen_addrs, host.config.address_policy)
+        """Our addresses: listen, observed by peers, confirmed by AutoNAT (localaddrs.py)."""
+        self.on_addrs_changed: list[Callable[[], None]] = []
+        """Called when the set of activated observed addresses changes (AutoNAT re-checks)."""
 
     def _message(self, conn: Connection) -> bytes:
         host = self._host
         return encode_identify(
             public_key=host.public_key,
-            listen_addrs=host.listen_addrs,
+            listen_addrs=self.addresses.announce(conn.remote_addr),
             protocols=host.protocols,
             observed_addr=conn.remote_addr,
         )
@@ -197,6 +206,7 @@ class IdentifyService:
         await stream.close()
         self._record(stream.connection, info)
         self._host.publish(ProtocolsUpdated(stream.remote_peer, info.protocols))
+        self._observe(stream.connection, info)
 
     def identify(self, conn: Connection) -> asyncio.Future[IdentifyInfo]:
         """The identify result of ``conn``, starting the exchange if it has not run yet."""
@@ -215,6 +225,10 @@ class IdentifyService:
         fut = self._results.pop(conn, None)
         if fut is not None and not fut.done():
             fut.cancel()
+        before = self.addresses.observed.addrs()
+        self.addresses.forget_connection(conn)
+        if self.addresses.observed.addrs() != before:
+            self._addrs_changed()
 
     async def _run(self, conn: Connection) -> IdentifyInfo:
         async with asyncio.timeout(IDENTIFY_TIMEOUT):
@@ -229,7 +243,27 @@ class IdentifyService:
         self._host.publish(
             PeerIdentified(conn.remote_peer, info.protocols, info.listen_addrs, info.agent_version)
         )
+        self._observe(conn, info)
         return info
+
+    def _observe(self, conn: Connection, info: IdentifyInfo) -> None:
+        """Count where ``conn``'s peer saw us; a newly activated address is pushed."""
+        observed = self.addresses.observed
+        before = observed.addrs()
+        self.addresses.record_observation(
+            conn, conn.local_addr, conn.remote_addr, info.observed_addr
+        )
+        if observed.addrs() != before:
+            self._addrs_changed()
+
+    def _addrs_changed(self) -> None:
+        for callback in list(self.on_addrs_changed):
+            try:
+                callback()
+            except Exception:  # a listener's bug must not break identify
+                log.exception("address change listener failed")
+        if self._host.is_running:
+            self.schedule_push()
 
     def _record(self, conn: Connection, info: IdentifyInfo) -> None:
         store = self._host.peerstore
@@ -241,7 +275,9 @@ class IdentifyService:
             protocol_version=info.protocol_version,
             public_key=info.public_key or conn.remote_public_key,
         )
-        addrs = filter_listen_addrs(info.listen_addrs, conn.remote_addr)
+        addrs = filter_listen_addrs(
+            normalize_addrs(info.listen_addrs, peer), conn.remote_addr, self.addresses.policy
+        )
         store.add_addrs(peer, addrs, CONNECTED_ADDR_TTL)
 
     def schedule_push(self) -> None:
@@ -278,31 +314,23 @@ class IdentifyService:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _scope(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
-    """0 loopback, 1 private or link-local, 2 public: how far an address reaches."""
-    if ip.is_loopback:
-        return 0
-    if ip.is_private or ip.is_link_local or not ip.is_global:
-        return 1
-    return 2
-
-
-def filter_listen_addrs(addrs: Sequence[Multiaddr], remote: Multiaddr | None) -> list[Multiaddr]:
+def filter_listen_addrs(
+    addrs: Sequence[Multiaddr], remote: Multiaddr | None, policy: AddressPolicy = DEFAULT_POLICY
+) -> list[Multiaddr]:
     """The listen addresses worth keeping from a peer that reached us from ``remote``
     (go identify's ``filterAddrs``): dialable TCP only, none unspecified, and none of a
     narrower scope than the connection's (a public peer's loopback or private addresses
-    would make us dial inside our own network)."""
-    remote_ip = remote.ip_address() if remote is not None else None
-    floor = _scope(remote_ip) if remote_ip is not None else 2
+    would make us dial inside our own network; addrscope.py, which also knows the
+    loopback stand-ins of test networks)."""
     out = []
     for addr in addrs:
         ip = addr.ip_address()
         if ip is None or addr.tcp_endpoint() is None or addr.is_unspecified():
             continue
-        if ip.is_multicast or _scope(ip) < floor:
+        if ip.is_multicast:
             continue
         out.append(addr)
-    return out
+    return policy.usable_from(out, remote)
 
 
 def _consume_exception(fut: asyncio.Future[IdentifyInfo]) -> None:
