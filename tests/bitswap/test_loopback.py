@@ -1,0 +1,92 @@
+"""Two and more of our nodes exchange files over real TCP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from zikade_py import session
+from zikade_py.bitswap import BitswapConfig, SessionConfig
+from zikade_py.blocks import cid as cids
+from zikade_py.unixfs import Profile, cat, import_bytes
+
+from .conftest import Peer, StartPeer
+
+pytestmark = pytest.mark.timeout(60)
+
+FAST = BitswapConfig(session=SessionConfig(provider_search_delay=0.05, want_timeout=2.0))
+
+
+async def add(peer: Peer, data: bytes, profile: Profile | None = None) -> bytes:
+    blocks = import_bytes(data, profile) if profile else import_bytes(data)
+    root = blocks[-1].cid
+    await peer.bitswap.put_blocks([(b.cid, b.data) for b in blocks], pin=root)
+    return root
+
+
+class Source:
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+
+    async def fetch(self, wanted):  # type: ignore[no-untyped-def]
+        async for _, data in self.peer.bitswap.get_blocks(wanted):
+            yield data
+
+
+async def test_fetch_a_file_from_a_provider(start_peer: StartPeer) -> None:
+    server = await start_peer()
+    data = random.Random(1).randbytes(300_000)
+    root = await add(server, data, Profile("t", 16_384, 8))
+    client = await start_peer([server], FAST)
+    async with asyncio.timeout(20):
+        got = b"".join([c async for c in cat(root, Source(client))])
+    assert got == data
+    stat = client.bitswap.stat()
+    assert stat.blocks_received >= 19 and stat.duplicate_blocks == 0
+    assert server.bitswap.stat().blocks_sent == stat.blocks_received
+    await client.bitswap.wait_sent()
+    assert client.bitswap.wants.total_wants == 0
+    assert client.bitswap.held_connections == 0
+
+
+async def test_two_cats_in_one_session_ask_each_block_once(start_peer: StartPeer) -> None:
+    server = await start_peer()
+    rng = random.Random(2)
+    shared = rng.randbytes(64 * 1024)
+    a = shared + rng.randbytes(32 * 1024)
+    b = shared + rng.randbytes(32 * 1024)
+    profile = Profile("t", 16 * 1024, 4)
+    root_a, root_b = await add(server, a, profile), await add(server, b, profile)
+    client = await start_peer([server], FAST)
+    async with session():
+        got_a = b"".join([c async for c in cat(root_a, Source(client))])
+        got_b = b"".join([c async for c in cat(root_b, Source(client))])
+    assert (got_a, got_b) == (a, b)
+    distinct = {bl.cid for bl in import_bytes(a, profile)} | {
+        bl.cid for bl in import_bytes(b, profile)
+    }
+    assert server.bitswap.stat().blocks_sent == len(distinct)
+    assert client.bitswap.stat().duplicate_blocks == 0
+
+
+async def test_cancelling_the_session_cancels_wants_everywhere(start_peer: StartPeer) -> None:
+    server = await start_peer()  # has nothing: the want stays open
+    client = await start_peer([server], FAST)
+    missing = cids.make(b"nobody has this")
+    async with session() as sess:
+        task = asyncio.create_task(client.bitswap.get_block(missing))
+        async with asyncio.timeout(10):
+            while not server.bitswap.engine.wantlist(client.host.peer_id):
+                await asyncio.sleep(0.02)
+        sess.cancel()
+        with pytest.raises(Exception):  # noqa: B017 (SessionCancelledError)
+            await task
+    async with asyncio.timeout(10):
+        while server.bitswap.engine.wantlist(client.host.peer_id):
+            await asyncio.sleep(0.02)
+    assert client.bitswap.wants.total_wants == 0
+    assert client.bitswap.sender_tasks == 0
+    assert client.bitswap.held_connections == 0
+    assert client.bitswap.stat().sessions == 0

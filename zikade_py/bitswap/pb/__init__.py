@@ -1,0 +1,1 @@
+"""Generated protobuf code for Bitswap messages (regenerate with ``scripts/gen-protos``)."""
