@@ -505,6 +505,9 @@ async def test_window_grows_only_within_the_memory_budget() -> None:
         def headroom(self) -> int:
             return self.room
 
+        def note_discarded(self, size: int, now: float) -> float:
+            return 0.0
+
     for room, grows in ((100 * 1024, False), (64 * 1024 * 1024, True)):
         payload = os.urandom(4 * 1024 * 1024)
         config = YamuxConfig(keepalive_interval=None)

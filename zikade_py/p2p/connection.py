@@ -132,11 +132,17 @@ class ReadAheadStream:
     Wraps a layer whose negotiation may have consumed the next layer's first bytes.
     """
 
-    __slots__ = ("_abort", "_reader")
+    __slots__ = ("_abort", "_pause", "_reader")
 
-    def __init__(self, reader: BufferedReader, abort: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        reader: BufferedReader,
+        abort: Callable[[], None],
+        pause: Callable[[float], None] | None = None,
+    ) -> None:
         self._reader = reader
         self._abort = abort
+        self._pause = pause
 
     async def read(self, max_bytes: int = 65536) -> bytes:
         """Read-ahead bytes first, then the underlying stream."""
@@ -153,6 +159,11 @@ class ReadAheadStream:
     def abort(self) -> None:
         """Drop the TCP connection at once (yamux uses it when a close hangs)."""
         self._abort()
+
+    def pause_reading_for(self, seconds: float) -> None:
+        """Stop reading the socket for ``seconds`` (yamux, when the peer sends junk)."""
+        if self._pause is not None:
+            self._pause(seconds)
 
 
 def socket_multiaddr(address: tuple[str, int] | None) -> Multiaddr | None:
@@ -388,7 +399,11 @@ async def _muxer(
     else:
         reader = BufferedReader(noise)
         _, reader = await handle_negotiation(noise, lambda p: p == YAMUX_PROTOCOL_ID, reader=reader)
-    session = YamuxSession(ReadAheadStream(reader, tcp.abort), is_client=is_client, config=config)
+    session = YamuxSession(
+        ReadAheadStream(reader, tcp.abort, tcp.pause_reading_for),
+        is_client=is_client,
+        config=config,
+    )
     if not can_pump(tcp):
         await session.start()
         return session

@@ -667,6 +667,8 @@ class Host:
             log.debug("stream negotiation with %s failed: %r", conn.remote_peer, exc)
             with contextlib.suppress(Exception):
                 await inner.reset()
+            if not isinstance(exc, ResourceLimitError):
+                self._note_bad_stream(conn)
             return
         handler = self._handlers.get(protocol)
         stream = Stream(inner, reader, protocol, conn)
@@ -685,6 +687,15 @@ class Host:
             await self._finish_stream(inner)
         finally:
             conn.lingering -= 1
+
+    def _note_bad_stream(self, conn: Connection) -> None:
+        """A stream the peer opened failed its negotiation: past the connection's allowance
+        (``bad_streams_per_connection``) the connection is closed."""
+        state = self._states.get(conn)
+        if state is None or state.scope.note_bad_stream(time.monotonic()):
+            return
+        log.debug("closing the connection of %s: too many failed streams", conn.remote_peer)
+        self._spawn(conn.close(), name="close-misbehaving")
 
     async def _finish_stream(self, inner: MuxedStream) -> None:
         """After the handler: nothing more is read, so incoming data is dropped; the peer gets

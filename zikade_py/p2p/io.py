@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Protocol
+from typing import Protocol, cast
 
 from zikade_py.p2p.varint import MAX_VARINT_BYTES, VarintError, decode_uvarint, encode_uvarint
 
@@ -156,6 +156,20 @@ class TcpStream:
         """Drop the connection at once (no FIN handshake), for broken peers."""
         self._closed = True
         self.writer.transport.abort()
+
+    def pause_reading_for(self, seconds: float) -> None:
+        """Stop reading from the socket for ``seconds`` (the peer's sends then back up in
+        TCP): how a connection that sends more than we will use is slowed down."""
+        transport = cast(asyncio.Transport, self.writer.transport)
+        if transport.is_closing() or not transport.is_reading():
+            return  # closing, or paused already (by us or by a full read buffer)
+        transport.pause_reading()
+        asyncio.get_running_loop().call_later(seconds, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        transport = cast(asyncio.Transport, self.writer.transport)
+        if not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()
 
     @property
     def remote_address(self) -> tuple[str, int] | None:

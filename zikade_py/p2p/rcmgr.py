@@ -65,6 +65,18 @@ class ResourceLimits:
     """Received bytes yamux may buffer for one connection (go: 32 MiB per connection)."""
     host_memory: int = 256 * MiB
     """Received bytes yamux may buffer over the whole host."""
+    discard_rate: int = 1 * MiB
+    """Bytes per second a connection may send that we drop unread (data for streams that
+    are reset, closed or unknown); beyond ``discard_burst`` reading from it pauses until the
+    allowance refills, so TCP slows the sender instead of our event loop decrypting junk."""
+    discard_burst: int = 4 * MiB
+    """Dropped bytes a connection may send at once before reading pauses."""
+    bad_streams_per_connection: int = 32
+    """Inbound streams per ``bad_stream_interval`` whose negotiation fails (junk, a reset
+    before a protocol was agreed, a timeout) that one connection may open; one more and
+    the connection is closed (opening streams to be reset is a cheap way to make us work)."""
+    bad_stream_interval: float = 10.0
+    """Seconds over which ``bad_streams_per_connection`` is counted (a refilling allowance)."""
     ipv4_prefix: int = 32
     """IPv4 addresses are grouped by this prefix length."""
     ipv6_prefix: int = 64
@@ -84,6 +96,8 @@ class ResourceLimits:
             ipaddress.ip_network(net)  # ValueError for a bad entry
         if any(n < 1 for _, n in self.protocol_streams_per_connection):
             raise ValueError("protocol stream limits must be at least 1")
+        if self.bad_stream_interval <= 0:
+            raise ValueError("bad_stream_interval must be positive")
 
     def protocol_limit(self, protocol: str) -> int:
         """Inbound streams of ``protocol`` one connection may carry at once."""
@@ -136,7 +150,9 @@ class ConnectionScope:
     streams it serves, and the bytes yamux buffers for it (``reserve_memory``)."""
 
     __slots__ = (
+        "_bad",
         "_closed",
+        "_discard",
         "_group",
         "_memory",
         "_mgr",
@@ -155,6 +171,12 @@ class ConnectionScope:
         self._outbound = 0
         self._protocols: Counter[str] = Counter()
         self._closed = False
+        self._discard = _Allowance(mgr.limits.discard_rate, mgr.limits.discard_burst)
+        limits = mgr.limits
+        self._bad = _Allowance(
+            limits.bad_streams_per_connection / limits.bad_stream_interval,
+            limits.bad_streams_per_connection,
+        )
 
     @property
     def memory(self) -> int:
@@ -203,6 +225,16 @@ class ConnectionScope:
             ),
             0,
         )
+
+    def note_discarded(self, size: int, now: float) -> float:
+        """``size`` received bytes were dropped unread at ``now``; returns the seconds reading
+        from this connection should pause (0.0 within ``discard_rate`` / ``discard_burst``)."""
+        return self._discard.spend(size, now)
+
+    def note_bad_stream(self, now: float) -> bool:
+        """An inbound stream failed its negotiation at ``now``; False once the connection
+        has gone past ``bad_streams_per_connection`` (close it)."""
+        return self._bad.spend(1, now) == 0.0
 
     def has_stream_slot(self) -> bool:
         """Whether this connection may start serving one more inbound stream."""
@@ -297,6 +329,32 @@ class InboundStream:
         if self._protocol is not None:
             _dec(conn._protocols, self._protocol)
             _dec(mgr._protocol_streams, self._protocol)
+
+
+MAX_PAUSE = 5.0
+"""Longest single pause of reading (seconds), however deep a connection's deficit."""
+
+
+class _Allowance:
+    """A token bucket: ``rate`` per second up to ``burst``; spending past it reports how
+    long until the bucket is back at zero (capped at :data:`MAX_PAUSE`)."""
+
+    __slots__ = ("_at", "_burst", "_rate", "_tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._at: float | None = None
+
+    def spend(self, amount: float, now: float) -> float:
+        if self._at is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        self._tokens -= amount
+        if self._tokens >= 0:
+            return 0.0
+        return min(-self._tokens / self._rate, MAX_PAUSE)
 
 
 class OutboundStream:

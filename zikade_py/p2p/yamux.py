@@ -140,6 +140,9 @@ class YamuxSession:
         self._started = False
         self._rbuf = bytearray()  # fed bytes not yet a complete frame (push mode)
         self._skip = 0  # bytes of a data frame for no known stream still to drop (push mode)
+        self._rbuf_charged = 0  # bytes of _rbuf reserved from the memory budget
+        self.read_pauses = 0
+        """Times reading was paused because the peer sent too much we drop unread."""
         self.memory: MemoryBudget | None = None
         """Where received stream data is accounted (the connection's resource scope)."""
         self.last_activity = time.monotonic()
@@ -385,13 +388,21 @@ class YamuxSession:
         """
         if self._closing:
             return
+        dropped = 0
         if self._skip:
             if len(data) <= self._skip:
                 self._skip -= len(data)
                 self.last_activity = time.monotonic()
+                self._note_dropped(len(data))
                 return
+            dropped = self._skip
             data = data[self._skip :]
             self._skip = 0
+        memory = self.memory
+        if self._rbuf_charged and memory is not None:
+            # the partial frame's bytes move on now; what stays is charged again below
+            memory.release_memory(self._rbuf_charged)
+            self._rbuf_charged = 0
         buf = self._rbuf
         buf += data
         pos = 0
@@ -412,8 +423,10 @@ class YamuxSession:
                         available = end - pos - HEADER_SIZE
                         if available < header.length:
                             self._skip = header.length - available
+                            dropped += available
                             pos = end
                             break
+                        dropped += header.length
                         pos += HEADER_SIZE + header.length
                         continue
                     if end - pos - HEADER_SIZE < header.length:
@@ -421,7 +434,7 @@ class YamuxSession:
                     body = bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + header.length])
                     size += header.length
                 pos += size
-                self._handle_frame(header, body)
+                dropped += self._handle_frame(header, body)
                 if self._closing:
                     return
         except YamuxProtocolError as exc:
@@ -438,6 +451,28 @@ class YamuxSession:
             if pos:
                 self.last_activity = time.monotonic()
         del buf[:pos]
+        if buf and memory is not None:
+            # a partial frame waits here: it draws on the connection's budget like stream data
+            if not memory.reserve_memory(len(buf)):
+                self._fail(SessionClosedError("partial frame over the memory budget"),
+                           GoAwayCode.INTERNAL_ERROR)
+                return
+            self._rbuf_charged = len(buf)
+        if dropped:
+            self._note_dropped(dropped)
+
+    def _note_dropped(self, size: int) -> None:
+        """``size`` received bytes were dropped unread: past the connection's allowance,
+        reading pauses (TCP then slows the sender; go-yamux reads no faster than it drops)."""
+        memory = self.memory
+        if memory is None:
+            return
+        pause = memory.note_discarded(size, time.monotonic())
+        if pause > 0:
+            pause_for = getattr(self._conn, "pause_reading_for", None)
+            if callable(pause_for):
+                pause_for(pause)
+                self.read_pauses += 1
 
     def feed_eof(self, reason: str = "connection closed by peer") -> None:
         """The connection ended (push mode): close the session."""
@@ -473,13 +508,14 @@ class YamuxSession:
         one: its payload is dropped without being kept."""
         return header.stream_id not in self._streams and not header.flags & _SYN
 
-    def _handle_frame(self, header: FrameHeader, body: bytes) -> None:
+    def _handle_frame(self, header: FrameHeader, body: bytes) -> int:
+        """Dispatch one frame; returns how many payload bytes were dropped unread."""
         if header.type is FrameType.PING:
             self._on_ping(header)
-            return
+            return 0
         if header.type is FrameType.GO_AWAY:
             self._remote_goaway = header.length
-            return
+            return 0
         stream_id = header.stream_id
         if stream_id == 0:
             raise YamuxProtocolError(f"{header.type.name} frame on stream 0")
@@ -492,17 +528,19 @@ class YamuxSession:
                 raise YamuxProtocolError(f"SYN for existing stream {stream_id}")
             stream = self._on_inbound_syn(stream_id)
         if stream is None:
-            return  # a late frame for a stream already closed or reset: ignore
+            return len(body)  # a late frame for a stream already closed or reset: ignore
         if flags & _ACK:
             stream._on_ack()
+        dropped = 0
         if header.type is FrameType.DATA:
-            stream._on_data(body)
+            dropped = stream._on_data(body)
         elif not flags & _RST:  # go-yamux v5 puts an error code in an RST's length
             stream._on_window_update(header.length)
         if flags & _FIN:
             stream._on_remote_fin()
         if flags & _RST:
             stream._on_remote_reset()
+        return dropped
 
     def _on_inbound_syn(self, stream_id: int) -> YamuxStream | None:
         if (
@@ -537,6 +575,9 @@ class YamuxSession:
             return
         self._closing = True
         self._close_reason = reason
+        if self._rbuf_charged and self.memory is not None:
+            self.memory.release_memory(self._rbuf_charged)
+        self._rbuf_charged = 0
         if goaway_code == GoAwayCode.NORMAL and self._writer_task is not None:
             # a local close: what writers already handed over still goes out, then GoAway
             self._queue.append((encode_header(FrameType.GO_AWAY, 0, 0, goaway_code), None))

@@ -43,6 +43,11 @@ class MemoryBudget(Protocol):
         """Bytes that could still be reserved now."""
         ...
 
+    def note_discarded(self, size: int, now: float) -> float:
+        """``size`` received bytes were dropped unread; returns the seconds reading from the
+        connection should pause (0.0: go on)."""
+        ...
+
 
 class SessionLink(Protocol):
     """What a stream needs from its session (keeps the stream module free of the session)."""
@@ -248,7 +253,8 @@ class YamuxStream:
         """Largest Data payload the peer may send right now."""
         return self._recv_window
 
-    def _on_data(self, body: bytes) -> None:
+    def _on_data(self, body: bytes) -> int:
+        """Take a Data frame's payload; returns how many of its bytes were dropped unread."""
         if len(body) > self._recv_window:
             raise YamuxProtocolError(
                 f"stream {self.stream_id}: {len(body)} bytes exceed the receive window "
@@ -256,7 +262,7 @@ class YamuxStream:
             )
         self._recv_window -= len(body)
         if self._reset or self._remote_fin or self._discard or not body:
-            return  # data after FIN is dropped; it still counted against the window
+            return len(body)  # data after FIN is dropped; it still counted against the window
         memory = self._session.memory
         if memory is not None:
             if not memory.reserve_memory(len(body)):
@@ -266,10 +272,11 @@ class YamuxStream:
                     encode_header(FrameType.WINDOW_UPDATE, Flag.RST, self.stream_id, 0),
                     urgent=True,
                 )
-                return
+                return len(body)
             self._charged += len(body)
         self._recv_buf += body
         self._readable.set()
+        return 0
 
     def _on_window_update(self, delta: int) -> None:
         self._send_window += delta
