@@ -180,6 +180,7 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
         quic = Libp2pQuicConnection(
             configuration=self._configuration(is_client=False),
             original_destination_connection_id=header.destination_cid,
+            stream_window=self._config.max_stream_data,
         )
         session = QuicSession(self, quic, addr, config=self._config)
         self._sessions.add(session)
@@ -215,7 +216,9 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
         if self._closed or self._transport is None:
             raise HandshakeError("endpoint closed")
         quic = Libp2pQuicConnection(
-            configuration=self._configuration(is_client=True), expected_peer=expected_peer
+            configuration=self._configuration(is_client=True),
+            expected_peer=expected_peer,
+            stream_window=self._config.max_stream_data,
         )
         loop = asyncio.get_running_loop()
         quic.connect(addr, now=loop.time())

@@ -15,7 +15,10 @@ client believes the handshake is done). aioquic 1.x has none of these as options
 - ``Context._server_handle_finished`` is wrapped so a client that sent an empty
   Certificate is refused with ``certificate_required`` before the handshake completes;
 - ``QuicConnection._handshake_confirmed`` (HANDSHAKE_DONE received) and the stream
-  sender's ``_buffer`` (bytes not yet acknowledged) are read.
+  sender's ``_buffer`` (bytes not yet acknowledged) are read;
+- ``QuicConnection._write_stream_limits`` is overridden so a stream's receive window
+  moves when the *application* reads (aioquic doubles it as data *arrives*, so a peer
+  could fill our memory with a stream nobody reads): the grant is ``consumed + window``.
 
 Why not a patch or a fork: the hooks are a dozen lines on attributes that have been
 stable across aioquic 0.9 to 1.7, a fork would have to be kept in step with security
@@ -43,7 +46,8 @@ from zikade_py.p2p.tls import CertificateError, verify_certificate_chain
 
 _CONTEXT_ATTRS: Final = ("_request_client_certificate", "_peer_certificate")
 _CONTEXT_METHODS: Final = ("_set_peer_certificate", "_server_handle_finished")
-_CONNECTION_ATTRS: Final = ("_handshake_confirmed", "_streams")
+_CONNECTION_ATTRS: Final = ("_handshake_confirmed", "_streams", "_write_stream_limits")
+_STREAM_ATTRS: Final = ("max_stream_data_local", "max_stream_data_local_sent")
 
 
 class AioquicInternalsError(RuntimeError):
@@ -64,6 +68,16 @@ def check_internals() -> None:
     missing += [f"QuicConnection.{a}" for a in _CONNECTION_ATTRS if not hasattr(conn, a)]
     if not callable(getattr(conn, "_initialize", None)):
         missing.append("QuicConnection._initialize()")
+    conn.send_stream_data(0, b"")
+    stream = conn._streams.get(0)
+    if stream is None:
+        missing.append("QuicConnection._streams[id]")
+    else:
+        missing += [f"QuicStream.{a}" for a in _STREAM_ATTRS if not hasattr(stream, a)]
+        if not hasattr(stream.receiver, "highest_offset"):
+            missing.append("QuicStreamReceiver.highest_offset")
+        if not hasattr(stream.sender, "_buffer"):
+            missing.append("QuicStreamSender._buffer")
     if missing:
         raise AioquicInternalsError(
             "aioquic internals needed for libp2p QUIC are missing: " + ", ".join(missing)
@@ -78,8 +92,14 @@ class Libp2pQuicConnection(QuicConnection):
     :attr:`certificate_error` says why a handshake we aborted failed.
     """
 
-    def __init__(self, *, expected_peer: PeerID | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, expected_peer: PeerID | None = None, stream_window: int = 1 << 20, **kwargs: Any
+    ) -> None:
         self.expected_peer = expected_peer
+        self.stream_window = stream_window
+        """Bytes a peer may send on a stream beyond what the application has read."""
+        self.consumed: dict[int, int] = {}
+        """Bytes the application has read, per stream (the session keeps it up to date)."""
         self.remote_peer: PeerID | None = None
         self.remote_public_key: PublicKey | None = None
         self.certificate_error: CertificateError | None = None
@@ -88,6 +108,22 @@ class Libp2pQuicConnection(QuicConnection):
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
         _install(self)
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        consumed = self.consumed.get(stream.stream_id, 0)
+        if stream.max_stream_data_local:
+            target = consumed + self.stream_window
+            # grant more once half the window was read (not one frame per read)
+            if target - stream.max_stream_data_local >= self.stream_window // 2:
+                stream.max_stream_data_local = target
+        # hide the arrival offset from aioquic's arrival-driven doubling, then let it write
+        # the MAX_STREAM_DATA frame for whatever we decided
+        arrived = stream.receiver.highest_offset
+        stream.receiver.highest_offset = 0
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            stream.receiver.highest_offset = arrived
 
     def _accept_chain(self, chain: list[bytes]) -> None:
         try:

@@ -118,6 +118,7 @@ class QuicSession:
         # ids at or above it that were seen out of order are kept in _seen_remote
         self._remote_floor = 1 if self._is_client else 0
         self._seen_remote: set[int] = set()
+        self._granted: dict[int, int] = {}  # consumed bytes at the last window update
         self._processing = False
 
     # -- state ------------------------------------------------------------------------------
@@ -327,6 +328,16 @@ class QuicSession:
         """Bytes aioquic still holds for the stream (unsent or unacknowledged)."""
         return send_buffered(self.quic, stream_id)
 
+    def consumed(self, stream_id: int, size: int) -> None:
+        """The application read ``size`` bytes of the stream: its receive window moves, and
+        a MAX_STREAM_DATA goes out once half a window was read."""
+        total = self.quic.consumed.get(stream_id, 0) + size
+        self.quic.consumed[stream_id] = total
+        granted = self._granted.get(stream_id, 0)
+        if total - granted >= self.quic.stream_window // 2 and not self.is_closed:
+            self._granted[stream_id] = total
+            self._transmit()
+
     async def wait_progress(self) -> None:
         """Wait until the peer sent something (acknowledgements free send buffers)."""
         if self.is_closed:
@@ -351,6 +362,8 @@ class QuicSession:
         """The stream ended (both FINs or reset): it no longer counts."""
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
+        self.quic.consumed.pop(stream.stream_id, None)
+        self._granted.pop(stream.stream_id, None)
         with contextlib.suppress(ValueError):
             self._accept.remove(stream)
 

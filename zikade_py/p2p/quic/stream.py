@@ -82,6 +82,7 @@ class QuicStream:
                 out = bytes(self._recv_buf[:max_bytes])
                 del self._recv_buf[:max_bytes]
                 self._uncharge(len(out))
+                self._session.consumed(self.stream_id, len(out))
                 return out
             if self._remote_fin:
                 return b""

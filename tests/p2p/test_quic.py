@@ -1,0 +1,426 @@
+"""QUIC endpoints and sessions on 127.0.0.1: handshakes that prove identities both ways, every
+certificate rejection on both sides, streams (FIN, reset, backpressure, receive windows),
+shared sockets, and garbage datagrams."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from zikade_py.p2p.crypto import PrivateKey
+from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.quic.endpoint import QuicEndpoint
+from zikade_py.p2p.quic.session import HandshakeError, QuicConfig, QuicSession
+from zikade_py.p2p.tls import (
+    EXTENSION_OID,
+    SIGNATURE_PREFIX,
+    Certificate,
+    CertificateError,
+    PeerIDMismatchError,
+    SignedKey,
+    make_certificate,
+)
+from zikade_py.p2p.yamux_errors import SessionClosedError, StreamResetError
+
+TIMEOUT = 10.0
+
+
+def pid(key: PrivateKey) -> PeerID:
+    return PeerID.from_public_key(key.public_key)
+
+
+async def until(cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.005)
+
+
+class Pair:
+    """A listening endpoint ``a`` (its inbound sessions queue up) and a dialing ``b``."""
+
+    def __init__(self, a: QuicEndpoint, b: QuicEndpoint, inbound: asyncio.Queue[QuicSession]):
+        self.a, self.b, self.inbound = a, b, inbound
+
+    async def dial(self, expected: PeerID | None) -> tuple[QuicSession, QuicSession]:
+        client = await self.b.dial(self.a.local_address, expected, timeout=TIMEOUT)
+        server = await asyncio.wait_for(self.inbound.get(), TIMEOUT)
+        return client, server
+
+
+def endpoint(key: PrivateKey, inbound: asyncio.Queue[QuicSession] | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    return QuicEndpoint(
+        key,
+        QuicConfig(**kw),
+        on_inbound=inbound.put_nowait if inbound else None,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def keys() -> tuple[PrivateKey, PrivateKey]:
+    return PrivateKey.generate(), PrivateKey.generate()
+
+
+@pytest.fixture
+async def pair(keys: tuple[PrivateKey, PrivateKey]) -> AsyncIterator[Pair]:
+    inbound: asyncio.Queue[QuicSession] = asyncio.Queue()
+    a, b = endpoint(keys[0], inbound), endpoint(keys[1])
+    await a.open("127.0.0.1", 0)
+    await b.open("127.0.0.1", 0)
+    yield Pair(a, b, inbound)
+    await a.close()
+    await b.close()
+
+
+# --- handshakes -----------------------------------------------------------------------------------
+
+
+async def test_both_sides_learn_the_authenticated_peer(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    client, server = await pair.dial(pid(keys[0]))
+    assert client.remote_peer == pid(keys[0])
+    assert server.remote_peer == pid(keys[1])
+    assert server.remote_public_key == keys[1].public_key
+    assert client.is_ready and server.is_ready
+
+
+async def test_dial_without_expected_peer_accepts_any_identity(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    client, _ = await pair.dial(None)
+    assert client.remote_peer == pid(keys[0])
+
+
+async def test_one_socket_carries_inbound_and_outbound_connections(
+    keys: tuple[PrivateKey, PrivateKey],
+) -> None:
+    inbound_a: asyncio.Queue[QuicSession] = asyncio.Queue()
+    inbound_b: asyncio.Queue[QuicSession] = asyncio.Queue()
+    a, b = endpoint(keys[0], inbound_a), endpoint(keys[1], inbound_b)
+    c_key = PrivateKey.generate()
+    c = endpoint(c_key, asyncio.Queue())
+    for ep in (a, b, c):
+        await ep.open("127.0.0.1", 0)
+    try:
+        ab = await a.dial(b.local_address, pid(keys[1]), timeout=TIMEOUT)
+        ba = await b.dial(a.local_address, pid(keys[0]), timeout=TIMEOUT)
+        ca = await c.dial(a.local_address, pid(keys[0]), timeout=TIMEOUT)
+        server_side = await asyncio.wait_for(inbound_b.get(), TIMEOUT)
+        # b's inbound connection came from a's listening port: one socket, both directions
+        assert server_side.remote_addr[1] == a.local_address[1]
+        assert len(a.sessions) == 3  # a dialed b, b dialed a, c dialed a
+        for session in (ab, ba, ca):
+            stream = await session.open_stream()
+            await stream.write(b"ping")
+            await stream.close()
+        assert {s.remote_peer for s in a.sessions} == {pid(keys[1]), pid(c_key)}
+    finally:
+        for ep in (a, b, c):
+            await ep.close()
+
+
+# --- certificate rejections, both sides ----------------------------------------------------------
+
+
+def _plain_certificate() -> Certificate:
+    """Self-signed, no libp2p extension."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, "1")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return Certificate(cert, key)
+
+
+def _forged_certificate(identity: PrivateKey) -> Certificate:
+    """The extension's signature covers another key than the certificate's."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    spki = other.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signed = SignedKey(identity.public_key.to_protobuf(), identity.sign(SIGNATURE_PREFIX + spki))
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, "2")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.UnrecognizedExtension(EXTENSION_OID, signed.to_der()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Certificate(cert, key)
+
+
+def _no_certificate() -> None:
+    return None
+
+
+BAD_CERTS: dict[str, Callable[[PrivateKey], Certificate | None]] = {
+    "no-extension": lambda k: _plain_certificate(),
+    "bad-extension-signature": _forged_certificate,
+}
+
+
+async def _expect_refused(dial: Awaitable[QuicSession]) -> HandshakeError:
+    with pytest.raises(HandshakeError) as info:
+        await dial
+    return info.value
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_CERTS))
+async def test_server_refuses_a_bad_client_certificate(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey], kind: str
+) -> None:
+    pair.b._cert = BAD_CERTS[kind](keys[1])  # type: ignore[assignment]
+    await _expect_refused(pair.b.dial(pair.a.local_address, pid(keys[0]), timeout=TIMEOUT))
+    assert pair.inbound.empty()
+    await until(lambda: not pair.a.sessions)  # the refused connection is gone
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_CERTS))
+async def test_client_refuses_a_bad_server_certificate(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey], kind: str
+) -> None:
+    pair.a._cert = BAD_CERTS[kind](keys[0])  # type: ignore[assignment]
+    error = await _expect_refused(pair.b.dial(pair.a.local_address, pid(keys[0]), timeout=TIMEOUT))
+    assert isinstance(error.__cause__ or error, CertificateError)
+    await until(lambda: not pair.a.sessions and not pair.b.sessions)
+    assert pair.inbound.empty()
+
+
+async def test_server_refuses_a_client_without_certificate(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    original = pair.b._configuration
+
+    def no_cert(*, is_client: bool):  # type: ignore[no-untyped-def]
+        config = original(is_client=is_client)
+        config.certificate = None
+        config.private_key = None
+        return config
+
+    pair.b._configuration = no_cert  # type: ignore[method-assign]
+    # the client completes its side; only confirmation (never coming) tells it otherwise
+    await _expect_refused(pair.b.dial(pair.a.local_address, pid(keys[0]), timeout=TIMEOUT))
+    assert pair.inbound.empty()
+    await until(lambda: not pair.a.sessions)
+
+
+async def test_wrong_peer_id_is_refused_by_the_dialer(pair: Pair) -> None:
+    other = pid(PrivateKey.generate())
+    error = await _expect_refused(pair.b.dial(pair.a.local_address, other, timeout=TIMEOUT))
+    assert isinstance(error.__cause__ or error, PeerIDMismatchError)
+    await until(lambda: not pair.b.sessions and not pair.a.sessions)
+    assert pair.inbound.empty()
+
+
+async def test_a_good_certificate_after_refusals_still_works(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    await _expect_refused(
+        pair.b.dial(pair.a.local_address, pid(PrivateKey.generate()), timeout=TIMEOUT)
+    )
+    pair.b._cert = make_certificate(keys[1])
+    client, server = await pair.dial(pid(keys[0]))
+    assert server.remote_peer == pid(keys[1]) and client.is_ready
+
+
+# --- streams --------------------------------------------------------------------------------------
+
+
+async def test_stream_round_trip_with_half_close(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    client, server = await pair.dial(pid(keys[0]))
+    payload = os.urandom(300_000)
+    out = await client.open_stream()
+    await out.write(payload)
+    await out.close()
+    inbound = await server.accept_stream()
+    got = bytearray()
+    while chunk := await inbound.read():
+        got += chunk
+    assert bytes(got) == payload
+    await inbound.write(b"answer")
+    await inbound.close()
+    assert await out.read() == b"answer"
+    assert await out.read() == b""
+    await until(lambda: client.num_streams == 0 and server.num_streams == 0)
+    assert out.is_fully_closed and inbound.is_fully_closed
+
+
+async def test_reset_reaches_the_peer(pair: Pair, keys: tuple[PrivateKey, PrivateKey]) -> None:
+    client, server = await pair.dial(pid(keys[0]))
+    out = await client.open_stream()
+    await out.write(b"x")
+    inbound = await server.accept_stream()
+    assert await inbound.read() == b"x"
+    await out.reset()
+    with pytest.raises(StreamResetError):
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                await inbound.read()
+    await until(lambda: server.num_streams == 0)
+    with pytest.raises(StreamResetError):
+        await out.write(b"more")
+
+
+async def test_on_end_runs_once_when_the_stream_ends(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    client, server = await pair.dial(pid(keys[0]))
+    ended: list[int] = []
+    out = await client.open_stream()
+    out.on_end(lambda: ended.append(1))
+    await out.write(b"a")
+    await out.close()
+    inbound = await server.accept_stream()
+    assert await inbound.read() == b"a"
+    await inbound.close()
+    await out.wait_remote_closed()
+    await until(lambda: ended == [1])
+
+
+async def test_write_waits_for_a_reader_and_the_receive_window_bounds_memory(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    client, server = await pair.dial(pid(keys[0]))
+    window = client.config.max_stream_data
+    payload = os.urandom(3 * window)
+    out = await client.open_stream()
+    writer = asyncio.create_task(out.write(payload))
+    await until(lambda: client.send_buffered(out.stream_id) > client.high_water)
+    inbound = await server.accept_stream()
+    # nobody reads: the peer holds at most one window; the writer is blocked, not done
+    await until(lambda: inbound.buffered >= window // 2)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        assert inbound.buffered <= window
+    assert not writer.done()
+    got = bytearray()
+    while len(got) < len(payload):
+        got += await asyncio.wait_for(inbound.read(), TIMEOUT)
+    await asyncio.wait_for(writer, TIMEOUT)
+    assert bytes(got) == payload
+
+
+async def test_connection_close_ends_streams_and_accept(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    client, server = await pair.dial(pid(keys[0]))
+    out = await client.open_stream()
+    await out.write(b"x")
+    inbound = await server.accept_stream()
+    await client.close()
+    await asyncio.wait_for(server.wait_closed(), TIMEOUT)
+    assert await inbound.read() == b"x"  # what arrived stays readable
+    with pytest.raises(SessionClosedError):
+        await inbound.read()
+    with pytest.raises(SessionClosedError):
+        await server.accept_stream()
+    with pytest.raises(SessionClosedError):
+        await client.open_stream()
+    await until(lambda: not pair.a.sessions and not pair.b.sessions)
+
+
+async def test_idle_connection_is_closed_by_the_idle_timeout(
+    keys: tuple[PrivateKey, PrivateKey],
+) -> None:
+    inbound: asyncio.Queue[QuicSession] = asyncio.Queue()
+    a = endpoint(keys[0], inbound, idle_timeout=0.5, keepalive_interval=None)
+    b = endpoint(keys[1], idle_timeout=0.5, keepalive_interval=None)
+    await a.open("127.0.0.1", 0)
+    await b.open("127.0.0.1", 0)
+    try:
+        client = await b.dial(a.local_address, pid(keys[0]), timeout=TIMEOUT)
+        await asyncio.wait_for(client.wait_closed(), TIMEOUT)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_keepalive_keeps_an_idle_connection_open(
+    keys: tuple[PrivateKey, PrivateKey],
+) -> None:
+    inbound: asyncio.Queue[QuicSession] = asyncio.Queue()
+    a = endpoint(keys[0], inbound, idle_timeout=0.6, keepalive_interval=0.1)
+    b = endpoint(keys[1], idle_timeout=0.6, keepalive_interval=0.1)
+    await a.open("127.0.0.1", 0)
+    await b.open("127.0.0.1", 0)
+    try:
+        client = await b.dial(a.local_address, pid(keys[0]), timeout=TIMEOUT)
+        pings = 0
+        while pings < 30:  # three idle timeouts' worth of pings
+            await asyncio.sleep(0.05)
+            pings += 1
+            assert not client.is_closed
+    finally:
+        await a.close()
+        await b.close()
+
+
+# --- hostile datagrams ----------------------------------------------------------------------------
+
+
+async def test_garbage_datagrams_are_dropped_cheaply(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=pair.a.local_address
+    )
+    try:
+        junk = [b"", b"\x00", os.urandom(50), b"\xc0" + os.urandom(1300), os.urandom(1400)]
+        junk += [b"\x40" + os.urandom(30) for _ in range(50)]
+        for datagram in junk:
+            transport.sendto(datagram)
+        await until(lambda: pair.a.dropped >= len(junk) - 5)
+        assert not pair.a.sessions
+        _, server = await pair.dial(pid(keys[0]))  # still serving
+        assert server.remote_peer == pid(keys[1])
+    finally:
+        transport.close()
+
+
+async def test_unknown_version_gets_version_negotiation(pair: Pair) -> None:
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Catch(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Catch, remote_addr=pair.a.local_address)
+    try:
+        # long header, version 0x1a2a3a4a, dcid 8 bytes, scid 8 bytes, padded to 1200
+        packet = b"\xc0" + bytes.fromhex("1a2a3a4a") + b"\x08" + b"D" * 8 + b"\x08" + b"S" * 8
+        transport.sendto(packet + b"\x00" * (1200 - len(packet)))
+        answer = await asyncio.wait_for(got.get(), TIMEOUT)
+        assert answer[1:5] == b"\x00\x00\x00\x00"  # version negotiation
+        assert b"\x00\x00\x00\x01" in answer[5:]  # offers QUIC v1
+        transport.sendto(packet)  # too small: no answer (no amplification)
+        await asyncio.sleep(0.1)
+        assert got.empty()
+    finally:
+        transport.close()
