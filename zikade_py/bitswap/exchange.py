@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zikade_py.bitswap import wire
@@ -64,7 +64,8 @@ ProviderFinder = Callable[[bytes], AsyncIterator[tuple[PeerID, Sequence[Multiadd
 class BitswapConfig:
     """Limits and timing of the exchange."""
 
-    session: SessionConfig = SessionConfig()
+    session: SessionConfig = field(default_factory=SessionConfig)
+    """Timing of every session."""
     send_timeout: float = 10.0
     """Opening a stream and writing one message to a peer."""
     max_providers: int = 10
