@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zikade_py.http.durations import format_duration
+from zikade_py.http.errors import ArgumentError
 
 from .common import (
     CommandError,
@@ -31,7 +32,7 @@ from .rpc import JSONObj, NotConnectedError, ThinClient
 if TYPE_CHECKING:
     from zikade_py.dht.node import Node
 
-NEEDS_DAEMON = frozenset({"swarm/peers"})
+NEEDS_DAEMON = frozenset({"swarm/peers", "swarm/resources"})
 """Commands that only make sense on a long-running node (Kubo: "run 'ipfs daemon' first")."""
 
 NO_DAEMON_MESSAGE = "this command needs a running daemon (start one with 'zikade daemon')"
@@ -107,7 +108,7 @@ def run_local(
 
     async def go() -> None:
         async with open_local(
-            repo, bootstrap=opts.bootstrap, timeout=opts.timeout, join=join
+            repo, bootstrap=opts.bootstrap, timeout=opts.timeout, join=join, verbose=opts.verbose
         ) as node:
             from zikade_py.http.ops import COMMANDS, Context, Request
 
@@ -145,30 +146,41 @@ def run_anywhere(
 
 def bootstrap_peers(repo: Path, extra: Sequence[str]) -> list[str]:
     """The repo's bootstrap list plus ``--bootstrap`` entries (validated, deduplicated)."""
-    from zikade_py.http.args import parse_multiaddr
-    from zikade_py.http.repo import load_config
+    from zikade_py.http.repo import load_config, validate_bootstrap_addr
 
     for addr in extra:
-        parse_multiaddr(addr, need_peer=True)
+        try:
+            validate_bootstrap_addr(addr)
+        except ValueError as exc:
+            raise ArgumentError(str(exc)) from None
     return list(dict.fromkeys([*extra, *load_config(repo).bootstrap]))
 
 
 @contextlib.asynccontextmanager
 async def open_local(
-    repo: Path, *, bootstrap: Sequence[str] = (), timeout: float, join: bool = True
+    repo: Path,
+    *,
+    bootstrap: Sequence[str] = (),
+    timeout: float,
+    join: bool = True,
+    verbose: bool = False,
 ) -> AsyncIterator[Node]:
     """An ephemeral client node on ``repo``'s identity that joined the network.
 
     ``join=False`` skips bootstrapping (commands that read only local state).
-    Raises :class:`CommandError` when no bootstrap peer can be reached.
+    Raises :class:`CommandError` when no bootstrap peer can be reached. ``verbose``
+    narrates the join on stderr (names resolved, peers dialed and reached).
     """
     from zikade_py.dht.config import NodeConfig
     from zikade_py.dht.node import Node
+    from zikade_py.http.repo import load_config
+    from zikade_py.p2p.host import HostConfig
 
     peers = bootstrap_peers(repo, bootstrap) if join else []
     config = NodeConfig(
         listen_addrs=["/ip4/127.0.0.1/tcp/0"],
         bootstrap=list(peers),
+        host=HostConfig(dns_resolvers=load_config(repo).dns_resolvers),
         mode="client",
         repo=repo,
         query_timeout=timeout,
@@ -179,25 +191,48 @@ async def open_local(
     await node.start()
     try:
         if join:
-            await _join(node, peers)
+            await _join(node, peers, verbose)
         yield node
     finally:
         await node.close()
 
 
-async def _join(node: Node, peers: Sequence[str]) -> None:
+async def _join(node: Node, peers: Sequence[str], verbose: bool = False) -> None:
     """Bootstrap; fail with one line if no seed answers and the table is empty."""
     if not peers:
         if not node.routing_table():
             raise CommandError(
                 "no bootstrap peers: start 'zikade daemon', pass --bootstrap MULTIADDR, "
-                "or add one with 'zikade bootstrap add'"
+                "add one with 'zikade bootstrap add', or 'zikade bootstrap reset' for the "
+                "public peers"
             )
         return
+    say = _narrator(verbose)
+    names = sorted({p.split("/")[2] for p in peers if p.startswith(("/dns", "/dnsaddr/"))})
+    for name in names:
+        say(f"resolving {name}")
+    say(f"dialing {len(peers)} bootstrap {'entry' if len(peers) == 1 else 'entries'} as a client")
     result = await node.bootstrap(peers)
+    for addr, err in result.failed:
+        say(f"unreachable: {addr}: {err}")
+    say(f"connected to {len(result.connected)} bootstrap peers: "
+        + (" ".join(str(p) for p in result.connected) or "none"))  # fmt: skip
+    say(f"routing table: {result.routing_table_size} peers")
     if not result.connected and not node.routing_table():
         reasons = "; ".join(f"{addr}: {err}" for addr, err in result.failed[:3])
         raise CommandError(f"could not reach any bootstrap peer ({reasons})")
+
+
+def _narrator(verbose: bool) -> Callable[[str], None]:
+    """Where ``-v`` tells what the in-process node does while it joins (stderr)."""
+
+    def say(text: str) -> None:
+        if verbose:
+            import click
+
+            click.echo(f"bootstrap: {text}", err=True)
+
+    return say
 
 
 def timeout_options(timeout: float, **options: str) -> dict[str, str]:

@@ -19,8 +19,14 @@ from zikade_py import __version__
 from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.http.args import parse_multiaddr
 from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
-from zikade_py.http.repo import init_repo, is_initialized, load_config
-from zikade_py.p2p.host import limits_help
+from zikade_py.http.errors import ArgumentError
+from zikade_py.http.repo import (
+    init_repo,
+    is_initialized,
+    load_config,
+    validate_bootstrap_addr,
+)
+from zikade_py.p2p.host import HostConfig, limits_help
 
 from .common import (
     fail,
@@ -36,6 +42,13 @@ from .rpc import ThinClient
 def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     if isinstance(outcome, BaseException):
         click.echo(f"bootstrap failed: {outcome}", err=True)
+        return
+    if not outcome.connected and not outcome.failed:
+        click.echo(
+            "bootstrap: no bootstrap peers configured: waiting for peers to dial us "
+            "(add some with 'zikade bootstrap add', or 'zikade bootstrap reset')",
+            err=True,
+        )
         return
     failed = "".join(f"\n  unreachable: {addr} ({err})" for addr, err in outcome.failed)
     click.echo(
@@ -99,6 +112,13 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     "localhost and NAME (repeatable; default: any Host).",
 )
 @click.option("--init", "init", is_flag=True, help="Initialise the repo first if it has none.")
+@click.option(
+    "--no-bootstrap",
+    "no_bootstrap",
+    is_flag=True,
+    help="Leave the config's bootstrap list out of this run: join only through --bootstrap "
+    "and the peers saved last time (with --init, the new repo's list is empty).",
+)
 @repo_option
 @trace_option
 def daemon_command(
@@ -111,6 +131,7 @@ def daemon_command(
     api_hosts: tuple[str, ...],
     routing_hosts: tuple[str, ...],
     init: bool,
+    no_bootstrap: bool,
     repo: str,
     trace: str | None,
 ) -> None:
@@ -126,14 +147,18 @@ def daemon_command(
         for addr in listen:
             parse_multiaddr(addr)
         for addr in bootstrap:
-            parse_multiaddr(addr, need_peer=True)
+            try:
+                validate_bootstrap_addr(addr)  # …/p2p/<id>, or a bare /dnsaddr/<name>
+            except ValueError as exc:
+                raise ArgumentError(str(exc)) from None
         if not is_initialized(repo_dir):
-            init_repo(repo_dir)
+            init_repo(repo_dir, bootstrap=[] if no_bootstrap else None)
             click.echo(f"initialized zikade repo at {repo_dir}")
         cfg = load_config(repo_dir)
         node_cfg = NodeConfig(
             listen_addrs=list(listen or cfg.swarm),
-            bootstrap=list(dict.fromkeys([*bootstrap, *cfg.bootstrap])),
+            bootstrap=list(dict.fromkeys([*bootstrap, *([] if no_bootstrap else cfg.bootstrap)])),
+            host=HostConfig(dns_resolvers=cfg.dns_resolvers),
             mode="client" if (mode or cfg.mode) == "client" else "server",
             repo=repo_dir,
         )

@@ -57,10 +57,10 @@ class Devnet:
 @contextlib.asynccontextmanager
 async def start_devnet(n: int, repo: Path, api: str) -> AsyncIterator[Devnet]:
     """Start ``n`` nodes (node 0 a daemon on ``repo``), join them, stop them all on exit."""
-    init_repo(repo)
+    init_repo(repo, bootstrap=[])  # a loopback network: never the public peers
     daemon = Daemon(
         DaemonConfig(
-            node=NodeConfig(listen_addrs=[LOOPBACK], repo=repo, republish=False),
+            node=NodeConfig(listen_addrs=[LOOPBACK], bootstrap=[], repo=repo, republish=False),
             repo=repo,
             api=api,
         )

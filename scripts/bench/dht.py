@@ -181,7 +181,7 @@ async def wait_tables(
 async def our_network(n: int) -> AsyncIterator[list[Node]]:
     """``n`` of our server nodes; the first is everyone's bootstrap peer."""
     async with AsyncExitStack() as stack:
-        first = await stack.enter_async_context(Node(NodeConfig()))
+        first = await stack.enter_async_context(Node(NodeConfig(bootstrap=[])))
         seed = str(first.listen_addrs[0].with_peer_id(first.peer_id))
         rest = [Node(NodeConfig(bootstrap=[seed])) for _ in range(n - 1)]
         for node in rest:

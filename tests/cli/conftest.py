@@ -176,8 +176,10 @@ def spawn(args: list[str], repo: Path, cls: type[Child] = Child) -> Child:
 
 
 def init_repo(repo: Path, *extra: str) -> Result:
-    """``zikade init`` on ``repo`` (every command but init and devnet needs a repo)."""
-    return zikade("init", "--repo", str(repo), *extra).ok()
+    """``zikade init`` on ``repo`` (every command but init and devnet needs a repo), with
+    an empty bootstrap list unless ``extra`` names peers: never the public default list."""
+    empty = () if "--bootstrap" in extra else ("--no-bootstrap",)
+    return zikade("init", "--repo", str(repo), *empty, *extra).ok()
 
 
 def start_daemon(repo: Path, *extra: str) -> DaemonChild:

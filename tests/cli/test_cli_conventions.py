@@ -96,7 +96,8 @@ def test_init_then_id_keeps_one_identity(zikade_run, tmp_path: Path) -> None:
 def test_daemon_init_flag_makes_the_repo(daemons: Daemons, tmp_path: Path) -> None:
     repo = tmp_path / "fresh"
     child = daemons.spawn(
-        ["daemon", "--init", "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"], repo
+        ["daemon", "--init", "--no-bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0",
+         "--api", "127.0.0.1:0"], repo
     )
     child.wait_line("Daemon is ready")
     assert (repo / "config").is_file()

@@ -48,7 +48,7 @@ def test_second_daemon_on_the_same_repo_is_refused(daemons, zikade_run) -> None:
 def test_api_port_in_use_is_one_line(daemons, zikade_run, tmp_path: Path) -> None:
     d = daemons.start("a")
     port = d.api_addr.rsplit("/", 1)[-1]
-    zikade_run("init", repo=tmp_path / "b").ok()
+    zikade_run("init", "--no-bootstrap", repo=tmp_path / "b").ok()
     res = zikade_run(
         "daemon",
         "--listen",

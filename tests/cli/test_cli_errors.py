@@ -66,7 +66,7 @@ def test_swarm_peers_needs_the_daemon(zikade_run, repo: Path, as_json: bool) -> 
 
 def test_stale_api_file_counts_as_no_daemon(zikade_run, tmp_path: Path, port: int) -> None:
     repo = tmp_path / "repo"
-    zikade_run("init", repo=repo).ok()
+    zikade_run("init", "--no-bootstrap", repo=repo).ok()
     (repo / "api").write_text(f"/ip4/127.0.0.1/tcp/{port}\n")
     zikade_run("swarm", "peers", repo=repo).one_error("needs a running daemon")
     zikade_run("find-peer", PEER, repo=repo).one_error("no bootstrap peers")

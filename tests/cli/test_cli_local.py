@@ -22,12 +22,14 @@ def fresh_cid() -> str:
 
 def test_init_and_bootstrap_list_add_rm_without_daemon(zikade_run, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    res = zikade_run("init", repo=repo).ok()
+    # issue 10: a plain init writes the public default list (tests/cli/test_bootstrap_list.py);
+    # a private network starts empty
+    res = zikade_run("init", "--no-bootstrap", repo=repo).ok()
     assert res.lines[0] == f"initializing zikade repo at {repo}"
     peer = res.lines[1].removeprefix("peer identity: ")
     config = json.loads((repo / "config").read_text())
     assert config["Identity"]["PeerID"] == peer
-    assert config["Bootstrap"] == []  # nothing dials the internet unless asked
+    assert config["Bootstrap"] == []  # asked for an empty list: nothing to dial
     addr = f"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"
     assert zikade_run("bootstrap", "list", repo=repo).ok().lines == []
     assert zikade_run("bootstrap", "add", addr, repo=repo).ok().lines == [f"added {addr}"]
@@ -44,7 +46,7 @@ def test_ephemeral_node_joins_through_bootstrap(daemons, zikade_run, tmp_path: P
     seed = daemons.start("seed")
     other = daemons.start("other", "--bootstrap", seed.swarm_addr)
     repo = tmp_path / "cli"  # no daemon here: every command runs in-process
-    zikade_run("init", repo=repo).ok()
+    zikade_run("init", "--no-bootstrap", repo=repo).ok()
     boot = ["--bootstrap", seed.swarm_addr]
 
     found = zikade_run("find-peer", other.peer_id, *boot, repo=repo).ok()
@@ -73,7 +75,7 @@ def test_ephemeral_node_uses_the_repo_bootstrap_list(daemons, zikade_run, tmp_pa
 
 def test_ping_json_without_daemon(daemons, zikade_run, tmp_path: Path) -> None:
     seed = daemons.start("seed")
-    zikade_run("init", repo=tmp_path / "cli").ok()
+    zikade_run("init", "--no-bootstrap", repo=tmp_path / "cli").ok()
     res = zikade_run("ping", seed.swarm_addr, "-n", "1", "--json", repo=tmp_path / "cli").ok()
     docs = [json.loads(line) for line in res.lines]
     assert docs[0]["Text"] == f"PING {seed.peer_id}."

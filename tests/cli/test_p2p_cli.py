@@ -50,7 +50,7 @@ async def zikade(repo: Path, *args: str) -> tuple[int, str, str]:
 async def repo(tmp_path: Path) -> Path:
     """``zikade init`` in a fresh directory."""
     path = tmp_path / "repo"
-    status, _, err = await zikade(path, "init")
+    status, _, err = await zikade(path, "init", "--no-bootstrap")
     assert status == 0, err
     return path
 
@@ -95,7 +95,7 @@ async def test_id_prints_our_identity_and_keeps_it(tmp_path: Path, repo: Path) -
     status, out2, _ = await zikade(repo, "id")
     assert status == 0 and json.loads(out2)["ID"] == doc["ID"]
     # --repo wins over the environment
-    assert (await zikade(tmp_path / "other", "init"))[0] == 0
+    assert (await zikade(tmp_path / "other", "init", "--no-bootstrap"))[0] == 0
     status, out3, _ = await zikade(repo, "id", "--repo", str(tmp_path / "other"))
     assert status == 0 and json.loads(out3)["ID"] != doc["ID"]
 

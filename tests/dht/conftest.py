@@ -66,7 +66,9 @@ fill from the bootstrap self-lookups and the include queue instead."""
 def loopback_config(**overrides: Any) -> NodeConfig:
     """A NodeConfig for tests on 127.0.0.1 (fields can be overridden by keyword)."""
     base = NodeConfig(
+        mode="server",
         listen_addrs=["/ip4/127.0.0.1/tcp/0"],
+        bootstrap=[],  # never the public default list (the dial guard would refuse it)
         host=LOOPBACK_HOST,
         republish=False,
         coordinator=LOOPBACK_COORDINATOR,

@@ -135,7 +135,7 @@ async def _daemon(
 ) -> AsyncIterator[Served]:
     repo = tmp_path / "repo"
     init_repo(repo)
-    config = DaemonConfig(node=node or NodeConfig(), repo=repo, api="127.0.0.1:0", **kw)  # type: ignore[arg-type]
+    config = DaemonConfig(node=node or NodeConfig(bootstrap=[]), repo=repo, api="127.0.0.1:0", **kw)  # type: ignore[arg-type]
     async with Daemon(config) as daemon:
         yield Served(daemon, repo)
 
@@ -374,13 +374,13 @@ async def test_an_api_beyond_loopback_warns(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     init_repo(repo)
     warnings: list[str] = []
-    daemon = Exposed(DaemonConfig(repo=repo, api="0.0.0.0:0"))
+    daemon = Exposed(DaemonConfig(node=NodeConfig(bootstrap=[]), repo=repo, api="0.0.0.0:0"))
     daemon.on_warning = warnings.append
     async with daemon:
         assert len(warnings) == 1
         assert "0.0.0.0" in warnings[0] and "beyond loopback" in warnings[0]
     quiet: list[str] = []
-    loopback = Daemon(DaemonConfig(repo=repo, api="127.0.0.1:0"))
+    loopback = Daemon(DaemonConfig(node=NodeConfig(bootstrap=[]), repo=repo, api="127.0.0.1:0"))
     loopback.on_warning = quiet.append
     async with loopback:
         assert quiet == []

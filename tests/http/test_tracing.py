@@ -289,7 +289,7 @@ async def test_find_peer_is_one_trace_in_process(tmp_path: Path) -> None:
     async with OtlpReceiver() as receiver, Node(NodeConfig()) as relay:
         target_addr = await _gone_peer_known_to(relay)
         env = _env("zikade-cli", receiver.endpoint, tmp_path / "cli")
-        status, _, err = await _run(env, "init")  # commands need a repo (Kubo's rule)
+        status, _, err = await _run(env, "init", "--no-bootstrap")  # commands need a repo
         assert status == 0, err
         status, out, err = await _run(
             env,
@@ -316,7 +316,7 @@ async def test_find_peer_through_the_daemon_is_one_trace(tmp_path: Path) -> None
     async with OtlpReceiver() as receiver, Node(NodeConfig()) as relay:
         relay_addr = f"{relay.listen_addrs[0]}/p2p/{relay.peer_id}"
         daemon_env = _env("zikade-daemon", receiver.endpoint, repo)
-        status, _, err = await _run(daemon_env, "init")
+        status, _, err = await _run(daemon_env, "init", "--no-bootstrap")
         assert status == 0, err
         async with _daemon(
             daemon_env,

@@ -88,7 +88,7 @@ async def test_host_refuses_to_dial_outside_the_allowlist(
     finally:
         await host.close()
     assert attempts == []
-    ((addr, cause),) = info.value.errors
+    ((_addr, cause),) = info.value.errors
     assert isinstance(cause, DialRefusedError)
     message = str(info.value)
     assert "\n" not in message

@@ -15,13 +15,17 @@ from zikade_py.core.event import FinishReason
 from zikade_py.core.query import QueryStats
 from zikade_py.dht.messages import PeerInfo
 from zikade_py.dht.stores.limits import StoreLimits
+from zikade_py.p2p.autonat_status import AutoNATConfig
+from zikade_py.p2p.bootstrap_peers import DEFAULT_BOOTSTRAP_PEERS
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.host import HostConfig
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 
-Mode = Literal["server", "client"]
-"""Server: serve /ipfs/kad/1.0.0 and advertise it. Client: query only (WIRE.md §8.5)."""
+Mode = Literal["auto", "server", "client"]
+"""Server: serve /ipfs/kad/1.0.0 and advertise it. Client: query only (WIRE.md §8.5).
+Auto (go's default): a client until AutoNAT finds us publicly reachable, then a server,
+and back to a client when we are not any more (docs/autonat.md)."""
 
 IDENTITY_FILENAME = "identity.key"
 """The identity key file inside the repo directory."""
@@ -33,13 +37,23 @@ DATASTORE_FILENAME = "datastore.sqlite"
 @dataclass
 class NodeConfig:
     """Everything a :class:`~zikade_py.dht.node.Node` is built from; the defaults make a
-    server on an ephemeral loopback port with in-memory stores and a fresh key."""
+    server on an ephemeral loopback port with in-memory stores and a fresh key, which
+    bootstraps from the public network's peers when asked to."""
 
     listen_addrs: list[str | Multiaddr] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
     """Where to listen (``/ip4|ip6/<ip>/tcp/<port>``; port 0 picks one)."""
-    bootstrap: list[str | Multiaddr] = field(default_factory=list)
-    """Peers :meth:`Node.bootstrap` joins through: multiaddrs ending in ``/p2p/<peer id>``."""
-    mode: Mode = "server"
+    bootstrap: list[str | Multiaddr] = field(default_factory=lambda: list(DEFAULT_BOOTSTRAP_PEERS))
+    """Peers :meth:`Node.bootstrap` joins through: multiaddrs ending in ``/p2p/<peer id>``, or
+    ``/dnsaddr/<name>`` for every peer its TXT records name. Default: the public network's
+    bootstrap peers (Kubo's list, p2p/bootstrap_peers.py); ``[]`` for a private network
+    (tests and loopback networks always pass their own list)."""
+    mode: Mode = "auto"
+    """``auto`` (default): client until AutoNAT confirms we are reachable; ``server`` and
+    ``client`` force the mode. A loopback network is reachable only when its host config
+    says so (``HostConfig(address_policy=AddressPolicy(public_nets=("127.0.0.0/8",)))``).
+    """
+    autonat: AutoNATConfig = field(default_factory=AutoNATConfig)
+    """AutoNAT probe schedule and server limits (go's defaults)."""
     repo: str | Path | None = None
     """``None``: in-memory stores and a fresh key; else ``<repo>/identity.key`` and
     ``<repo>/datastore.sqlite`` (records, providers and the routing table's peers)."""
@@ -70,8 +84,9 @@ class NodeConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings no node can run with."""
-        if self.mode not in ("server", "client"):
-            raise ValueError(f"mode must be 'server' or 'client', not {self.mode!r}")
+        if self.mode not in ("auto", "server", "client"):
+            raise ValueError(f"mode must be 'auto', 'server' or 'client', not {self.mode!r}")
+        self.autonat.validate()
         for name in ("request_timeout", "query_timeout", "bootstrap_timeout", "gc_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

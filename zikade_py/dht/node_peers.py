@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
@@ -38,9 +39,12 @@ from zikade_py.dht.query_events import (
     QueryEventType,
     emit,
 )
+from zikade_py.dht.seeds import resolve_seeds
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 from zikade_py.p2p.peerstore import PERMANENT_ADDR_TTL
+
+log = logging.getLogger(__name__)
 
 
 class PeerAPI(NodeCore):
@@ -185,11 +189,14 @@ class PeerAPI(NodeCore):
         A timeout is reported in the result's ``reason``, not raised."""
         budget = self.config.bootstrap_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
-        targets: list[tuple[PeerID, list[Multiaddr], str]] = []
-        for text in self.config.bootstrap if peers is None else peers:
-            pid, bare = keyfmt.peer_multiaddr(text)
-            self.host.peerstore.add_addrs(pid, [bare], PERMANENT_ADDR_TTL)
-            targets.append((pid, [bare], str(text)))
+        entries = self.config.bootstrap if peers is None else peers
+        if not entries and peers is None:
+            log.info("no bootstrap peers configured: joining only through the saved peers")
+        # /dnsaddr and /dns* entries are resolved first (seeds.py); a name that does not
+        # resolve is that entry's failure
+        targets, unresolved = await resolve_seeds(self.host.resolver, entries, timeout=budget)
+        for pid, addrs, _ in targets:
+            self.host.peerstore.add_addrs(pid, addrs, PERMANENT_ADDR_TTL)
         if peers is None:
             known = {t[0] for t in targets}
             for pid, _ in await self.peer_book.entries_async(time.time()):
@@ -201,7 +208,7 @@ class PeerAPI(NodeCore):
                 return_exceptions=True,
             )
             connected: list[PeerID] = []
-            failed: list[tuple[str, str]] = []
+            failed: list[tuple[str, str]] = list(unresolved)
             for (pid, _, text), outcome in zip(targets, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     failed.append((text, str(outcome) or type(outcome).__name__))

@@ -302,6 +302,8 @@ def identity(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
                 "Addresses": [str(a.with_peer_id(node.peer_id)) for a in node.listen_addrs],
                 "AgentVersion": AGENT_VERSION,
                 "Protocols": sorted(node.host.protocols),
+                "Reachability": node.reachability,
+                "DHTMode": node.effective_mode,
             }
         )
     target = parse_peer_or_addr(req.one_arg("<peer ID or multiaddr>"))
@@ -372,6 +374,13 @@ def swarm_peers(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
         )
     peers.sort(key=lambda p: (p["Peer"], p["Addr"]))
     return _one({"Peers": peers})
+
+
+def swarm_resources(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
+    """``swarm/resources``: usage against every limit (Kubo ``ipfs swarm resources``)."""
+    from zikade_py.http.resources import resource_view
+
+    return _one(resource_view(ctx.node))
 
 
 def routing_table(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
@@ -476,7 +485,8 @@ def bootstrap_add(ctx: Context, req: Request) -> AsyncIterator[JSONObj]:
         raise ArgumentError("expected at least one argument: <multiaddr>...")
     added = _repo_call(lambda: repo_mod.bootstrap_add(repo, list(req.args)))
     for addr in added:
-        ctx.node.add_peer(addr)
+        if "/p2p/" in addr:  # a bare /dnsaddr/<name> names its peers only once resolved
+            ctx.node.add_peer(addr)
     return _one({"Peers": added})
 
 
@@ -494,6 +504,7 @@ COMMANDS: dict[str, Command] = {
     "id": Command(identity, streaming=False),
     "version": Command(version, streaming=False),
     "swarm/peers": Command(swarm_peers, streaming=False),
+    "swarm/resources": Command(swarm_resources, streaming=False),
     "routing-table": Command(routing_table, streaming=False),
     "routing/findpeer": Command(find_peer, streaming=True),
     "routing/findprovs": Command(find_providers, streaming=True),

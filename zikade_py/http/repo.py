@@ -2,7 +2,7 @@
 
 Layout: ``identity.key`` (the node key, written by the Node / keystore),
 ``datastore.sqlite`` (the Node's persistent table and records), ``config``
-(JSON, Kubo-like: ``Identity``, ``Addresses``, ``Bootstrap``, ``Routing``) and,
+(JSON, Kubo-like: ``Identity``, ``Addresses``, ``Bootstrap``, ``Routing``, ``DNS``) and,
 while a daemon runs, ``api`` holding the RPC API's multiaddr (Kubo's
 ``repo/fsrepo`` ``apiFile``) so other invocations find it.
 """
@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from zikade_py.p2p.bootstrap_peers import DEFAULT_BOOTSTRAP_PEERS
 
 if TYPE_CHECKING:  # the p2p stack is imported where it is used: the command line reads the
     # repo (is there one? is a daemon's API file there?) before it knows it needs any of it
@@ -34,6 +36,9 @@ DEFAULT_SWARM = ("/ip4/0.0.0.0/tcp/4001",)
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001"
 """Kubo's default RPC API address (loopback only: the API is unauthenticated)."""
 
+DEFAULT_BOOTSTRAP = DEFAULT_BOOTSTRAP_PEERS
+"""What ``zikade init`` writes and ``bootstrap reset`` restores: Kubo's public list."""
+
 
 class RepoError(Exception):
     """The repo cannot be read or written (bad config file, unreadable key, …)."""
@@ -46,8 +51,14 @@ class RepoConfig:
     peer_id: str = ""
     swarm: list[str] = field(default_factory=lambda: list(DEFAULT_SWARM))
     api: str = DEFAULT_API
-    bootstrap: list[str] = field(default_factory=list)
-    mode: str = "server"
+    bootstrap: list[str] = field(default_factory=lambda: list(DEFAULT_BOOTSTRAP))
+    """``Bootstrap``: the public peers unless the user chose others (``[]``: none)."""
+    mode: str = "auto"
+    """``Routing.Mode``: ``auto`` (a client until AutoNAT finds us reachable), ``server``
+    or ``client``."""
+    dns_resolvers: dict[str, str] = field(default_factory=dict)
+    """``DNS.Resolvers`` (Kubo): domain suffix (``"."``: all) → ``<ip>[:<port>]`` of the
+    DNS server to ask; empty: the system's. ``ZIKADE_DNS_RESOLVER`` overrides it."""
 
     def to_json(self) -> dict[str, Any]:
         """The Kubo-shaped JSON document."""
@@ -56,6 +67,7 @@ class RepoConfig:
             "Addresses": {"Swarm": list(self.swarm), "API": self.api},
             "Bootstrap": list(self.bootstrap),
             "Routing": {"Mode": self.mode},
+            "DNS": {"Resolvers": dict(self.dns_resolvers)},
         }
 
     @classmethod
@@ -70,7 +82,11 @@ class RepoConfig:
                 swarm=[str(a) for a in addresses.get("Swarm", DEFAULT_SWARM)],
                 api=str(addresses.get("API", DEFAULT_API)),
                 bootstrap=[str(a) for a in doc.get("Bootstrap") or []],
-                mode=str((doc.get("Routing") or {}).get("Mode", "server")),
+                mode=str((doc.get("Routing") or {}).get("Mode", "auto")),
+                dns_resolvers={
+                    str(k): str(v)
+                    for k, v in ((doc.get("DNS") or {}).get("Resolvers") or {}).items()
+                },
             )
         except (AttributeError, TypeError) as exc:
             raise RepoError(f"malformed config: {exc}") from None
@@ -107,7 +123,9 @@ def load_identity_peer(repo: Path) -> PeerID:
 
 
 def init_repo(repo: Path, *, bootstrap: list[str] | None = None) -> tuple[RepoConfig, bool]:
-    """Create the repo (key + config). Returns ``(config, created)``; existing repos are kept."""
+    """Create the repo (key + config). Returns ``(config, created)``; existing repos are kept.
+
+    ``bootstrap=None`` writes the default public list; ``[]`` an empty one."""
     if is_initialized(repo):
         return load_config(repo), False
     try:
@@ -115,7 +133,8 @@ def init_repo(repo: Path, *, bootstrap: list[str] | None = None) -> tuple[RepoCo
     except OSError as exc:
         raise RepoError(f"cannot create {repo}: {exc}") from None
     peer = load_identity_peer(repo)
-    cfg = RepoConfig(peer_id=str(peer), bootstrap=list(bootstrap or []))
+    peers = list(DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap)
+    cfg = RepoConfig(peer_id=str(peer), bootstrap=peers)
     save_config(repo, cfg)
     return cfg, True
 
@@ -147,14 +166,15 @@ def save_config(repo: Path, cfg: RepoConfig) -> None:
 
 
 def validate_bootstrap_addr(text: str) -> Multiaddr:
-    """A bootstrap entry must be a multiaddr ending in ``/p2p/<peer id>``."""
+    """A bootstrap entry: a multiaddr ending in ``/p2p/<peer id>``, or a bare
+    ``/dnsaddr/<name>`` (it stands for every peer its TXT records name)."""
     from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
 
     try:
         addr = Multiaddr.parse(text)
     except (InvalidMultiaddrError, ValueError) as exc:
         raise ValueError(f"invalid multiaddr {text!r}: {exc}") from None
-    if addr.peer_id() is None:
+    if addr.peer_id() is None and addr.components[0].name != "dnsaddr":
         raise ValueError(f"multiaddr {text!r} has no /p2p/<peer-id> component")
     return addr
 
@@ -185,6 +205,16 @@ def bootstrap_rm(repo: Path, addrs: list[str], *, remove_all: bool = False) -> l
     if removed:
         save_config(repo, cfg)
     return removed
+
+
+def bootstrap_reset(repo: Path) -> list[str]:
+    """Replace the list with the default public one (Kubo's ``bootstrap add --default`` after
+    ``rm --all``); returns the new list."""
+    require_initialized(repo)
+    cfg = load_config(repo)
+    cfg.bootstrap = list(DEFAULT_BOOTSTRAP)
+    save_config(repo, cfg)
+    return cfg.bootstrap
 
 
 def read_api_file(repo: Path) -> str | None:
