@@ -71,6 +71,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                          "zikade_py.bitswap", *CLI, "socket"),
     "zikade_py/bitswap": ("zikade_py.core", "zikade_py.dht", "zikade_py.sim", "zikade_py.http",
                           "zikade_py.unixfs", *CLI),
+    "zikade_py/files": ("zikade_py.core", "zikade_py.sim", "zikade_py.http", *CLI),
 }
 
 ALLOWED: dict[str, tuple[str, ...]] = {

@@ -14,7 +14,7 @@ the nodes claim.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Final, Protocol
 
 from google.protobuf.message import DecodeError
@@ -88,7 +88,7 @@ def decode_file_node(data: bytes) -> tuple[dagpb.PBNode, unixfs_pb2.Data]:
     return node, meta
 
 
-async def cat(root: bytes, source: BlockSource) -> AsyncIterator[bytes]:
+async def cat(root: bytes, source: BlockSource) -> AsyncGenerator[bytes, None]:
     """The bytes of the file at ``root``, chunk by chunk, in order."""
     async for chunk in _walk([root], source, 0, None):
         yield chunk
