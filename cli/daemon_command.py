@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from typing import cast
 
 import click
 
 from zikade_py import __version__
-from zikade_py.dht.config import BootstrapResult, NodeConfig
+from zikade_py.dht.config import BootstrapResult, Mode, NodeConfig
 from zikade_py.http.args import parse_multiaddr
 from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
 from zikade_py.http.errors import ArgumentError
@@ -26,6 +27,7 @@ from zikade_py.http.repo import (
     load_config,
     validate_bootstrap_addr,
 )
+from zikade_py.p2p.addrscope import AddressPolicy
 from zikade_py.p2p.host import HostConfig, limits_help
 
 from .common import (
@@ -74,9 +76,19 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
 )
 @click.option(
     "--mode",
-    type=click.Choice(["server", "client"]),
+    type=click.Choice(["auto", "server", "client"]),
     default=None,
-    help="DHT mode (default from the config: server).",
+    help="DHT mode: auto (a client until AutoNAT confirms we are publicly reachable, then "
+    "a server), or force server or client (default from the config: auto).",
+)
+@click.option(
+    "--public-net",
+    "public_nets",
+    multiple=True,
+    metavar="CIDR",
+    help="Treat addresses in CIDR as public for AutoNAT and address filtering (repeatable). "
+    "For loopback test networks: --public-net 127.0.0.0/8 (loopback is never public "
+    "otherwise; docs/autonat.md).",
 )
 @click.option(
     "--api", default=None, metavar="HOST:PORT", help="RPC API address (default 127.0.0.1:5001)."
@@ -125,6 +137,7 @@ def daemon_command(
     listen: tuple[str, ...],
     bootstrap: tuple[str, ...],
     mode: str | None,
+    public_nets: tuple[str, ...],
     api: str | None,
     routing_api: str | None,
     api_origins: tuple[str, ...],
@@ -146,6 +159,10 @@ def daemon_command(
     async def go() -> None:
         for addr in listen:
             parse_multiaddr(addr)
+        try:
+            policy = AddressPolicy(public_nets=public_nets)
+        except ValueError as exc:
+            raise ArgumentError(f"--public-net: {exc}") from None
         for addr in bootstrap:
             try:
                 validate_bootstrap_addr(addr)  # …/p2p/<id>, or a bare /dnsaddr/<name>
@@ -158,8 +175,8 @@ def daemon_command(
         node_cfg = NodeConfig(
             listen_addrs=list(listen or cfg.swarm),
             bootstrap=list(dict.fromkeys([*bootstrap, *([] if no_bootstrap else cfg.bootstrap)])),
-            host=HostConfig(dns_resolvers=cfg.dns_resolvers),
-            mode="client" if (mode or cfg.mode) == "client" else "server",
+            host=HostConfig(dns_resolvers=cfg.dns_resolvers, address_policy=policy),
+            mode=_mode(mode or cfg.mode),
             repo=repo_dir,
         )
         daemon = Daemon(
@@ -174,6 +191,9 @@ def daemon_command(
             )
         )
         daemon.on_bootstrap = _report_bootstrap
+        daemon.node.mode_listeners.append(_report_mode)
+        if policy.overridden:
+            click.echo(f"treating as public: {', '.join(policy.public_nets)}")
         daemon.on_warning = lambda message: click.secho(message, err=True, fg="red", bold=True)
         click.echo(f"zikade daemon version {__version__}")
         with catch_signals() as stop:
@@ -183,7 +203,12 @@ def daemon_command(
         await daemon.start()
         try:
             click.echo(f"peer identity: {daemon.node.peer_id}")
-            click.echo(f"DHT mode: {mode}")
+            node = daemon.node
+            if mode == "auto":
+                click.echo(f"DHT mode: auto (now {node.effective_mode}; reachability "
+                           f"{node.reachability}, learnt from AutoNAT)")
+            else:
+                click.echo(f"DHT mode: {mode}")
             for swarm_addr in daemon.swarm_addrs:
                 click.echo(f"Swarm listening on {swarm_addr}")
             click.echo(f"RPC API server listening on {daemon.api_addr}")
@@ -201,3 +226,15 @@ def daemon_command(
 
 COMMANDS = (daemon_command,)
 """What ``cli.main`` registers."""
+
+
+def _mode(value: str) -> Mode:
+    """The DHT mode of a flag or config value (an unknown one is an error, not a server)."""
+    if value not in ("auto", "server", "client"):
+        raise ArgumentError(f"unknown DHT mode {value!r} (auto, server or client)")
+    return cast(Mode, value)
+
+
+def _report_mode(reachability: str, mode: str) -> None:
+    """Print what AutoNAT learnt as the daemon runs (Kubo's daemon logs the same)."""
+    click.echo(f"reachability: {reachability}; DHT mode: {mode}")

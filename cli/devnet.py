@@ -60,7 +60,9 @@ async def start_devnet(n: int, repo: Path, api: str) -> AsyncIterator[Devnet]:
     init_repo(repo, bootstrap=[])  # a loopback network: never the public peers
     daemon = Daemon(
         DaemonConfig(
-            node=NodeConfig(listen_addrs=[LOOPBACK], bootstrap=[], repo=repo, republish=False),
+            node=NodeConfig(
+                mode="server", listen_addrs=[LOOPBACK], bootstrap=[], repo=repo, republish=False
+            ),
             repo=repo,
             api=api,
         )
@@ -72,7 +74,11 @@ async def start_devnet(n: int, repo: Path, api: str) -> AsyncIterator[Devnet]:
         cfg = RepoConfig(peer_id=str(daemon.node.peer_id), swarm=[LOOPBACK], bootstrap=[])
         save_config(repo, cfg)
         others = [
-            Node(NodeConfig(listen_addrs=[LOOPBACK], bootstrap=[seed], republish=False))
+            Node(
+                NodeConfig(
+                    mode="server", listen_addrs=[LOOPBACK], bootstrap=[seed], republish=False
+                )
+            )
             for _ in range(n - 1)
         ]
         for node in others:
@@ -141,7 +147,9 @@ async def run_demo(net: Devnet, console: Console) -> None:
 
     # a node that joins after the provide holds no record: its find-providers must ask
     # the network (a devnet node that was there took the record from the provide itself)
-    newcomer = Node(NodeConfig(listen_addrs=[LOOPBACK], bootstrap=[net.seed], republish=False))
+    newcomer = Node(
+        NodeConfig(mode="server", listen_addrs=[LOOPBACK], bootstrap=[net.seed], republish=False)
+    )
     await newcomer.start()
     try:
         await newcomer.bootstrap(timeout=10.0)

@@ -77,7 +77,7 @@ def offline_identity(repo_doc: JSONObj) -> JSONObj:
     key = _public_key_of(peer_id)
     if key is None:  # not an inlined key (RSA): read it from the key file
         raise LookupError(peer_id)
-    mode = str((repo_doc.get("Routing") or {}).get("Mode", "server"))
+    mode = str((repo_doc.get("Routing") or {}).get("Mode", "auto"))  # auto: a client at first
     protocols = [*SERVED_PROTOCOLS, *([KAD_PROTOCOL] if mode == "server" else [])]
     return {
         "ID": peer_id,

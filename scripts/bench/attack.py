@@ -339,7 +339,7 @@ class Legit:
 async def legit_peers(target: Node, use_js: bool) -> AsyncIterator[Legit]:
     async with AsyncExitStack() as stack:
         ours = await stack.enter_async_context(
-            Node(NodeConfig(listen_addrs=[LOOPBACK], host=HOST, republish=False,
+            Node(NodeConfig(mode="server", listen_addrs=[LOOPBACK], host=HOST, republish=False,
                             bootstrap=[str(a) for a in target.multiaddrs]))
         )
         await ours.bootstrap(timeout=OP_TIMEOUT)
@@ -430,7 +430,7 @@ async def scenario_store_flood(opts: Options) -> dict[str, Any]:
         max_providers_per_peer=opts.cap_providers, max_values_per_peer=opts.cap_values
     )
     with tempfile.TemporaryDirectory(prefix="zikade-attack-") as repo:
-        config = NodeConfig(listen_addrs=[LOOPBACK], host=HOST, republish=False,
+        config = NodeConfig(mode="server", listen_addrs=[LOOPBACK], host=HOST, republish=False,
                             repo=repo, store_limits=limits)
         async with Node(config) as target, legit_peers(target, opts.use_js) as legit:
             before = resources()
@@ -482,7 +482,7 @@ async def scenario_huge_find_node_answer(opts: Options) -> dict[str, Any]:
     unbounded_ms = (time.perf_counter() - t) * 1000
     del msg, body
     gc.collect()
-    config = NodeConfig(listen_addrs=[LOOPBACK], host=HOST, republish=False)
+    config = NodeConfig(mode="server", listen_addrs=[LOOPBACK], host=HOST, republish=False)
     async with (
         child_process("huge-answer", str(opts.entries)) as (words, proc),
         Node(config) as target,
@@ -677,7 +677,9 @@ async def host_attack(
 ) -> dict[str, Any]:
     """Run one host attack: the node, legitimate peers using it throughout, the attacker
     child; resources before, peak during, and ``settle`` s after."""
-    config = config or NodeConfig(listen_addrs=[LOOPBACK], host=HOST_TARGET, republish=False)
+    config = config or NodeConfig(
+        mode="server", listen_addrs=[LOOPBACK], host=HOST_TARGET, republish=False
+    )
     async with Node(config) as target, legit_peers(target, opts.use_js) as legit:
         gc.collect()
         before = resources()

@@ -181,9 +181,9 @@ async def wait_tables(
 async def our_network(n: int) -> AsyncIterator[list[Node]]:
     """``n`` of our server nodes; the first is everyone's bootstrap peer."""
     async with AsyncExitStack() as stack:
-        first = await stack.enter_async_context(Node(NodeConfig(bootstrap=[])))
+        first = await stack.enter_async_context(Node(NodeConfig(mode="server", bootstrap=[])))
         seed = str(first.listen_addrs[0].with_peer_id(first.peer_id))
-        rest = [Node(NodeConfig(bootstrap=[seed])) for _ in range(n - 1)]
+        rest = [Node(NodeConfig(mode="server", bootstrap=[seed])) for _ in range(n - 1)]
         for node in rest:
             await stack.enter_async_context(node)
         nodes = [first, *rest]
@@ -287,7 +287,7 @@ async def one_node_process_rss(seed: str) -> int | None:
 
 
 async def _one_node_rss(seed: str) -> None:
-    async with Node(NodeConfig(bootstrap=[seed])) as node:
+    async with Node(NodeConfig(mode="server", bootstrap=[seed])) as node:
         await node.bootstrap(timeout=30)
         gc.collect()
         print(vm_rss())

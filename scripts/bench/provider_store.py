@@ -145,7 +145,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zikade-1m-") as tmp:
         repo = Path(tmp)
         out.update(fill(repo, args.records))
-        config = NodeConfig(listen_addrs=[LOOPBACK], host=HOST, republish=False, repo=repo,
+        config = NodeConfig(mode="server", listen_addrs=[LOOPBACK], host=HOST, republish=False,
+                            repo=repo,
                             gc_interval=10**6)
         t = time.perf_counter()
         async with Node(config) as node:

@@ -72,7 +72,7 @@ CHILD = textwrap.dedent(
     from zikade_py.dht import Node, NodeConfig
 
     async def main(repo):
-        node = Node(NodeConfig(repo=repo, republish=False))
+        node = Node(NodeConfig(mode="server", repo=repo, republish=False))
         await node.start()
         original = node.on_provider_added
 

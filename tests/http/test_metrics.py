@@ -122,7 +122,7 @@ async def test_metrics_endpoint_serves_node_gauges_and_dht_counters() -> None:
     from zikade_py.dht import Node, NodeConfig
 
     install_meter_provider()
-    async with Node(NodeConfig()) as a, Node(NodeConfig()) as b:
+    async with Node(NodeConfig(mode="server")) as a, Node(NodeConfig(mode="server")) as b:
         b.add_peer(f"{a.listen_addrs[0]}/p2p/{a.peer_id}")
         await b.ping(a.peer_id)
         await b.get_closest_peers(b"metrics test key", timeout=10)

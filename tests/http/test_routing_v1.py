@@ -62,7 +62,11 @@ async def _serve(node: Node, config: RoutingV1Config | None = None) -> Client:
 
 @pytest.fixture
 async def net() -> AsyncIterator[Net]:
-    async with Node(NodeConfig()) as server, Node(NodeConfig()) as p1, Node(NodeConfig()) as p2:
+    async with (
+        Node(NodeConfig(mode="server")) as server,
+        Node(NodeConfig(mode="server")) as p1,
+        Node(NodeConfig(mode="server")) as p2,
+    ):
         seed = f"{server.listen_addrs[0]}/p2p/{server.peer_id}"
         for peer in (p1, p2):
             await peer.bootstrap([seed], timeout=10)
@@ -241,7 +245,7 @@ async def test_closest_peers_sorted_by_xor_distance(net: Net) -> None:
 
 
 async def test_closest_peers_of_a_lone_node_is_404() -> None:
-    async with Node(NodeConfig()) as lone:
+    async with Node(NodeConfig(mode="server")) as lone:
         client = await _serve(lone)
         try:
             resp = await client.get(f"/routing/v1/dht/closest/peers/{_cid(b'x')}")
@@ -348,7 +352,7 @@ async def test_unknown_path_is_400_and_unknown_method_501(net: Net) -> None:
 
 
 async def test_overload_is_429_with_retry_after() -> None:
-    async with Node(NodeConfig()) as node:
+    async with Node(NodeConfig(mode="server")) as node:
         client = await _serve(node, RoutingV1Config(timeout=5, max_concurrent=0))
         try:
             resp = await client.get(f"/routing/v1/providers/{_cid(b'x')}")
@@ -359,7 +363,7 @@ async def test_overload_is_429_with_retry_after() -> None:
 
 
 async def test_routes_leave_the_rest_of_the_app_alone() -> None:
-    async with Node(NodeConfig()) as node:
+    async with Node(NodeConfig(mode="server")) as node:
         app = web.Application()
 
         async def other(request: web.Request) -> web.Response:
@@ -388,13 +392,14 @@ async def test_ndjson_streams_before_the_query_ends_and_a_disconnect_stops_it() 
     # no timeout of its own may end the black hole's request within the test's waits
     pool = PoolConfig(query_timeout=120, query=QueryConfig(request_timeout=120))
     cfg = NodeConfig(
+        mode="server",
         request_timeout=120, query_timeout=120, coordinator=CoordinatorConfig(pool=pool)
     )
     async with (
         black_hole() as hole,
         directory(lambda: [hole.info]) as lobby,
         Node(cfg) as server,
-        Node(NodeConfig()) as provider,
+        Node(NodeConfig(mode="server")) as provider,
     ):
         await provider.bootstrap([f"{server.listen_addrs[0]}/p2p/{server.peer_id}"])
         cid = _cid(b"streamed while walking")

@@ -135,7 +135,8 @@ async def _daemon(
 ) -> AsyncIterator[Served]:
     repo = tmp_path / "repo"
     init_repo(repo)
-    config = DaemonConfig(node=node or NodeConfig(bootstrap=[]), repo=repo, api="127.0.0.1:0", **kw)  # type: ignore[arg-type]
+    node = node or NodeConfig(mode="server", bootstrap=[])
+    config = DaemonConfig(node=node, repo=repo, api="127.0.0.1:0", **kw)  # type: ignore[arg-type]
     async with Daemon(config) as daemon:
         yield Served(daemon, repo)
 
@@ -180,7 +181,7 @@ async def test_cross_origin_provide_and_ping_of_an_internal_address_are_forbidde
     internal_port = service.sockets[0].getsockname()[1]
     try:
         # someone to provide to: main answered 200 and stored the key
-        async with _daemon(tmp_path) as s, Node(NodeConfig()) as peer:
+        async with _daemon(tmp_path) as s, Node(NodeConfig(mode="server")) as peer:
             await peer.bootstrap([str(s.daemon.swarm_addrs[0])], timeout=10)
             cid = _cid(b"announced by a web page")
             reply = await http(
@@ -232,6 +233,7 @@ async def test_a_query_stops_when_its_client_disconnects(tmp_path: Path) -> None
     """The node's query ends and its request to the black hole is cancelled (stream reset)."""
     pool = PoolConfig(query_timeout=120, query=QueryConfig(request_timeout=120))
     cfg = NodeConfig(
+        mode="server",
         request_timeout=120, query_timeout=120, coordinator=CoordinatorConfig(pool=pool)
     )
     async with (
@@ -374,13 +376,15 @@ async def test_an_api_beyond_loopback_warns(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     init_repo(repo)
     warnings: list[str] = []
-    daemon = Exposed(DaemonConfig(node=NodeConfig(bootstrap=[]), repo=repo, api="0.0.0.0:0"))
+    node = NodeConfig(mode="server", bootstrap=[])
+    daemon = Exposed(DaemonConfig(node=node, repo=repo, api="0.0.0.0:0"))
     daemon.on_warning = warnings.append
     async with daemon:
         assert len(warnings) == 1
         assert "0.0.0.0" in warnings[0] and "beyond loopback" in warnings[0]
     quiet: list[str] = []
-    loopback = Daemon(DaemonConfig(node=NodeConfig(bootstrap=[]), repo=repo, api="127.0.0.1:0"))
+    node = NodeConfig(mode="server", bootstrap=[])
+    loopback = Daemon(DaemonConfig(node=node, repo=repo, api="127.0.0.1:0"))
     loopback.on_warning = quiet.append
     async with loopback:
         assert quiet == []

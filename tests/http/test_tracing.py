@@ -286,7 +286,7 @@ def _check_find_peer_tree(spans: list[ReceivedSpan], root_name: str) -> dict[str
 
 async def test_find_peer_is_one_trace_in_process(tmp_path: Path) -> None:
     """Without a daemon: CLI.find-peer → DHT.FindPeer → Query.Run → Router.SendMessage."""
-    async with OtlpReceiver() as receiver, Node(NodeConfig()) as relay:
+    async with OtlpReceiver() as receiver, Node(NodeConfig(mode="server")) as relay:
         target_addr = await _gone_peer_known_to(relay)
         env = _env("zikade-cli", receiver.endpoint, tmp_path / "cli")
         status, _, err = await _run(env, "init", "--no-bootstrap")  # commands need a repo
@@ -313,7 +313,7 @@ async def test_find_peer_is_one_trace_in_process(tmp_path: Path) -> None:
 async def test_find_peer_through_the_daemon_is_one_trace(tmp_path: Path) -> None:
     """CLI root → the daemon's HTTP server span (via traceparent) → DHT.FindPeer → … ."""
     repo = tmp_path / "repo"
-    async with OtlpReceiver() as receiver, Node(NodeConfig()) as relay:
+    async with OtlpReceiver() as receiver, Node(NodeConfig(mode="server")) as relay:
         relay_addr = f"{relay.listen_addrs[0]}/p2p/{relay.peer_id}"
         daemon_env = _env("zikade-daemon", receiver.endpoint, repo)
         status, _, err = await _run(daemon_env, "init", "--no-bootstrap")
@@ -370,7 +370,7 @@ async def _gone_peer_known_to(relay: Node) -> Multiaddr:
     whatever the background routing did before (in a 3-node network it learns every
     live peer at once).
     """
-    async with Node(NodeConfig()) as target:
+    async with Node(NodeConfig(mode="server")) as target:
         addr = target.listen_addrs[0].with_peer_id(target.peer_id)
         relay.add_peer(addr)
         for _ in range(100):  # ≤ 10 s: the include check is asynchronous

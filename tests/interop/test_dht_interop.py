@@ -109,7 +109,7 @@ async def net() -> AsyncIterator[Network]:
         # each of ours joins through a different js node
         for i in range(OUR_NODES):
             seed = js[(i * JS_NODES) // OUR_NODES].addrs[0]
-            node = Node(NodeConfig(bootstrap=[seed]))
+            node = Node(NodeConfig(mode="server", bootstrap=[seed]))
             ours.append(node)
             await node.start()
         results = await asyncio.gather(*(node.bootstrap(timeout=OP_TIMEOUT) for node in ours))
@@ -248,6 +248,6 @@ async def test_we_read_the_pk_record_js_put(net: Network) -> None:
     for ours in net.ours:
         assert await ours.get_value(key, timeout=OP_TIMEOUT) == kp.public_key
     # a node of ours that joins afterwards has no local copy: it must GET it from js
-    async with Node(NodeConfig(bootstrap=[net.js[8].addrs[0]])) as late:
+    async with Node(NodeConfig(mode="server", bootstrap=[net.js[8].addrs[0]])) as late:
         await late.bootstrap(timeout=OP_TIMEOUT)
         assert await late.get_value(key, timeout=OP_TIMEOUT) == kp.public_key

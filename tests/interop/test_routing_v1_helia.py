@@ -46,7 +46,11 @@ class Served:
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    async with Node(NodeConfig()) as server, Node(NodeConfig()) as p1, Node(NodeConfig()) as p2:
+    async with (
+        Node(NodeConfig(mode="server")) as server,
+        Node(NodeConfig(mode="server")) as p1,
+        Node(NodeConfig(mode="server")) as p2,
+    ):
         for peer in (p1, p2):
             await peer.bootstrap([f"{server.listen_addrs[0]}/p2p/{server.peer_id}"], timeout=10)
         seen: list[tuple[str, str, str]] = []

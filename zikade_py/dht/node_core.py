@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -39,6 +39,7 @@ from zikade_py.core.coordinator_events import (
     BroadcastFinished,
     BroadcastStrategy,
     NodeConnected,
+    NodeUnreachable,
     StartBroadcast,
 )
 from zikade_py.core.key import Key
@@ -68,6 +69,8 @@ from zikade_py.dht.stores import (
     SqliteDatastore,
     ValueStore,
 )
+from zikade_py.p2p.autonat_service import AutoNAT
+from zikade_py.p2p.autonat_status import Reachability
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.events import HostEvent, PeerIdentified, ProtocolsUpdated
 from zikade_py.p2p.host import Host, HostConfig
@@ -97,6 +100,9 @@ class NodeCore:
         self._driver: Driver | None = None
         self._router: Router | None = None
         self._server: KadServer | None = None
+        self._autonat: AutoNAT | None = None
+        self.mode_listeners: list[Callable[[str, str], None]] = []
+        """Called with ``(reachability, mode)`` whenever either changes (the daemon prints)."""
         self._datastore: SqliteDatastore | None = None
         self._events: NonBlockingQueue[HostEvent] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -144,16 +150,19 @@ class NodeCore:
             self.peer_book = self._datastore.peers
             self.notifier = Notifier(self.providers)
         host = self._host = Host(key or PrivateKey.generate(), cfg.host or HostConfig())
+        self._server = KadServer(
+            host=host,
+            view=self,
+            providers=self.providers,
+            values=self.values,
+            validator=self.validator,
+            clock=time.time,
+        )
         if self.mode == "server":
-            self._server = KadServer(
-                host=host,
-                view=self,
-                providers=self.providers,
-                values=self.values,
-                validator=self.validator,
-                clock=time.time,
-            )
             self._server.attach()  # before listening: the first identify already says kad
+        elif self.mode == "auto":
+            # a client until AutoNAT says otherwise; public addresses only once confirmed
+            host.identify.addresses.require_confirmation = True
         self._events = host.events()
         await host.start([_multiaddr(a) for a in cfg.listen_addrs])
         now = time.monotonic()
@@ -163,6 +172,9 @@ class NodeCore:
         await self._load_peer_book()
         self._spawn(self._watch_host(self._events), "dht-host-events")
         self._spawn(self._collect_garbage(), "dht-store-gc")
+        self._autonat = AutoNAT(host, cfg.autonat)
+        self._autonat.subscribe(self._on_reachability)
+        self._autonat.start()
 
     async def close(self) -> None:
         """Stop everything the node started: queries, requests, timers, tasks, streams,
@@ -175,6 +187,8 @@ class NodeCore:
                 await republisher.close()
         if self._events is not None:
             self._events.close()
+        if self._autonat is not None:
+            await self._autonat.close()
         if self._driver is not None:
             await self._driver.close()
         if self._router is not None:
@@ -238,8 +252,44 @@ class NodeCore:
 
     @property
     def server(self) -> KadServer | None:
-        """The inbound kad server (``None`` in client mode)."""
-        return self._server
+        """The inbound kad server (``None`` while we are a client)."""
+        server = self._server
+        return server if server is not None and server.attached else None
+
+    @property
+    def autonat(self) -> AutoNAT:
+        """Our reachability as AutoNAT sees it, and the AutoNAT server."""
+        if self._autonat is None:
+            raise NodeClosedError("node not started")
+        return self._autonat
+
+    @property
+    def reachability(self) -> str:
+        """``unknown``, ``public`` or ``private`` (AutoNAT)."""
+        return self._autonat.status.value if self._autonat is not None else "unknown"
+
+    @property
+    def effective_mode(self) -> str:
+        """``server`` while we serve ``/ipfs/kad/1.0.0``, else ``client`` (in auto mode this
+        follows :attr:`reachability`)."""
+        return "server" if self.server is not None else "client"
+
+    def _on_reachability(self, status: Reachability) -> None:
+        """AutoNAT changed its mind: in auto mode, serve the DHT exactly while public.
+        Attaching or detaching the server changes our protocols, and the host pushes the
+        new identify to every peer, so their routing tables add or drop us."""
+        server = self._server
+        if self.mode == "auto" and server is not None and not self._closed:
+            if status is Reachability.PUBLIC:
+                server.attach()
+            else:
+                server.detach()
+        log.info("reachability %s, mode %s", status.value, self.effective_mode)
+        for listener in list(self.mode_listeners):
+            try:
+                listener(status.value, self.effective_mode)
+            except Exception:
+                log.exception("mode listener failed")
 
     @property
     def peer_id(self) -> PeerID:
@@ -271,8 +321,10 @@ class NodeCore:
         return out
 
     def self_info(self) -> PeerInfo:
-        """Our id with our listen addresses."""
-        return PeerInfo(self.peer_id, tuple(self.listen_addrs))
+        """Our id with the addresses we announce: listen and confirmed observed ones, public
+        ones only once confirmed in auto mode (p2p/localaddrs.py). Answers to a peer are
+        filtered again by its scope."""
+        return PeerInfo(self.peer_id, tuple(self.host.identify.addresses.announce()))
 
     def peer_info(self, peer: PeerID) -> PeerInfo | None:
         """The addresses we know of ``peer``, ``None`` if none."""
@@ -335,11 +387,25 @@ class NodeCore:
                     dialable = [a for a in addrs if a.tcp_endpoint() is not None]
                     if KAD_PROTOCOL in protocols and dialable:
                         driver.notify(AddCandidates((peer_key(peer),)))
+                    elif KAD_PROTOCOL not in protocols:
+                        self._stopped_dht(peer)
                 case ProtocolsUpdated(peer=peer, protocols=protocols):
                     if KAD_PROTOCOL in protocols and book.addrs(peer):
                         driver.notify(AddCandidates((peer_key(peer),)))
+                    elif KAD_PROTOCOL not in protocols:
+                        self._stopped_dht(peer)
                 case _:
                     pass
+
+    def _stopped_dht(self, peer: PeerID) -> None:
+        """``peer`` no longer lists the kad protocol (it became a client, go
+        ``peerStoppedDHT``): if it is in the table, check it now; the check is refused
+        and the table drops it."""
+        if self._driver is None or self._closed:
+            return
+        node = peer_key(peer)
+        if node in self._driver.coordinator.routing_table:
+            self._driver.notify(NodeUnreachable(node))
 
     async def _collect_garbage(self) -> None:
         """Every ``gc_interval``: delete expired provider and value records in batches of
