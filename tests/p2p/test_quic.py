@@ -424,3 +424,19 @@ async def test_unknown_version_gets_version_negotiation(pair: Pair) -> None:
         assert got.empty()
     finally:
         transport.close()
+
+
+async def test_streams_opened_before_any_write_get_distinct_ids(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    client, server = await pair.dial(pid(keys[0]))
+    streams = [await client.open_stream() for _ in range(5)]
+    assert len({s.stream_id for s in streams}) == 5
+    for i, stream in enumerate(streams):
+        await stream.write(bytes([i]))
+        await stream.close()
+    got = set()
+    for _ in range(5):
+        inbound = await asyncio.wait_for(server.accept_stream(), TIMEOUT)
+        got.add(await inbound.read())
+    assert got == {bytes([i]) for i in range(5)}

@@ -51,6 +51,7 @@ from zikade_py.p2p.peerstore import (
     PeerStore,
 )
 from zikade_py.p2p.ping import PING_PROTOCOL_ID, PingHandler, ping_stream
+from zikade_py.p2p.quic.dial_order import FALLBACK_DELAY, race, split
 from zikade_py.p2p.quic.session import QuicConfig
 from zikade_py.p2p.quic.transport import QuicTransport
 from zikade_py.p2p.rcmgr import (
@@ -119,6 +120,8 @@ class HostConfig:
     limits: ResourceLimits = field(default_factory=ResourceLimits)
     quic: QuicConfig = field(default_factory=QuicConfig)
     """QUIC idle timeout, keep-alive, write high-water mark, accept backlog (quic/session.py)."""
+    quic_fallback_delay: float = FALLBACK_DELAY
+    """When a peer offers QUIC and TCP, TCP starts after QUIC had this long (quic/dial_order.py)."""
     """Per IP group, peer, connection, protocol and memory limits (rcmgr.py)."""
     dns_resolvers: Mapping[str, str] = field(default_factory=dict)
     """DNS servers by domain suffix (``"."``: every name) as ``<ip>[:<port>]`` (Kubo's
@@ -797,23 +800,38 @@ class Host:
             if (a.tcp_endpoint() is not None or a.quic_endpoint() is not None)
             and a.peer_id() in (None, peer)
         ]
-        candidates.sort(key=lambda a: a.quic_endpoint() is None)  # QUIC first: one round trip
         if not candidates:
             detail = "".join(f"; {a}: {describe_dial_error(e)}" for a, e in errors)
             raise DialError(
                 f"no dialable TCP address (nor QUIC) for {peer or 'the peer'}{detail}", errors
             )
         await self._make_room(Direction.OUTBOUND)
-        for addr in candidates:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                errors.append((addr, TimeoutError(f"not tried: {_seconds(budget)} budget spent")))
-                break
-            try:
-                conn = await self._dial_addr(peer, addr, remaining)
-            except Exception as exc:
-                errors.append((addr, exc))
-                continue
+
+        async def chain(addrs: list[Multiaddr]) -> Connection | None:
+            for addr in addrs:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    spent = TimeoutError(f"not tried: {_seconds(budget)} budget spent")
+                    errors.append((addr, spent))
+                    break
+                try:
+                    return await self._dial_addr(peer, addr, remaining)
+                except Exception as exc:
+                    errors.append((addr, exc))
+            return None
+
+        quic, other = split(candidates)
+        if quic and other:  # QUIC first, TCP joins after a delay; the first to upgrade wins
+            conn = await race(
+                lambda: chain(quic),
+                lambda: chain(other),
+                delay=self.config.quic_fallback_delay,
+                discard=lambda c: c.close(),
+                label=lambda c: c.transport,
+            )
+        else:
+            conn = await chain(quic or other)
+        if conn is not None:
             # no await between the upgrade and here: a cancel cannot lose this connection
             await self._add_connection(conn)
             # the peer may have dialed us meanwhile: hand out the connection both keep

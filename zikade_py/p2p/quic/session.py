@@ -170,6 +170,8 @@ class QuicSession:
         if self.is_closed:
             raise SessionClosedError("connection closed")
         stream_id = self.quic.get_next_available_stream_id()
+        # create it in aioquic now, or the next open_stream would get the same id
+        self.quic.send_stream_data(stream_id, b"", end_stream=False)
         stream = QuicStream(self, stream_id)
         self._streams[stream_id] = stream
         return stream
