@@ -1,8 +1,9 @@
-"""Commands that show a node's state: ``routing-table`` and ``swarm peers``.
+"""Commands that show a node's state: ``routing-table``, ``swarm peers`` and
+``swarm resources``.
 
-``swarm peers`` needs the daemon (an ephemeral node's connections say nothing);
-``routing-table`` shows the daemon's table, or without one the table an
-in-process node built while joining.
+``swarm peers`` and ``swarm resources`` need the daemon (an ephemeral node's
+connections say nothing); ``routing-table`` shows the daemon's table, or without
+one the table an in-process node built while joining.
 """
 
 from __future__ import annotations
@@ -96,6 +97,28 @@ def swarm_peers_command(opts: QueryOptions) -> None:
     for peer in doc.get("Peers") or []:
         addr, peer_id = str(peer.get("Addr", "")), str(peer.get("Peer", ""))
         click.echo(f"{addr}/p2p/{peer_id}" if addr else peer_id)
+
+
+@swarm_group.command("resources")
+@network_options
+def swarm_resources_command(opts: QueryOptions) -> None:
+    """Show resource usage against the limits: the resource manager's scopes (system,
+    protocols, the busiest peers, IP groups and connections) and the record stores
+    (needs the daemon; Kubo's ``ipfs swarm resources``)."""
+    doc = _fetch("swarm-resources", "swarm/resources", opts)
+    if opts.as_json:
+        print_json(doc)
+        return
+    header = ("Scope", "Limit Name", "Limit Value", "Limit Usage Amount", "Limit Usage Percent")
+    rows = [header]
+    for row in doc.get("Scopes") or []:
+        used, limit = int(row.get("Used", 0)), int(row.get("Limit", 0))
+        percent = f"{100 * used / limit:.1f}%" if limit else "-"
+        rows.append((str(row.get("Scope", "")), str(row.get("Name", "")), str(limit),
+                     str(used), percent))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
 
 
 COMMANDS = (routing_table_command, swarm_group)

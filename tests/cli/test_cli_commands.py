@@ -61,6 +61,20 @@ def test_swarm_peers(net, zikade_run) -> None:
     assert net.b.peer_id in {p["Peer"] for p in doc["Peers"]}
 
 
+def test_swarm_resources_shows_usage_against_limits(net, zikade_run) -> None:
+    """Kubo's ``ipfs swarm resources``: one row per limit of a scope, usage beside it."""
+    doc = json.loads(zikade_run("swarm", "resources", "--json", repo=net.a.repo).ok().out)
+    rows = {(r["Scope"], r["Name"]): r for r in doc["Scopes"]}
+    assert rows[("system", "Connections")]["Used"] >= 1  # b is connected
+    assert rows[("system", "Memory")]["Limit"] == 256 * 1024 * 1024
+    assert rows[("peer:" + net.b.peer_id, "Connections")]["Used"] >= 1
+    assert ("store:providers", "Records") in rows and ("store:values", "Bytes") in rows
+    res = zikade_run("swarm", "resources", repo=net.a.repo).ok()
+    assert res.lines[0].split() == ["Scope", "Limit", "Name", "Limit", "Value", "Limit", "Usage",
+                                    "Amount", "Limit", "Usage", "Percent"]
+    assert any(line.split()[:2] == ["system", "Memory"] for line in res.lines)
+
+
 def test_find_peer_plain_prints_multiaddrs(net, zikade_run) -> None:
     res = zikade_run("find-peer", net.b.peer_id, repo=net.a.repo).ok()
     assert net.b.swarm_addr.split("/p2p/")[0] in res.lines

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from zikade_py.p2p.peer_id import PeerID
 
@@ -383,6 +383,17 @@ def _dec(counter: Counter[K], key: K, n: int = 1) -> None:
         counter.pop(key, None)
 
 
+class ScopeUsage(NamedTuple):
+    """One limit of one scope and how much of it is used now (a row of ``swarm resources``)."""
+
+    scope: str
+    """``system``, ``protocol:<id>``, ``peer:<id>``, ``ip:<group>`` or ``conn:<peer>``."""
+    name: str
+    """What is counted (``Memory``, ``InboundStreams``, ``Connections``, ...)."""
+    used: int
+    limit: int
+
+
 class ResourceManager:
     """The host's reservations, by scope; see the module docstring."""
 
@@ -439,6 +450,44 @@ class ResourceManager:
         """Connections that share ``scope``'s IP group (0 for allowlisted and outbound ones:
         trimming prefers the connections of crowded groups)."""
         return self._group_conns[scope._group] if scope._group is not None else 0
+
+    def scopes(self, top: int = 10) -> list[ScopeUsage]:
+        """Usage against the limits: the system scope, every protocol in use, and the
+        ``top`` busiest peers, IP groups and connections (the live resource view)."""
+        lim = self.limits
+        rows = [
+            ScopeUsage("system", "Memory", self._memory, lim.host_memory),
+            ScopeUsage("system", "InboundStreams", self._streams_total, lim.inbound_streams),
+            ScopeUsage("system", "Handshakes", self._handshakes_total, self.max_handshakes),
+        ]
+        for protocol, n in sorted(self._protocol_streams.items()):
+            rows.append(
+                ScopeUsage(f"protocol:{protocol}", "InboundStreams", n,
+                           lim.inbound_streams_per_protocol)
+            )  # fmt: skip
+        peers = sorted(
+            self._peer_conns,
+            key=lambda p: -(self._peer_streams[p] + self._peer_outbound[p] + self._peer_conns[p]),
+        )
+        for peer in peers[:top]:
+            scope = f"peer:{peer}"
+            rows += [
+                ScopeUsage(scope, "Connections", self._peer_conns[peer], lim.connections_per_peer),
+                ScopeUsage(scope, "InboundStreams", self._peer_streams[peer],
+                           lim.inbound_streams_per_peer),
+                ScopeUsage(scope, "OutboundStreams", self._peer_outbound[peer],
+                           lim.outbound_streams_per_peer),
+            ]  # fmt: skip
+        groups = sorted((g for g in self._group_conns if g is not None),
+                        key=lambda g: -self._group_conns[g])  # fmt: skip
+        for group in groups[:top]:
+            rows.append(ScopeUsage(f"ip:{group}", "Connections", self._group_conns[group],
+                                   lim.connections_per_ip_group))  # fmt: skip
+        busiest = sorted((c for c in self._conns if c.memory), key=lambda c: -c.memory)
+        for conn in busiest[:top]:
+            rows.append(ScopeUsage(f"conn:{conn.peer}", "Memory", conn.memory,
+                                   lim.connection_memory))  # fmt: skip
+        return rows
 
     def stats(self) -> dict[str, int]:
         """Current usage (all zero on an idle host): for tests and ``zikade stats``."""
