@@ -543,8 +543,8 @@ def bind_sources(sources: list[str]) -> None:
     turn = iter(range(1 << 30))
 
     async def open_connection(host: str, port: int, **kw: Any) -> Any:
-        src = sources[next(turn) % len(sources)]
-        return await original(host, port, local_addr=(src, 0), **kw)
+        kw["local_addr"] = (sources[next(turn) % len(sources)], 0)  # over the host's choice
+        return await original(host, port, **kw)
 
     asyncio.open_connection = open_connection  # type: ignore[assignment]
 
