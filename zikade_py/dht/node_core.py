@@ -384,7 +384,7 @@ class NodeCore:
         async for event in events:
             match event:
                 case PeerIdentified(peer=peer, protocols=protocols, listen_addrs=addrs):
-                    dialable = [a for a in addrs if a.tcp_endpoint() is not None]
+                    dialable = [a for a in addrs if a.tcp_endpoint() or a.quic_endpoint()]
                     if KAD_PROTOCOL in protocols and dialable:
                         driver.notify(AddCandidates((peer_key(peer),)))
                     elif KAD_PROTOCOL not in protocols:

@@ -318,14 +318,15 @@ def filter_listen_addrs(
     addrs: Sequence[Multiaddr], remote: Multiaddr | None, policy: AddressPolicy = DEFAULT_POLICY
 ) -> list[Multiaddr]:
     """The listen addresses worth keeping from a peer that reached us from ``remote``
-    (go identify's ``filterAddrs``): dialable TCP only, none unspecified, and none of a
+    (go identify's ``filterAddrs``): dialable TCP or QUIC only, none unspecified, and none of a
     narrower scope than the connection's (a public peer's loopback or private addresses
     would make us dial inside our own network; addrscope.py, which also knows the
     loopback stand-ins of test networks)."""
     out = []
     for addr in addrs:
         ip = addr.ip_address()
-        if ip is None or addr.tcp_endpoint() is None or addr.is_unspecified():
+        dialable = addr.tcp_endpoint() is not None or addr.quic_endpoint() is not None
+        if ip is None or not dialable or addr.is_unspecified():
             continue
         if ip.is_multicast:
             continue
