@@ -167,16 +167,13 @@ def save_config(repo: Path, cfg: RepoConfig) -> None:
 
 def validate_bootstrap_addr(text: str) -> Multiaddr:
     """A bootstrap entry: a multiaddr ending in ``/p2p/<peer id>``, or a bare
-    ``/dnsaddr/<name>`` (it stands for every peer its TXT records name)."""
-    from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
+    ``/dnsaddr/<name>`` (it stands for every peer its TXT records name).
 
-    try:
-        addr = Multiaddr.parse(text)
-    except (InvalidMultiaddrError, ValueError) as exc:
-        raise ValueError(f"invalid multiaddr {text!r}: {exc}") from None
-    if addr.peer_id() is None and addr.components[0].name != "dnsaddr":
-        raise ValueError(f"multiaddr {text!r} has no /p2p/<peer-id> component")
-    return addr
+    Raises :class:`~zikade_py.http.errors.ArgumentError` (a ``ValueError``) saying
+    what is wrong without repeating more than the input once."""
+    from zikade_py.http.args import parse_multiaddr
+
+    return parse_multiaddr(text, need_peer=not text.strip().startswith("/dnsaddr/"))
 
 
 def bootstrap_add(repo: Path, addrs: list[str]) -> list[str]:
