@@ -1,0 +1,205 @@
+"""The reprovide sweep machine, driven with explicit time over a perfect fake network."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import replace
+
+import pytest
+
+from tests.core.sweep_harness import FakeNet, drive, random_keys
+from zikade_py.core.key import Key
+from zikade_py.core.sweep import Sweep, SweepConfig
+from zikade_py.core.sweep_events import (
+    SweepAddKeys,
+    SweepClear,
+    SweepRestore,
+    SweepWaiting,
+)
+from zikade_py.core.sweep_region import Region
+
+HOUR = 3600.0
+INTERVAL = 22 * HOUR
+
+
+def _setup(
+    servers: int = 1000, keys: int = 3000, seed: int = 1, **cfg: object
+) -> tuple[Sweep, FakeNet, list[Key]]:
+    rng = random.Random(seed)
+    net = FakeNet(random_keys(servers, rng))
+    provided = random_keys(keys, rng)
+    config = replace(SweepConfig(preimage_targets=False), **cfg)  # type: ignore[arg-type]
+    sweep = Sweep(net.servers[0], config, rng=random.Random(seed))
+    return sweep, net, provided
+
+
+def _true_closest(net: FakeNet, key: Key) -> set[Key]:
+    return set(net.closest(key))
+
+
+def test_one_cycle_announces_every_key_to_its_true_closest_with_few_lookups() -> None:
+    sweep, net, keys = _setup()
+    run, _now = drive(sweep, net, keys, 0.0, INTERVAL - 1, SweepAddKeys(tuple(keys), burst=False))
+    announced = run.announced()
+    assert set(announced) == set(keys)
+    for key in keys:
+        assert announced[key] == _true_closest(net, key)
+    # The cost follows the network, not the keys: a handful of lookups per region.
+    assert len(run.lookups) < len(keys) / 10
+    assert all(last is not None for _, _, last in sweep.schedule())
+    assert all(d.ok and not d.burst for d in run.done)
+
+
+def test_regions_are_spread_over_the_interval_and_each_done_once_per_cycle() -> None:
+    sweep, net, keys = _setup()
+    run, _ = drive(sweep, net, keys, 0.0, INTERVAL - 1, SweepAddKeys(tuple(keys), burst=False))
+    times = sorted(d.at for d in run.done)
+    regions = [d.region for d in run.done]
+    assert len(regions) == len(set(regions)), "a region was reprovided twice in one cycle"
+    assert len(times) >= 16
+    # Evenly spread: no quarter of the cycle holds more than half of the regions.
+    for q in range(4):
+        inside = [t for t in times if q * INTERVAL / 4 <= t < (q + 1) * INTERVAL / 4]
+        assert len(inside) < len(times) / 2
+    # The next reprovide of each is between half and one and a half intervals later.
+    for done in run.done:
+        assert done.next_due is not None
+        assert INTERVAL / 2 < done.next_due - done.at <= 1.5 * INTERVAL
+
+
+def test_each_server_gets_its_keys_of_a_region_on_one_stream() -> None:
+    sweep, net, keys = _setup()
+    run, _ = drive(sweep, net, keys, 0.0, INTERVAL - 1, SweepAddKeys(tuple(keys), burst=False))
+    streams: dict[tuple[Key, float], int] = {}
+    for at, peer, _ in run.sends:
+        streams[(peer, at)] = streams.get((peer, at), 0) + 1
+    assert max(streams.values()) == 1
+    messages = sum(len(batch) for _, _, batch in run.sends)
+    assert messages == 20 * len(keys)
+    assert len(run.sends) < messages / 5
+
+
+def test_batches_are_cut_at_batch_size() -> None:
+    sweep, net, keys = _setup(servers=200, keys=2000, batch_size=50)
+    run, _ = drive(sweep, net, keys, 0.0, INTERVAL - 1, SweepAddKeys(tuple(keys), burst=False))
+    assert max(len(batch) for _, _, batch in run.sends) == 50
+    assert set(run.announced()) == set(keys)
+
+
+def test_burst_announces_new_keys_soon_then_schedules_them_later() -> None:
+    sweep, net, keys = _setup(keys=500)
+    run, now = drive(sweep, net, keys, 0.0, 60.0, SweepAddKeys(tuple(keys), burst=True))
+    announced = run.announced()
+    assert set(announced) == set(keys)
+    assert all(at <= 5.0 for at, _, _ in run.sends)
+    assert all(d.burst for d in run.done)
+    assert sum(len(d.keys) for d in run.done) == len(keys)
+    for _region, due, _ in sweep.schedule():
+        assert due >= INTERVAL / 2
+    # Within the first half cycle nothing is announced again.
+    run2, _ = drive(sweep, net, keys, now, INTERVAL / 2 - 1)
+    assert not run2.sends
+
+
+def test_new_keys_wait_for_calibration_lookups_that_size_the_regions() -> None:
+    sweep, net, keys = _setup(servers=2000, keys=300)
+    run, _ = drive(sweep, net, keys, 0.0, 30.0, SweepAddKeys(tuple(keys)))
+    calibration = sweep.config.calibration_lookups
+    assert all(t not in keys for t in run.lookups[:calibration]), "random targets first"
+    size = sweep.network_size()
+    assert size is not None and 1000 < size < 4000
+    # 2000 servers / 20 → prefix length 6: regions of about 31 servers.
+    assert {r.length for r, _, _ in sweep.schedule()} <= {6, 7}
+    assert set(run.announced()) == set(keys)
+
+
+def test_failed_regions_are_retried_and_counted() -> None:
+    sweep, net, keys = _setup(servers=300, keys=400, min_reachable_ratio=1.0)
+    net.failing = set(net.servers[:40])
+    run, now = drive(sweep, net, keys, 0.0, 3 * HOUR, SweepAddKeys(tuple(keys), burst=True))
+    failed = [d for d in run.done if not d.ok]
+    assert failed and sweep.stats(now).failures_total >= len(failed)
+    attempts: dict[Region, list[float]] = {}
+    for d in run.done:
+        attempts.setdefault(d.region, []).append(d.at)
+    distinct = [sorted(set(times)) for times in attempts.values()]
+    gaps = [b - a for times in distinct for a, b in itertools.pairwise(times)]
+    assert gaps and min(gaps) >= 300.0  # retried retry_interval later, not at once
+    net.failing = set()
+    run2, now = drive(sweep, net, keys, now, now + 2 * 300.0)
+    assert set(run.announced()) | set(run2.announced()) == set(keys)
+
+
+def test_restore_runs_overdue_regions_first_and_skips_recent_ones() -> None:
+    sweep, net, keys = _setup(servers=500, keys=1000)
+    _, now = drive(sweep, net, keys, 0.0, INTERVAL - 1, SweepAddKeys(tuple(keys), burst=False))
+    rows = sweep.schedule()
+    cycle_start = sweep.stats(now).cycle_start
+    assert cycle_start is not None
+    # A crash half way through the second cycle, after every other region was redone.
+    crash = INTERVAL * 1.5
+    persisted: list[tuple[Region, float | None, float]] = []
+    recent: set[Region] = set()
+    for i, (region, _, last) in enumerate(rows):
+        assert last is not None
+        if i % 2:
+            persisted.append((region, last, 0.0))
+        else:
+            persisted.append((region, crash - 60.0, 0.0))
+            recent.add(region)
+    restart = crash + 7 * HOUR  # down for 7 hours
+    restore = SweepRestore(cycle_start, tuple(persisted))
+    probe = Sweep(sweep.self_key, sweep.config, rng=random.Random(5))
+    probe.advance(restore, restart)
+    overdue = {r for r, due, _ in probe.schedule() if due <= restart}
+    assert overdue and not overdue & recent
+
+    later = Sweep(sweep.self_key, sweep.config, rng=random.Random(5))
+    run, _ = drive(later, net, keys, restart, restart + 2 * HOUR, restore)
+    redone = [d.region for d in run.done]
+    assert set(redone[: len(overdue)]) == overdue, "overdue regions go first"
+    assert not set(redone) & recent, "a region done before the crash was announced again"
+
+
+def test_clear_empties_schedule_and_stops_reprovides() -> None:
+    sweep, net, keys = _setup(servers=300, keys=300)
+    drive(sweep, net, keys, 0.0, 10.0, SweepAddKeys(tuple(keys), burst=True))
+    assert sweep.regions > 0
+    assert isinstance(sweep.advance(SweepClear(), 11.0), SweepWaiting)
+    assert sweep.regions == 0 and sweep.idle and sweep.next_due() is None
+    run, _ = drive(sweep, net, [], 11.0, 2 * INTERVAL)
+    assert not run.sends
+
+
+def test_small_regions_are_announced_key_by_key() -> None:
+    sweep, net, keys = _setup(servers=300, keys=1)
+    run, _ = drive(sweep, net, keys, 0.0, 60.0, SweepAddKeys(tuple(keys)))
+    calibration = sweep.config.calibration_lookups
+    assert len(run.lookups) == calibration + 1
+    assert run.lookups[-1] == keys[0]
+    assert run.announced()[keys[0]] == _true_closest(net, keys[0])
+
+
+def test_a_tiny_network_gets_every_key_on_every_server() -> None:
+    sweep, net, keys = _setup(servers=8, keys=50)
+    run, _ = drive(sweep, net, keys, 0.0, INTERVAL - 1, SweepAddKeys(tuple(keys), burst=False))
+    announced = run.announced()
+    assert all(announced[k] == set(net.servers) for k in keys)
+
+
+def test_stats_count_this_cycle() -> None:
+    sweep, net, keys = _setup(servers=500, keys=1000)
+    run, now = drive(sweep, net, keys, 0.0, INTERVAL - 1, SweepAddKeys(tuple(keys), burst=False))
+    stats = sweep.stats(now)
+    assert stats.regions == sweep.regions
+    assert stats.regions_done_cycle == len([d for d in run.done if d.ok])
+    assert stats.keys_reprovided_cycle == len(keys)
+    assert stats.lookups_cycle == len(run.lookups)
+    assert stats.streams_cycle == len(run.sends)
+    assert stats.messages_cycle == 20 * len(keys)
+    assert stats.network_size is not None
+    assert stats.average_holders == pytest.approx(20.0)
+    assert stats.next_region_at is not None and stats.next_region_at > now
+    fresh = sweep.stats(now + INTERVAL)
+    assert fresh.lookups_cycle <= stats.lookups_cycle
