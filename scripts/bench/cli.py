@@ -175,7 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zikade-bench-cli-") as tmp:
         offline = Path(tmp) / "offline"
         env["ZIKADE_PATH"] = str(offline)
-        wall([ZIKADE, "init"], env)
+        wall([ZIKADE, "init", "--no-bootstrap"], env)  # measured offline: never the public peers
         for name, argv in (
             ("python_c_pass", [sys.executable, "-c", "pass"]),
             ("help", [ZIKADE, "--help"]),
