@@ -166,14 +166,16 @@ def test_identify_listen_addresses_are_filtered_by_the_connection_scope() -> Non
             "/ip4/8.8.8.8/tcp/3",
             "/ip4/0.0.0.0/tcp/4",
             "/ip4/224.0.0.1/tcp/5",
-            "/ip4/8.8.4.4/udp/6/quic-v1",
+            "/ip4/8.8.4.4/udp/6/quic-v1",  # dialable since QUIC (98154ce)
+            "/ip4/8.8.4.4/udp/7",  # bare UDP: nothing we dial
         )
     ]
+    quic = "/ip4/8.8.4.4/udp/6/quic-v1"
     public = filter_listen_addrs(addrs, Multiaddr.parse("/ip4/1.1.1.1/tcp/9"))
-    assert [str(a) for a in public] == ["/ip4/8.8.8.8/tcp/3"]
+    assert [str(a) for a in public] == ["/ip4/8.8.8.8/tcp/3", quic]
     private = filter_listen_addrs(addrs, Multiaddr.parse("/ip4/192.168.1.1/tcp/9"))
-    assert [str(a) for a in private] == ["/ip4/10.1.2.3/tcp/2", "/ip4/8.8.8.8/tcp/3"]
-    assert len(filter_listen_addrs(addrs, Multiaddr.parse("/ip4/127.0.0.1/tcp/9"))) == 3
+    assert [str(a) for a in private] == ["/ip4/10.1.2.3/tcp/2", "/ip4/8.8.8.8/tcp/3", quic]
+    assert len(filter_listen_addrs(addrs, Multiaddr.parse("/ip4/127.0.0.1/tcp/9"))) == 4
 
 
 def test_peerstore_is_bounded_and_keeps_protected_peers() -> None:

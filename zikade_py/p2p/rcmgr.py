@@ -71,11 +71,11 @@ class ResourceLimits:
     allowance refills, so TCP slows the sender instead of our event loop decrypting junk."""
     discard_burst: int = 4 * MiB
     """Dropped bytes a connection may send at once before reading pauses."""
-    bad_streams_per_connection: int = 32
+    bad_streams_per_connection: int = 16
     """Inbound streams per ``bad_stream_interval`` whose negotiation fails (junk, a reset
     before a protocol was agreed, a timeout) that one connection may open; one more and
     the connection is closed (opening streams to be reset is a cheap way to make us work)."""
-    bad_stream_interval: float = 10.0
+    bad_stream_interval: float = 60.0
     """Seconds over which ``bad_streams_per_connection`` is counted (a refilling allowance)."""
     ipv4_prefix: int = 32
     """IPv4 addresses are grouped by this prefix length."""

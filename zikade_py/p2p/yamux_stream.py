@@ -73,6 +73,8 @@ class SessionLink(Protocol):
 
     def _remove_stream(self, stream: YamuxStream) -> None: ...
 
+    def _note_dropped(self, size: int) -> None: ...
+
 
 class YamuxStream:
     """A multiplexed, flow-controlled byte stream; implements :class:`ByteStream`."""
@@ -310,6 +312,8 @@ class YamuxStream:
 
     def _mark_reset(self) -> None:
         self._reset = True
+        if self._recv_buf:  # received, never read: work done for nothing
+            self._session._note_dropped(len(self._recv_buf))
         self._recv_buf.clear()
         self._uncharge(self._charged)
         self._readable.set()
