@@ -137,6 +137,9 @@ class JsNode:
     process if it lingers. Commands may run concurrently.
     """
 
+    script: Path = JSNODE_SCRIPT
+    """The js program to run (a subclass may run another one with the same line protocol)."""
+
     def __init__(
         self,
         options: JsNodeOptions | None = None,
@@ -187,7 +190,7 @@ class JsNode:
         self._ready = asyncio.get_running_loop().create_future()
         self._proc = await asyncio.create_subprocess_exec(
             "node",
-            str(JSNODE_SCRIPT),
+            str(self.script),
             self.options.to_json(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -43,6 +43,10 @@ class Ledger:
     duplicate_blocks: int = 0
     unwanted_blocks: int = 0
     invalid_messages: int = 0
+    haves_sent: int = 0
+    dont_haves_sent: int = 0
+    haves_received: int = 0
+    dont_haves_received: int = 0
 
     def sent(self, peer: PeerID, blocks: int, nbytes: int) -> None:
         """Record blocks sent to ``peer``."""

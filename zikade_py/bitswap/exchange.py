@@ -88,6 +88,10 @@ class BitswapStat:
     duplicate_blocks: int
     unwanted_blocks: int
     invalid_messages: int
+    haves_sent: int
+    dont_haves_sent: int
+    haves_received: int
+    dont_haves_received: int
 
 
 class ExchangeSession:
@@ -445,6 +449,10 @@ class Bitswap:
                         await stream.reset()
                     raise
             self._protocols[peer] = stream.protocol
+            ledger = self.engine.ledger
+            if stream.protocol == wire.PROTOCOL_120:
+                ledger.haves_sent += len(msg.haves)
+                ledger.dont_haves_sent += len(msg.dont_haves)
             if msg.blocks:
                 self.engine.ledger.sent(peer, len(msg.blocks), sum(len(d) for _, d in msg.blocks))
         except Exception as exc:
@@ -478,6 +486,8 @@ class Bitswap:
         if msg.blocks:
             await self._on_blocks(peer, msg.blocks)
         now = time.monotonic()
+        self.engine.ledger.haves_received += len(msg.haves)
+        self.engine.ledger.dont_haves_received += len(msg.dont_haves)
         for cid in msg.haves:
             for s in self._interested(cid):
                 s.logic.on_have(peer, cid, now)
@@ -543,6 +553,10 @@ class Bitswap:
             duplicate_blocks=led.duplicate_blocks,
             unwanted_blocks=led.unwanted_blocks,
             invalid_messages=led.invalid_messages,
+            haves_sent=led.haves_sent,
+            dont_haves_sent=led.dont_haves_sent,
+            haves_received=led.haves_received,
+            dont_haves_received=led.dont_haves_received,
         )
 
     @property

@@ -1,0 +1,101 @@
+"""Interop with Helia (issue 13, acceptance 2): a file added in Helia is fetched by our
+node, which finds Helia's provider record through the DHT; a file added in our node is
+fetched by Helia, which is connected only to a DHT seed that has none of the blocks and
+finds us through the DHT.
+Bytes are identical both ways, and HAVE / DONT_HAVE go back and forth (the DHT seed has
+none of the blocks and says so)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from zikade_py.bitswap import BitswapConfig, SessionConfig
+from zikade_py.dht import NodeConfig
+from zikade_py.files import ContentNode
+from zikade_py.p2p.host import HostConfig
+from zikade_py.p2p.peer_id import PeerID
+from zikade_py.unixfs import HELIA_2025_PROFILE
+
+from .jsnode import INTEROP_DIR, JsNode, node_modules_dir
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
+
+FAST = BitswapConfig(session=SessionConfig(provider_search_delay=0.2))
+
+
+class HeliaNode(JsNode):
+    """A Helia node (helianode.mjs) with the same line protocol as the js-libp2p peer."""
+
+    script = INTEROP_DIR / "helianode.mjs"
+
+
+def config(**kw: object) -> NodeConfig:
+    base: dict[str, object] = dict(
+        mode="server", listen_addrs=["/ip4/127.0.0.1/tcp/0"], bootstrap=[], republish=False,
+        host=HostConfig(inbound_per_ip_rate=1000.0, inbound_per_ip_burst=1000),
+    )
+    base.update(kw)
+    return NodeConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def helia() -> AsyncIterator[HeliaNode]:
+    if shutil.which("node") is None or not (node_modules_dir() / "helia").is_dir():
+        pytest.skip("needs node and helia in tests/interop (npm ci)")
+    async with HeliaNode() as node:
+        yield node
+
+
+def seed_addr(node: ContentNode) -> str:
+    return str(node.listen_addrs[0].with_peer_id(node.peer_id))
+
+
+async def test_zikade_cats_a_file_added_in_helia(helia: HeliaNode, tmp_path: Path) -> None:
+    data = random.Random(11).randbytes(3 * 1024 * 1024 + 123)
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    async with ContentNode(config(), bitswap=FAST) as seed:
+        await helia.call("connect", addr=seed_addr(seed))
+        added = await helia.call("add", file=str(src), timeout_ms=60_000)
+        cid = added["cid"]
+        async with ContentNode(config(bootstrap=[seed_addr(seed)]), bitswap=FAST) as reader:
+            await reader.bootstrap()
+            helia_id = PeerID.from_string(helia.peer_id)
+            async with asyncio.timeout(30):
+                found = [p.peer_id async for p in reader.find_providers(cid, count=1)]
+            assert found == [helia_id], "Helia's provider record came through the DHT"
+            async with asyncio.timeout(60):
+                got = b"".join([c async for c in reader.cat(cid)])
+            assert got == data
+            # Helia's default layout: 1 MiB chunks -> our --profile unixfs-v1-2025 agrees
+            assert (await reader.add(got, profile=HELIA_2025_PROFILE, provide=False)).cid == cid
+            stat = reader.bitswap.stat()
+            assert stat.blocks_received == 5 and stat.duplicate_blocks == 0
+            assert stat.dont_haves_received >= 1, "the seed said DONT_HAVE to our want-have"
+            assert seed.bitswap.stat().dont_haves_sent >= 1
+
+
+async def test_helia_cats_a_file_added_in_zikade(helia: HeliaNode, tmp_path: Path) -> None:
+    data = random.Random(12).randbytes(2 * 1024 * 1024 + 5)
+    out = tmp_path / "out.bin"
+    async with ContentNode(config(), bitswap=FAST) as seed:  # noqa: SIM117 (adder needs seed)
+        async with ContentNode(config(bootstrap=[seed_addr(seed)]), bitswap=FAST) as adder:
+            await adder.bootstrap()
+            added = await adder.add(data)
+            assert added.provided is not None and added.provided.ok
+            await helia.call("connect", addr=seed_addr(seed))
+            result = await helia.call("cat", cid=added.cid, file=str(out), timeout_ms=60_000)
+            assert result["size"] == len(data)
+            assert result["sha256"] == hashlib.sha256(data).hexdigest()
+            assert out.read_bytes() == data
+            stat = adder.bitswap.stat()
+            assert stat.blocks_sent == added.blocks
+            assert stat.haves_sent + stat.blocks_sent >= added.blocks
+            assert seed.bitswap.stat().dont_haves_sent >= 1, "Helia asked the seed first"
