@@ -34,6 +34,7 @@ from typing import Any, Protocol
 from opentelemetry.metrics import Counter, Histogram
 
 from zikade_py import telemetry
+from zikade_py.dht.addrfilter import REQUESTER_SCOPE, for_scope
 from zikade_py.dht.messages import (
     MAX_MESSAGE_SIZE,
     MAX_PROVIDER_KEY_SIZE,
@@ -63,6 +64,7 @@ from zikade_py.dht.protocol import (
 from zikade_py.dht.records import InvalidRecordError, NamespacedValidator
 from zikade_py.dht.stores import ProviderStore, ValueStore
 from zikade_py.dht.stores.limits import StoreFullError
+from zikade_py.p2p.addrscope import DEFAULT_POLICY, AddressPolicy, Scope
 from zikade_py.p2p.connection import Stream
 from zikade_py.p2p.host import Host
 from zikade_py.p2p.io import IncompleteReadError
@@ -328,6 +330,8 @@ class KadServer:
 
     async def _serve(self, stream: Stream, peer: PeerID) -> None:
         cfg = self.config
+        # what this peer may give us and be given (addrfilter.py); the stream is its own task
+        REQUESTER_SCOPE.set(self._policy().peer_scope(stream.connection.remote_addr))
         instruments = _instruments()
         while True:
             try:
@@ -510,12 +514,20 @@ class KadServer:
         candidates = self._view.closest_peers(kad_digest(key), k + 2 + len(skip))
         return distinct_peers(candidates, (me, remote, *skip))[:k]
 
+    def _policy(self) -> AddressPolicy:
+        config = getattr(self._host, "config", None)
+        return getattr(config, "address_policy", DEFAULT_POLICY)
+
     def _fill(
         self,
         response: Message,
         providers: list[PeerInfo] | tuple[()] = (),
         closer: list[PeerInfo] | tuple[()] = (),
     ) -> Message:
+        scope, policy = REQUESTER_SCOPE.get(), self._policy()
+        if scope is not Scope.LOOPBACK:  # nothing narrower than the requester goes out
+            providers = [for_scope(p, scope, policy) for p in providers]
+            closer = distinct_peers(for_scope(p, scope, policy) for p in closer)
         provider_pbs, closer_pbs = fit_peers(
             response, providers, closer, limit=self.config.response_size_target
         )
@@ -674,9 +686,11 @@ class KadServer:
                 info = PeerInfo.from_pb(entry)
             except MessageError:
                 continue
-            if not info.addrs:
+            # WAN filter: a public sender's loopback/private addresses are not stored
+            usable = self._policy().keep(info.addrs, REQUESTER_SCOPE.get())
+            if not usable:
                 continue
-            addrs = tuple(dict.fromkeys(info.addrs))[: self.config.max_provider_addrs]
+            addrs = tuple(dict.fromkeys(usable))[: self.config.max_provider_addrs]
             return key, PeerInfo(remote, addrs)
         raise RejectedProviderError(
             "no_valid_provider", "no provider entry names the sender with an address"

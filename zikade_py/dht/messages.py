@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from zikade_py.dht.pb import dht_pb2, record_pb2
+from zikade_py.p2p.addrscope import normalize_addrs
 from zikade_py.p2p.io import (
     BufferedReader,
     IncompleteReadError,
@@ -260,7 +261,8 @@ class PeerInfo:
             peer_id = PeerID.from_bytes(pb.id)
         except InvalidPeerIDError as exc:
             raise MessageError(f"bad peer id in peer entry: {exc}") from None
-        return cls(peer_id, tuple(decode_addrs(list(pb.addrs))))
+        # py-libp2p appends /p2p/<id>: strip it (and drop addresses naming someone else)
+        return cls(peer_id, tuple(normalize_addrs(decode_addrs(list(pb.addrs)), peer_id)))
 
 
 def _peer_infos(entries: Iterable[dht_pb2.Message.Peer]) -> list[PeerInfo]:

@@ -50,6 +50,7 @@ from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext
 
 from zikade_py import telemetry
+from zikade_py.dht.addrfilter import clean_response
 from zikade_py.dht.messages import (
     MAX_CLOSER_PEERS,
     MAX_MESSAGE_SIZE,
@@ -390,6 +391,10 @@ class Router:
                     raise BadResponseError(f"bad response from {to}: {exc}") from None
                 if response is None:
                     raise RequestError(f"{to} closed the stream without answering")
+                # WAN filter: a public peer's loopback/private addresses are dropped
+                clean_response(
+                    response, stream.connection.remote_addr, self._host.config.address_policy
+                )
                 await stream.close()
                 if kind == MessageType.PUT_VALUE and response.record.value != msg.record.value:
                     # go: "value not put correctly"; a server that stored it echoes it.
