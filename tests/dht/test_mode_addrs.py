@@ -195,3 +195,39 @@ async def test_auto_mode_announces_only_confirmed_public_addresses(
     assert auto.self_info().addrs == ()
     assert server.self_info().addrs == tuple(server.listen_addrs)
     assert auto.reachability == "unknown" and auto.effective_mode == "client"
+
+
+async def test_suffixed_addresses_from_a_py_libp2p_like_peer_are_normalized(
+    stack: AsyncExitStack,
+) -> None:
+    """py-libp2p sends each address with /p2p/<id>, often beside the bare form: find_peer
+    returned both forms as duplicates and find_providers yielded the suffixed one."""
+    target, provider = random_peer(), random_peer()
+    bare = M("/ip4/127.0.0.1/tcp/4101")
+    provider_addr = M("/ip4/127.0.0.1/tcp/4102")
+
+    async def answer(_peer: PeerID, request: Message) -> Message | None:
+        response = Message(type=request.type, key=request.key)
+        response.closerPeers.append(
+            PeerInfo(target, (bare.with_peer_id(target), bare)).to_pb()
+        )
+        if request.type == Message.GET_PROVIDERS:
+            response.providerPeers.append(
+                PeerInfo(provider, (provider_addr.with_peer_id(provider),)).to_pb()
+            )
+        return response
+
+    fake = FakeKadPeer(answer)  # type: ignore[arg-type]
+    await fake.start()
+    stack.push_async_callback(fake.close)
+    node = Node(loopback_config(mode="server"))
+    await node.start()
+    stack.push_async_callback(node.close)
+    node.add_peer(fake.multiaddr)
+    await wait_for(lambda: len(node.routing_table()) == 1)
+    info = await node.find_peer(target, timeout=10)
+    assert info.addrs == (bare,)
+    found = [p async for p in node.find_providers(
+        "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", count=1, timeout=10,
+    )]
+    assert [(p.peer_id, p.addrs) for p in found] == [(provider, (provider_addr,))]
