@@ -40,17 +40,16 @@ from .common import (
 from .registry import summary
 from .rpc import ThinClient
 
+NO_BOOTSTRAP_NOTE = (
+    "bootstrap: no bootstrap peers configured: joining only through the peers saved last "
+    "time, or waiting for peers to dial us (add some with 'zikade bootstrap add', or "
+    "'zikade bootstrap reset' for the public peers)"
+)
+
 
 def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     if isinstance(outcome, BaseException):
         click.echo(f"bootstrap failed: {outcome}", err=True)
-        return
-    if not outcome.connected and not outcome.failed:
-        click.echo(
-            "bootstrap: no bootstrap peers configured: waiting for peers to dial us "
-            "(add some with 'zikade bootstrap add', or 'zikade bootstrap reset')",
-            err=True,
-        )
         return
     failed = "".join(f"\n  unreachable: {addr} ({err})" for addr, err in outcome.failed)
     click.echo(
@@ -215,6 +214,8 @@ def daemon_command(
             click.echo(f"Routing V1 API server listening on {daemon.routing_url}/routing/v1")
             click.echo(f"Metrics at {daemon.api_url}/debug/metrics/prometheus")
             click.echo("Daemon is ready")
+            if not daemon.config.node.bootstrap:  # said once it runs: errors stay one line
+                click.echo(NO_BOOTSTRAP_NOTE, err=True)
             sig = await stop
             click.echo(f"Received {sig.name}, shutting down...")
         finally:

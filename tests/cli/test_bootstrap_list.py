@@ -11,6 +11,7 @@ empties it, ``bootstrap reset`` / ``add --default`` bring the public peers back,
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,16 @@ def test_a_command_on_an_empty_list_says_so(zikade_run, tmp_path: Path) -> None:
     zikade_run("init", "--no-bootstrap", repo=repo).ok()
     res = zikade_run("find-peer", PEER, repo=repo)
     res.one_error("no bootstrap peers", "zikade bootstrap reset")
+
+
+def test_a_daemon_with_an_empty_list_says_so(daemons) -> None:
+    d = daemons.start("d")  # tests/cli/conftest.py: init --no-bootstrap
+    deadline = time.monotonic() + 30
+    while not any("bootstrap: " in line for line in d.err_lines):
+        assert time.monotonic() < deadline, d.describe()
+        time.sleep(0.1)
+    report = next(line for line in d.err_lines if "bootstrap: " in line)
+    assert report.startswith("bootstrap: no bootstrap peers configured"), report
 
 
 @pytest.mark.dial_refusal
