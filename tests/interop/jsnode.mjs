@@ -10,6 +10,8 @@
 //   monitor        bool    js-libp2p connection monitor (pings every conn, default true)
 //   monitorIntervalMs number
 //   kad            object  extra KadDHTInit fields (numbers/booleans), merged last
+//   transports     array   "tcp" and/or "quic" (@chainsafe/libp2p-quic), default ["tcp"];
+//                          each listens on 127.0.0.1 port 0 (/tcp/0, /udp/0/quic-v1)
 //
 // Protocol: first stdout line {"event":"ready","peerId","addrs","protocols"}; then one
 // JSON command per stdin line {"id":n,"cmd":"...",...args} answered by one line
@@ -33,6 +35,11 @@ const { setMaxListeners } = await import('node:events')
 const readline = await import('node:readline')
 const { createLibp2p } = await import('libp2p')
 const { tcp } = await import('@libp2p/tcp')
+// loaded only when asked for: a missing native module must fail the QUIC tests, not all
+const quicModule = (JSON.parse(process.argv[2] ?? process.env.JSNODE_OPTS ?? '{}').transports ?? [])
+  .includes('quic')
+  ? await import('@chainsafe/libp2p-quic')
+  : null
 const { noise } = await import('@chainsafe/libp2p-noise')
 const { yamux } = await import('@chainsafe/libp2p-yamux')
 const { identify, identifyPush } = await import('@libp2p/identify')
@@ -188,11 +195,26 @@ if (dhtEnabled) {
   })
 }
 
+const wanted = opts.transports ?? ['tcp']
+if (!Array.isArray(wanted) || wanted.length === 0 || wanted.some((t) => t !== 'tcp' && t !== 'quic')) {
+  throw new Error(`transports must be a non-empty list of "tcp" | "quic": ${JSON.stringify(wanted)}`)
+}
+const transports = []
+const listen = []
+if (wanted.includes('tcp')) {
+  transports.push(tcp())
+  listen.push('/ip4/127.0.0.1/tcp/0')
+}
+if (wanted.includes('quic')) {
+  transports.push(quicModule.quic())
+  listen.push('/ip4/127.0.0.1/udp/0/quic-v1')
+}
+
 const node = await createLibp2p({
   privateKey,
   ...(opts.userAgent == null ? {} : { nodeInfo: { userAgent: String(opts.userAgent) } }),
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-  transports: [tcp()],
+  addresses: { listen },
+  transports,
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
   // allow-listed hosts bypass the per-host inbound rate limit (5 conns/s) and pruning,

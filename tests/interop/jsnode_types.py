@@ -51,6 +51,8 @@ class JsNodeOptions:
     monitor_interval_ms: int | None = None
     kad: Mapping[str, int | bool | str] = field(default_factory=dict)
     """Extra ``KadDHTInit`` fields, e.g. ``{"kBucketSize": 20}``."""
+    transports: tuple[str, ...] = ("tcp",)
+    """``"tcp"`` and/or ``"quic"`` (@chainsafe/libp2p-quic), each listening on 127.0.0.1."""
 
     def to_json(self) -> str:
         """The JSON object jsnode.mjs reads from argv[2]."""
@@ -67,6 +69,8 @@ class JsNodeOptions:
             opts["userAgent"] = self.user_agent
         if self.monitor_interval_ms is not None:
             opts["monitorIntervalMs"] = self.monitor_interval_ms
+        if self.transports != ("tcp",):
+            opts["transports"] = list(self.transports)
         return json.dumps(opts)
 
 
