@@ -25,7 +25,7 @@ from zikade_py.p2p.crypto import (
     PublicKey,
     _encode_key_protobuf,
 )
-from zikade_py.p2p.events import PeerDisconnected
+from zikade_py.p2p.events import Direction, PeerDisconnected
 from zikade_py.p2p.host import Host, HostConfig
 from zikade_py.p2p.identify import IDENTIFY_PROTOCOL_ID, filter_listen_addrs
 from zikade_py.p2p.io import TcpStream
@@ -125,6 +125,49 @@ def test_connection_scope_releases_everything_on_close() -> None:
     b.release_memory(50)
     b.close()
     assert mgr.stats() == ZERO
+
+
+def test_ip_group_is_parsed_once_per_address_and_the_memo_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each accept asks for the group three times (rate limit, handshake, connection);
+    parsing the address and the allowlist was most of the accept's bookkeeping."""
+    from zikade_py.p2p import rcmgr
+
+    calls: list[str] = []
+    real = rcmgr.ip_group
+
+    def counting(ip: str, limits: ResourceLimits) -> str | None:
+        calls.append(ip)
+        return real(ip, limits)
+
+    monkeypatch.setattr(rcmgr, "ip_group", counting)
+    mgr = ResourceManager(ResourceLimits(), max_handshakes=64)
+    assert [mgr.group("10.0.0.1") for _ in range(3)] == ["10.0.0.1/32"] * 3
+    assert mgr.group("127.0.0.1") is None and mgr.group("127.0.0.1") is None
+    assert calls == ["10.0.0.1", "127.0.0.1"]
+    for i in range(10_000):  # rotating addresses: the memo stays bounded
+        mgr.group(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}")
+    assert len(mgr._group_of) <= rcmgr._GROUP_MEMO
+
+
+async def test_making_room_far_below_the_limits_does_not_walk_the_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with running(HostConfig(**FAST)) as target:
+        walks = 0
+
+        def walk(self: object) -> object:
+            nonlocal walks
+            walks += 1
+            return iter(())
+
+        from zikade_py.p2p.connmgr import ConnectionManager
+
+        monkeypatch.setattr(ConnectionManager, "__iter__", walk)
+        await target._make_room(Direction.INBOUND)
+        await target._make_room(Direction.OUTBOUND)
+        assert walks == 0
 
 
 def test_rate_limiter_evicts_one_entry_not_the_table() -> None:

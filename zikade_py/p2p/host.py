@@ -518,10 +518,13 @@ class Host:
         a disconnect does: subscribers hear of it and the peer's addresses lose their
         permanence. Raises :class:`ConnectionLimitError` if nothing can go."""
         for _ in range(self.config.max_connections + 1):  # bounded: each round removes one
-            inbound = sum(1 for c in self.connmgr if c.direction is Direction.INBOUND)
-            total_full = not self.connmgr.has_room()
-            inbound_full = (
-                direction is Direction.INBOUND and inbound >= self.config.max_inbound_connections
+            total = len(self.connmgr)
+            total_full = total >= self.config.max_connections
+            cap = self.config.max_inbound_connections
+            inbound_full = (  # counted only when it could matter (a walk over every connection)
+                direction is Direction.INBOUND
+                and total >= cap
+                and sum(1 for c in self.connmgr if c.direction is Direction.INBOUND) >= cap
             )
             if not total_full and not inbound_full:
                 return

@@ -171,12 +171,8 @@ class ConnectionScope:
         self._outbound = 0
         self._protocols: Counter[str] = Counter()
         self._closed = False
-        self._discard = _Allowance(mgr.limits.discard_rate, mgr.limits.discard_burst)
-        limits = mgr.limits
-        self._bad = _Allowance(
-            limits.bad_streams_per_connection / limits.bad_stream_interval,
-            limits.bad_streams_per_connection,
-        )
+        self._discard: _Allowance | None = None  # made on first use: most never need one
+        self._bad: _Allowance | None = None
 
     @property
     def memory(self) -> int:
@@ -229,11 +225,18 @@ class ConnectionScope:
     def note_discarded(self, size: int, now: float) -> float:
         """``size`` received bytes were dropped unread at ``now``; returns the seconds reading
         from this connection should pause (0.0 within ``discard_rate`` / ``discard_burst``)."""
+        if self._discard is None:
+            limits = self._mgr.limits
+            self._discard = _Allowance(limits.discard_rate, limits.discard_burst)
         return self._discard.spend(size, now)
 
     def note_bad_stream(self, now: float) -> bool:
         """An inbound stream failed its negotiation at ``now``; False once the connection
         has gone past ``bad_streams_per_connection`` (close it)."""
+        if self._bad is None:
+            limits = self._mgr.limits
+            per = limits.bad_streams_per_connection
+            self._bad = _Allowance(per / limits.bad_stream_interval, per)
         return self._bad.spend(1, now) == 0.0
 
     def has_stream_slot(self) -> bool:
@@ -383,6 +386,10 @@ def _dec(counter: Counter[K], key: K, n: int = 1) -> None:
         counter.pop(key, None)
 
 
+_GROUP_MEMO = 4096
+"""Addresses whose IP group :meth:`ResourceManager.group` remembers at most."""
+
+
 class ScopeUsage(NamedTuple):
     """One limit of one scope and how much of it is used now (a row of ``swarm resources``)."""
 
@@ -411,10 +418,20 @@ class ResourceManager:
         self._streams_total = 0
         self._memory = 0
         self._conns: set[ConnectionScope] = set()
+        self._group_of: dict[str, str | None] = {}
 
     def group(self, ip: str) -> str | None:
-        """The IP group of ``ip`` (``None``: allowlisted), see :func:`ip_group`."""
-        return ip_group(ip, self.limits)
+        """The IP group of ``ip`` (``None``: allowlisted), see :func:`ip_group`; remembered,
+        because parsing addresses and the allowlist cost more than the rest of an accept's
+        bookkeeping (each inbound connection asks three times)."""
+        try:
+            return self._group_of[ip]
+        except KeyError:
+            pass
+        if len(self._group_of) >= _GROUP_MEMO:
+            self._group_of.clear()  # bounded: rotating addresses cannot grow it
+        group = self._group_of[ip] = ip_group(ip, self.limits)
+        return group
 
     def open_handshake(self, ip: str) -> Handshake:
         """Reserve a slot for an inbound handshake from ``ip``; :class:`ResourceLimitError`
