@@ -33,7 +33,7 @@ def in_table(node: Node, other: Node) -> bool:
 @pytest_asyncio.fixture
 async def pair() -> AsyncIterator[tuple[Node, Node]]:
     """``a`` republishes (its loops wait 60 s first: only the tests drive them), ``b`` stores."""
-    a, b = Node(loopback_config(republish=True)), Node(loopback_config())
+    a, b = Node(loopback_config(republish=True, reprovide="classic")), Node(loopback_config())
     try:
         await a.start()
         await b.start()

@@ -96,7 +96,26 @@ from zikade_py.core.routing.behaviour import (
     RoutingRequest,
 )
 from zikade_py.core.routing_table import NodeFilter, RoutingTable
-from zikade_py.core.trace import Trace, earliest
+from zikade_py.core.sweep import Sweep, SweepConfig
+from zikade_py.core.sweep_events import (
+    ProvideBatch,
+    SweepAddKeys,
+    SweepClear,
+    SweepEvent,
+    SweepKeys,
+    SweepLoadKeys,
+    SweepLookup,
+    SweepLookupDone,
+    SweepPoll,
+    SweepRegionDone,
+    SweepReprovideNow,
+    SweepRestore,
+    SweepScheduleChanged,
+    SweepSend,
+    SweepSendDone,
+    SweepWaiting,
+)
+from zikade_py.core.trace import NO_TRACE, Trace, earliest
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +128,8 @@ class CoordinatorConfig:
     broadcast: BroadcastConfig = field(default_factory=BroadcastConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    """The reprovide sweep (created with the first sweep input; idle costs nothing)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting that cannot work."""
@@ -118,6 +139,7 @@ class CoordinatorConfig:
         self.broadcast.validate()
         self.network.validate()
         self.routing.validate()
+        self.sweep.validate()
 
 
 class _Owner(Enum):
@@ -126,6 +148,8 @@ class _Owner(Enum):
     STORE = "store"
     """A broadcast's store request."""
     ROUTING = "routing"
+    SWEEP = "sweep"
+    """A batch of ADD_PROVIDER sent by the reprovide sweep."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +192,11 @@ class Coordinator:
         self._outbox: deque[CoordinatorOutput] = deque()
         self._now = now
         """The latest time the driver gave us: when queued work is due."""
+        self._sweep: Sweep | None = None
+        self._sweep_inbox: deque[SweepEvent] = deque()
+        """Answers for the sweep, fed to it by the next poll (never re-entrantly)."""
+        self._sweep_ids: dict[QueryID, int] = {}
+        """Pool queries and requests of the sweep: query id → its lookup or send id."""
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -194,9 +223,10 @@ class Coordinator:
 
         Input or output still queued is due at once: at the latest time seen.
         """
-        if self._inbox or self._outbox:
+        if self._inbox or self._outbox or self._sweep_inbox:
             return self._now
-        return earliest(self._pool.next_due(), self._routing.next_due())
+        sweep = self._sweep.next_due() if self._sweep is not None else None
+        return earliest(self._pool.next_due(), self._routing.next_due(), sweep)
 
     # -- views -------------------------------------------------------------------------------
 
@@ -219,6 +249,11 @@ class Coordinator:
     def routing(self) -> RoutingBehaviour:
         """The routing behaviour (its machines' statistics, for metrics)."""
         return self._routing
+
+    @property
+    def sweep(self) -> Sweep | None:
+        """The reprovide sweep, once a sweep input created it (for its statistics)."""
+        return self._sweep
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -244,6 +279,10 @@ class Coordinator:
             case AddCandidates() | StartBootstrap() | NodeConnected() | NodeUnreachable():
                 self._routing.notify(event, now)
                 self._drain_routing(now)
+            case SweepAddKeys() | SweepRestore() | SweepClear() | SweepKeys() | SweepReprovideNow():
+                if self._sweep is None:
+                    self._sweep = Sweep(self.self_key, self.config.sweep, rng=self._rng, now=now)
+                self._sweep_inbox.append(event)
             case _:
                 assert_never(event)
 
@@ -286,6 +325,8 @@ class Coordinator:
             case _Owner.ROUTING:
                 assert req.machine is not None
                 self._routing.on_response(req.machine, req.node, event.closer_nodes, now)
+            case _Owner.SWEEP:
+                self._sweep_answer(req.query_id, True)
         self._drain_routing(now)
 
     def _on_lookup_answer(self, req: _Request, event: RequestSucceeded, now: float) -> None:
@@ -295,6 +336,10 @@ class Coordinator:
         before anything the answer caused (including the operation's end).
         """
         if req.query_id not in self._pool:
+            return
+        if req.query_id in self._sweep_ids:  # the sweep's own lookup: no caller to tell
+            answer = PoolNodeResponse(req.query_id, req.node, event.closer_nodes, trace=event.trace)
+            self._drive_pool(answer, now)
             return
         mark = len(self._outbox)
         answer = PoolNodeResponse(
@@ -324,6 +369,8 @@ class Coordinator:
             case _Owner.ROUTING:
                 assert req.machine is not None
                 self._routing.on_failure(req.machine, req.node, error, now)
+            case _Owner.SWEEP:
+                self._sweep_answer(req.query_id, False)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -400,6 +447,11 @@ class Coordinator:
                     )
                 )
                 return PoolPoll()
+            case PoolQueryFinished() if state.query_id in self._sweep_ids:
+                ok = state.reason in (FinishReason.DONE, FinishReason.TIMEOUT)
+                lid = self._sweep_ids.pop(state.query_id)
+                self._sweep_inbox.append(SweepLookupDone(lid, state.closest, ok))
+                return PoolPoll()
             case PoolQueryFinished():
                 self._outbox.append(
                     QueryFinished(
@@ -439,8 +491,48 @@ class Coordinator:
                 case _:
                     self._outbox.append(out)
 
+    # -- the reprovide sweep ------------------------------------------------------------------
+
+    def _drive_sweep(self, now: float) -> None:
+        """Feed the sweep its queued answers and carry out its wishes until it waits."""
+        sweep = self._sweep
+        assert sweep is not None
+        for _ in range(1_000_000):
+            event = self._sweep_inbox.popleft() if self._sweep_inbox else SweepPoll()
+            state = sweep.advance(event, now)
+            match state:
+                case SweepLookup(lookup_id=lid, target=target):
+                    qid = f"sweep-lookup-{lid}"
+                    self._sweep_ids[qid] = lid
+                    add = PoolAddQuery(qid, target, self._seeds(target), trace=NO_TRACE)
+                    self._drive_pool(add, now)
+                case SweepSend(send_id=sid, to=to, keys=keys):
+                    qid = f"sweep-send-{sid}"
+                    req = _Request(_Owner.SWEEP, qid, to)
+                    if self._send(req, None, ProvideBatch(keys), state.trace):
+                        self._sweep_ids[qid] = sid
+                    else:
+                        self._sweep_inbox.append(SweepSendDone(sid, False, dropped=True))
+                case SweepLoadKeys() | SweepRegionDone() | SweepScheduleChanged():
+                    self._outbox.append(state)
+                case SweepWaiting():
+                    if not self._sweep_inbox:
+                        return
+                case _:
+                    assert_never(state)
+        raise RuntimeError("the sweep did not settle")  # a bug, never a peer's doing
+
+    def _sweep_answer(self, query_id: QueryID, ok: bool) -> None:
+        sid = self._sweep_ids.pop(query_id, None)
+        if sid is not None:
+            self._sweep_inbox.append(SweepSendDone(sid, ok))
+
     def _advance_due(self, now: float) -> bool:
         """Advance machines whose due time has come; ``True`` if that produced output."""
+        if self._sweep is not None:
+            sdue = self._sweep.next_due()
+            if self._sweep_inbox or (sdue is not None and sdue <= now):
+                self._drive_sweep(now)
         due = self._pool.next_due()
         if due is not None and due <= now:
             self._drive_pool(PoolPoll(), now)

@@ -6,6 +6,12 @@ in with ``Coordinator.notify(event, now)`` and performs the
 event carries a :class:`~zikade_py.core.trace.Trace`; outputs caused by an input
 carry that input's span context and deadline (DESIGN.md §2 rule 3).
 
+The reprovide sweep (:mod:`zikade_py.core.sweep_events`) adds its own inputs
+(keys to provide, the restored schedule, a region's keys) and outputs (load a
+region's keys, a region done, the schedule changed); its batches of
+ADD_PROVIDER leave as :class:`SendMessage` carrying a
+:class:`~zikade_py.core.sweep_events.ProvideBatch`.
+
 Requests are named by ``request_id`` (unique per coordinator); the driver answers
 each :class:`SendFindNode` / :class:`SendMessage` with exactly one
 :class:`RequestSucceeded` or :class:`RequestFailed`, unless the coordinator
@@ -21,6 +27,7 @@ from enum import Enum
 from zikade_py.core.event import Event, FinishReason
 from zikade_py.core.key import Key
 from zikade_py.core.query import QueryID, QueryStats
+from zikade_py.core.sweep_events import SweepInput, SweepOutput
 
 RequestID = int
 """Names one request the coordinator asked the driver to send."""
@@ -136,6 +143,7 @@ CoordinatorInput = (
     | StartBootstrap
     | NodeConnected
     | NodeUnreachable
+    | SweepInput
 )
 
 
@@ -247,4 +255,5 @@ CoordinatorOutput = (
     | RoutingUpdated
     | RoutingRemoved
     | BootstrapFinished
+    | SweepOutput
 )

@@ -63,6 +63,7 @@ from zikade_py.core.sweep_events import (
     SweepLookupDone,
     SweepPoll,
     SweepRegionDone,
+    SweepReprovideNow,
     SweepRestore,
     SweepScheduleChanged,
     SweepSend,
@@ -231,7 +232,7 @@ class Sweep:
         self._burst: dict[Region, list[Key]] = {}
         self._burst_at: dict[Region, float] = {}
         """When each region's waiting new keys are due for their first announcement."""
-        self._unassigned: list[tuple[tuple[Key, ...], bool]] = []
+        self._unassigned: list[tuple[tuple[Key, ...], bool, bool]] = []
         """Keys that arrived before the network size was known, with their burst flag."""
         self._calibrating: set[int] = set()
         self._calibrate_after: float | None = None
@@ -262,16 +263,22 @@ class Sweep:
         match event:
             case SweepPoll():
                 pass
-            case SweepAddKeys(keys=keys, burst=burst):
-                self._add_keys(keys, burst, now)
+            case SweepAddKeys(keys=keys, burst=burst, announced=announced):
+                self._add_keys(keys, burst, now, announced)
             case SweepRestore():
                 self._restore(event, now)
             case SweepClear():
                 self._clear()
-            case SweepKeys(request_id=rid, keys=keys):
+            case SweepKeys(request_id=rid, keys=keys, ok=ok):
                 job = self._job_of(self._loads.pop(rid, None))
-                if job is not None:
+                if job is not None and ok:
                     self._on_keys(job, list(keys), now)
+                elif job is not None:
+                    self._finish(job, now, failed=True)
+            case SweepReprovideNow():
+                for region, entry in self._regions.items():
+                    entry.due = now
+                    self._push(region, now)
             case SweepLookupDone(lookup_id=lid, closest=closest, ok=ok):
                 self._on_lookup(lid, closest, ok, now)
             case SweepSendDone(send_id=sid, ok=ok, dropped=dropped):
@@ -338,7 +345,7 @@ class Sweep:
         return SweepStats(
             regions=len(self._regions),
             burst_keys=sum(len(v) for v in self._burst.values())
-            + sum(len(keys) for keys, _ in self._unassigned),
+            + sum(len(keys) for keys, _, _ in self._unassigned),
             burst_regions=len(self._burst),
             overdue_regions=overdue,
             active_regions=len(self._jobs),
@@ -371,11 +378,13 @@ class Sweep:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def _add_keys(self, keys: tuple[Key, ...], burst: bool, now: float) -> None:
+    def _add_keys(
+        self, keys: tuple[Key, ...], burst: bool, now: float, announced: bool = False
+    ) -> None:
         length = self._prefix_length()
         if length is None:
             # No size estimate yet: the keys wait for the calibration lookups.
-            self._unassigned.append((keys, burst))
+            self._unassigned.append((keys, burst, announced))
             if self._calibrate_after is None:
                 self._calibrate_after = now
             return
@@ -384,7 +393,7 @@ class Sweep:
             region = self._region_of(key.value)
             if region is None:
                 region = self._new_region(key.value, length)
-                self._schedule(region, None, now, now, burst)
+                self._schedule(region, None, now, now, burst or announced)
                 added.append((region, None, now))
             if burst:
                 self._queue_burst(region, [key], now + self.config.burst_delay)
@@ -584,8 +593,8 @@ class Sweep:
         if self._prefix_length() is not None:
             waiting, self._unassigned = self._unassigned, []
             self._calibrate_after = None
-            for keys, burst in waiting:
-                self._add_keys(keys, burst, now)
+            for keys, burst, announced in waiting:
+                self._add_keys(keys, burst, now, announced)
             return
         if self._calibrate_after is None or self._calibrate_after > now:
             return

@@ -24,6 +24,14 @@ from zikade_py.core.event import Event, State
 from zikade_py.core.key import Key
 from zikade_py.core.sweep_region import Region
 
+
+@dataclass(frozen=True, slots=True)
+class ProvideBatch:
+    """The message of a sweep's :class:`SendMessage`: one ADD_PROVIDER per key, one stream."""
+
+    keys: tuple[Key, ...]
+
+
 # -- inputs from the driver (coordinator inputs) -----------------------------------------------
 
 
@@ -33,10 +41,13 @@ class SweepAddKeys(Event):
 
     ``burst``: announce them soon (a few seconds) instead of waiting for their
     region's slot in the cycle; their region enters the schedule either way.
+    ``announced``: they were just announced another way (a single ``provide``),
+    so a new region of theirs is first due half an interval or more from now.
     """
 
     keys: tuple[Key, ...]
     burst: bool = True
+    announced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +70,19 @@ class SweepClear(Event):
 
 @dataclass(frozen=True, slots=True)
 class SweepKeys(Event):
-    """The driver's answer to :class:`SweepLoadKeys`: the keys of the region, sorted by value."""
+    """The driver's answer to :class:`SweepLoadKeys`: the keys of the region, sorted by value.
+
+    ``ok`` false: they could not be read (the region is retried later, not dropped).
+    """
 
     request_id: int
     keys: tuple[Key, ...]
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReprovideNow(Event):
+    """Reprovide every scheduled region now (``zikade provide reprovide``, benchmarks)."""
 
 
 # -- answers from the coordinator --------------------------------------------------------------
@@ -91,7 +111,7 @@ class SweepSendDone(Event):
     dropped: bool = False
 
 
-SweepInput = SweepAddKeys | SweepRestore | SweepClear | SweepKeys
+SweepInput = SweepAddKeys | SweepRestore | SweepClear | SweepKeys | SweepReprovideNow
 """What a driver feeds the coordinator for the sweep."""
 
 SweepEvent = SweepInput | SweepPoll | SweepLookupDone | SweepSendDone

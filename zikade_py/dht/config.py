@@ -72,6 +72,11 @@ class NodeConfig:
     and protocol, and the memory budget (``HostConfig.limits``, p2p/rcmgr.py)."""
     republish: bool = True
     """Re-announce the content we provide every 22 h (WIRE.md §8.8)."""
+    reprovide: str = "sweep"
+    """How provided content is re-announced: ``sweep`` (default, go-libp2p-kad-dht v0.35:
+    region by region, one exploration per region, cost tracks the network's size; keys
+    and schedule in the repo) or ``classic`` (one lookup per key, ``dht/republisher.py``).
+    The cycle and its knobs are ``coordinator.sweep``."""
     store_limits: StoreLimits = field(default_factory=StoreLimits)
     """What peers may make the provider and value stores keep (per key, per sender,
     in total); see :class:`~zikade_py.dht.stores.limits.StoreLimits` for go's figures."""
@@ -84,6 +89,8 @@ class NodeConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` for settings no node can run with."""
+        if self.reprovide not in ("sweep", "classic"):
+            raise ValueError(f"reprovide must be 'sweep' or 'classic', not {self.reprovide!r}")
         if self.mode not in ("auto", "server", "client"):
             raise ValueError(f"mode must be 'auto', 'server' or 'client', not {self.mode!r}")
         self.autonat.validate()

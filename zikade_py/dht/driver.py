@@ -31,11 +31,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, assert_never
 
 from opentelemetry import trace
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanContext
 
 from zikade_py import telemetry
 from zikade_py.core.coordinator import Coordinator
@@ -60,6 +60,13 @@ from zikade_py.core.coordinator_events import (
 )
 from zikade_py.core.key import Key
 from zikade_py.core.query import QueryID
+from zikade_py.core.sweep_events import (
+    ProvideBatch,
+    SweepLoadKeys,
+    SweepOutput,
+    SweepRegionDone,
+    SweepScheduleChanged,
+)
 from zikade_py.core.trace import Trace
 from zikade_py.dht.config import NodeClosedError
 from zikade_py.dht.messages import Message, PeerInfo, find_node
@@ -83,6 +90,10 @@ def key_peer(key: Key) -> PeerID:
     return PeerID.from_bytes(key.preimage)
 
 
+BatchSender = Callable[[PeerID, ProvideBatch, float | None, SpanContext], Awaitable[None]]
+"""Sends one batch of ADD_PROVIDER to a peer on one stream; raises if it could not."""
+
+
 class DriverListener(Protocol):
     """What the driver tells the node about routing changes."""
 
@@ -96,6 +107,10 @@ class DriverListener(Protocol):
 
     def on_bootstrap_finished(self, event: BootstrapFinished) -> None:
         """A bootstrap walk ended."""
+        ...
+
+    def on_sweep(self, out: SweepOutput) -> None:
+        """The reprovide sweep wants keys loaded or its progress kept (dht/reprovide.py)."""
         ...
 
 
@@ -222,6 +237,8 @@ class Driver:
         self._tasks: dict[RequestID, tuple[asyncio.Task[None], QueryID]] = {}
         self._reaping: set[asyncio.Task[None]] = set()
         self._next_query = 0
+        self.batch_sender: BatchSender | None = None
+        """Sends the sweep's batches of ADD_PROVIDER on one stream (dht/reprovide_send.py)."""
 
     # -- views -------------------------------------------------------------------------------
 
@@ -381,6 +398,8 @@ class Driver:
                 self._listener.on_routing_removed(node)
             case BootstrapFinished():
                 self._listener.on_bootstrap_finished(out)
+            case SweepLoadKeys() | SweepRegionDone() | SweepScheduleChanged():
+                self._listener.on_sweep(out)
             case _:
                 assert_never(out)
 
@@ -438,6 +457,11 @@ class Driver:
 
     async def _exchange(self, out: SendFindNode | SendMessage) -> RequestSucceeded:
         peer = key_peer(out.to)
+        if isinstance(out, SendMessage) and isinstance(out.message, ProvideBatch):
+            if self.batch_sender is None:
+                raise TypeError("no batch sender for the sweep's ADD_PROVIDER batches")
+            await self.batch_sender(peer, out.message, out.deadline, out.span_context)
+            return RequestSucceeded(out.request_id, trace=out.trace)
         if isinstance(out, SendFindNode):
             if not out.target.preimage:
                 raise ValueError("FIND_NODE target has no preimage to put on the wire")

@@ -11,6 +11,7 @@
   ``bootstrap``, the routing table, ``add_peer``, ``ping``;
 * :mod:`.node_content` — ``provide`` and ``find_providers``;
 * :mod:`.node_values` — ``put_value`` and ``get_value``;
+* :mod:`.node_provide` — ``provide_many``, ``provide_stat``, ``provide_clear``;
 * :mod:`.republisher` — what we provide and the records we put are announced
   again every 22 h (``provider_republisher``, ``value_republisher``).
 
@@ -26,26 +27,51 @@ return lists return partial results at the deadline; ``find_peer`` and
 
 from __future__ import annotations
 
+from zikade_py.core.sweep_events import SweepStats
 from zikade_py.dht.node_content import ContentAPI
 from zikade_py.dht.node_core import ROUTING_ADDR_TTL
 from zikade_py.dht.node_peers import PeerAPI
+from zikade_py.dht.node_provide import ProvideAPI
 from zikade_py.dht.node_values import ValueAPI
+from zikade_py.dht.reprovide import SweepReprovider
+from zikade_py.dht.reprovide_send import BatchSender
 from zikade_py.dht.republisher import ProviderKeys, Republisher
+from zikade_py.dht.stores.provide_keys import MemoryProvideKeys, ProvideKeyStore
+from zikade_py.dht.stores.sqlite_provide import SqliteProvideKeys
 
 
-class Node(PeerAPI, ContentAPI, ValueAPI):
+class Node(PeerAPI, ContentAPI, ValueAPI, ProvideAPI):
     """A zikade-py DHT node (see the module docstring)."""
 
     async def _start(self) -> None:
         await super()._start()
-        if self.config.republish:
+        driver = self.driver
+        driver.batch_sender = BatchSender(
+            self.host, self.self_info, request_timeout=self.config.request_timeout
+        )
+        if self.config.republish and self.config.reprovide == "sweep":
+            store: ProvideKeyStore = (
+                SqliteProvideKeys(self._datastore)
+                if self._datastore is not None
+                else MemoryProvideKeys()
+            )
+            coordinator = driver.coordinator
+
+            def sweep_stats(now: float) -> SweepStats | None:
+                sweep = coordinator.sweep
+                return sweep.stats(now) if sweep is not None else None
+
+            self.reprovider = SweepReprovider(store, driver.notify, self._spawn, sweep_stats)
+            await self.reprovider.start()
+        elif self.config.republish:
             self.provider_republisher = Republisher(
                 ProviderKeys(self.providers), self._announce, name="provider-republisher"
             )
+            self.provider_republisher.start()
+        if self.config.republish:
             self.value_republisher = Republisher(
                 self.local_records, self._reput, name="value-republisher"
             )
-            self.provider_republisher.start()
             self.value_republisher.start()
 
     # -- views -------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ class ContentAPI(NodeCore):
         now = time.time()
         await self.providers.add_async(mh, me, now)
         await self.providers.add_local_async(mh, now)
+        if self.reprovider is not None:  # the sweep re-announces it from now on
+            await self.reprovider.provide([mh], announced=True)
         self.notifier.publish(mh, me, store=False)
         strategy = BroadcastStrategy.OPTIMISTIC if optimistic else BroadcastStrategy.FOLLOW_UP
         return await self._broadcast(

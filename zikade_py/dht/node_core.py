@@ -43,6 +43,7 @@ from zikade_py.core.coordinator_events import (
     StartBroadcast,
 )
 from zikade_py.core.key import Key
+from zikade_py.core.sweep_events import SweepOutput
 from zikade_py.dht.config import (
     DATASTORE_FILENAME,
     IDENTITY_FILENAME,
@@ -57,6 +58,7 @@ from zikade_py.dht.notifier import Notifier
 from zikade_py.dht.protocol import KAD_PROTOCOL
 from zikade_py.dht.query_events import EventCallback, EventObserver, ResponseHook
 from zikade_py.dht.records import NamespacedValidator, amino_validator
+from zikade_py.dht.reprovide import SweepReprovider
 from zikade_py.dht.republisher import Republisher
 from zikade_py.dht.router import Router
 from zikade_py.dht.session import current_session
@@ -111,6 +113,8 @@ class NodeCore:
         """Re-announces the content we provide every 22 h (``None`` without ``republish``)."""
         self.value_republisher: Republisher | None = None
         """Puts the records we put again every 22 h (``None`` without ``republish``)."""
+        self.reprovider: SweepReprovider | None = None
+        """The reprovide sweep's keys and schedule (``reprovide="sweep"``, the default)."""
         self._started = False
         self._closed = False
         self.validator: NamespacedValidator = amino_validator()
@@ -182,6 +186,8 @@ class NodeCore:
         if self._closed:
             return
         self._closed = True
+        if self.reprovider is not None:
+            await self.reprovider.close()
         for republisher in (self.provider_republisher, self.value_republisher):
             if republisher is not None:
                 await republisher.close()
@@ -374,6 +380,11 @@ class NodeCore:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(event)
+
+    def on_sweep(self, out: SweepOutput) -> None:
+        """The reprovide sweep wants a region's keys or its progress kept."""
+        if self.reprovider is not None:
+            self.reprovider.on_output(out)
 
     # -- host events -------------------------------------------------------------------------
 

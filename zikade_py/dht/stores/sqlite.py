@@ -849,6 +849,15 @@ class SqliteDatastore:
         self.providers._load_usage(conn)
         self.values._load_usage(conn)
 
+    async def write_async(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer thread (group commit) for stores of other modules
+        (the sweep's keys, :mod:`.sqlite_provide`); returns once it is committed."""
+        return await self._writer.call_async(fn)
+
+    async def read_async(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the reader thread (never on the event loop)."""
+        return await self._reads.call_async(fn)
+
     def _setup(self, conn: sqlite3.Connection) -> None:
         """Writer thread, first thing: settings, schema creation or migration."""
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]

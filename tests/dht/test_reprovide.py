@@ -1,0 +1,162 @@
+"""The reprovide sweep on a loopback network of our own nodes (real TCP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from multiformats import CID, multihash
+
+from zikade_py.core.sweep import SweepConfig
+from zikade_py.dht import Node, NodeConfig
+from zikade_py.dht.reprovide import SweepReprovider
+from zikade_py.dht.reprovide_send import BatchSender
+
+from .conftest import LOOPBACK_COORDINATOR, loopback_config, start_network, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+SWEEP = SweepConfig(burst_delay=0.1)
+
+
+def cids(n: int, tag: str = "sweep") -> list[CID]:
+    """``n`` distinct CIDs."""
+    return [
+        CID("base32", 1, "raw", multihash.digest(f"{tag}-{i}".encode(), "sha2-256"))
+        for i in range(n)
+    ]
+
+
+def provider_config(i: int, **overrides: object) -> NodeConfig:
+    """Node 0 reprovides with the sweep; the others only serve."""
+    coord = replace(LOOPBACK_COORDINATOR, sweep=SWEEP)
+    return loopback_config(republish=i == 0, coordinator=coord, **overrides)
+
+
+def sweeper(node: Node) -> tuple[SweepReprovider, BatchSender]:
+    rep = node.reprovider
+    sender = node.driver.batch_sender
+    assert rep is not None and isinstance(sender, BatchSender)
+    return rep, sender
+
+
+async def settled(node: Node) -> bool:
+    stat = await node.provide_stat()
+    return stat["burst_keys"] == 0 and stat["active_regions"] == 0
+
+
+async def wait_settled(node: Node, timeout: float = 60.0) -> None:
+    state = {"ok": False}
+
+    async def check() -> None:
+        state["ok"] = await settled(node)
+
+    import asyncio
+
+    loop_deadline = asyncio.get_running_loop().time() + timeout
+    while not state["ok"]:
+        await check()
+        if state["ok"]:
+            return
+        if asyncio.get_running_loop().time() > loop_deadline:
+            raise TimeoutError("the sweep did not settle")
+        await asyncio.sleep(0.05)
+
+
+async def test_provide_many_goes_out_in_batches_and_is_found_by_others() -> None:
+    async with start_network(9, config=provider_config, min_table=3) as net:
+        a = net.nodes[0]
+        keys = cids(300)
+        assert await a.provide_many(keys) == 300
+        assert await a.provide_many(keys[:50]) == 0, "known keys are not provided again"
+        await wait_settled(a)
+        rep, sender = sweeper(a)
+        assert rep.bursts_done >= 1
+        stat = await a.provide_stat()
+        assert stat["strategy"] == "sweep" and stat["keys"] == 300
+        assert stat["regions"] >= 1 and stat["network_size"] is not None
+        # Every server got every key (fewer than k servers), each on one stream per batch.
+        assert sender.messages >= 300 * 5
+        assert sender.streams * 50 <= sender.messages
+        others = net.nodes[1:]
+        for i, cid in enumerate(keys[:10]):
+            finder = others[i % len(others)]
+            found = [p.peer_id async for p in finder.find_providers(cid, count=1, timeout=10)]
+            assert a.peer_id in found
+
+
+async def test_reprovide_now_and_clear() -> None:
+    async with start_network(6, config=provider_config, min_table=1) as net:
+        a = net.nodes[0]
+        await a.provide_many(cids(40, "clear"))
+        await wait_settled(a)
+        rep, sender = sweeper(a)
+        before = sender.messages
+        await a.reprovide_now()
+        await wait_for(lambda: rep.regions_done >= 1, timeout=30)
+        assert sender.messages > before
+        stat = await a.provide_stat()
+        assert stat["regions_done_cycle"] >= 1 and stat["lookups_cycle"] >= 1
+        assert await a.provide_clear() == 40
+        stat = await a.provide_stat()
+        assert stat["keys"] == 0 and stat["regions"] == 0
+        sent = sender.messages
+        await a.reprovide_now()
+        await wait_settled(a)
+        assert sender.messages == sent, "a cleared node announced again"
+
+
+async def test_single_provide_announces_at_once_and_joins_the_schedule() -> None:
+    async with start_network(5, config=provider_config, min_table=1) as net:
+        a = net.nodes[0]
+        cid = cids(1, "single")[0]
+        result = await a.provide(cid)
+        assert result.contacted, "provide of one CID still announces at once"
+        _, sender = sweeper(a)
+        await wait_settled(a)
+        stat = await a.provide_stat()
+        assert stat["keys"] == 1 and stat["regions"] == 1
+        assert sender.messages == 0, "no burst for a key provide() just announced"
+        next_at = stat["next_region_at"]
+        cycle = stat["cycle_start"]
+        assert isinstance(next_at, float) and isinstance(cycle, float)
+        assert next_at - cycle >= SWEEP.reprovide_interval / 2
+
+
+async def test_keys_and_schedule_persist_in_the_repo(tmp_path: Path) -> None:
+    async with start_network(6, config=provider_config, min_table=1) as net:
+        boot = [str(m) for m in net.bootstrap.multiaddrs]
+        repo = tmp_path / "repo"
+        cfg = replace(provider_config(0), repo=repo, bootstrap=boot)
+        a = Node(cfg)
+        await a.start()
+        try:
+            await a.bootstrap()
+            await a.provide_many(cids(120, "persist"))
+            await wait_settled(a)
+            first = await a.provide_stat()
+        finally:
+            await a.close()
+        db = sqlite3.connect(repo / "datastore.sqlite")
+        try:
+            assert db.execute("SELECT count(*) FROM sweep_keys").fetchone()[0] == 120
+            assert db.execute("SELECT count(*) FROM sweep_keys WHERE pending = 1").fetchone()[0] == 0
+            regions = db.execute("SELECT count(*) FROM sweep_regions").fetchone()[0]
+            assert regions == first["regions"]
+        finally:
+            db.close()
+        again = Node(cfg)
+        await again.start()
+        try:
+            stat = await again.provide_stat()
+            assert stat["keys"] == 120 and stat["regions"] == first["regions"]
+            assert stat["cycle_start"] == pytest.approx(first["cycle_start"], abs=1.0)
+            # Announced a moment ago: nothing is due, nothing goes out again.
+            _, sender = sweeper(again)
+            await again.bootstrap()
+            await wait_settled(again)
+            assert sender.messages == 0
+        finally:
+            await again.close()
