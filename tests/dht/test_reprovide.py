@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -42,25 +43,14 @@ def sweeper(node: Node) -> tuple[SweepReprovider, BatchSender]:
     return rep, sender
 
 
-async def settled(node: Node) -> bool:
-    stat = await node.provide_stat()
-    return stat["burst_keys"] == 0 and stat["active_regions"] == 0
-
-
 async def wait_settled(node: Node, timeout: float = 60.0) -> None:
-    state = {"ok": False}
-
-    async def check() -> None:
-        state["ok"] = await settled(node)
-
-    import asyncio
-
-    loop_deadline = asyncio.get_running_loop().time() + timeout
-    while not state["ok"]:
-        await check()
-        if state["ok"]:
+    """Wait (bounded) until the sweep has no burst waiting and no region in progress."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        stat = await node.provide_stat()
+        if stat["burst_keys"] == 0 and stat["active_regions"] == 0:
             return
-        if asyncio.get_running_loop().time() > loop_deadline:
+        if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("the sweep did not settle")
         await asyncio.sleep(0.05)
 
@@ -142,7 +132,8 @@ async def test_keys_and_schedule_persist_in_the_repo(tmp_path: Path) -> None:
         db = sqlite3.connect(repo / "datastore.sqlite")
         try:
             assert db.execute("SELECT count(*) FROM sweep_keys").fetchone()[0] == 120
-            assert db.execute("SELECT count(*) FROM sweep_keys WHERE pending = 1").fetchone()[0] == 0
+            pending = "SELECT count(*) FROM sweep_keys WHERE pending = 1"
+            assert db.execute(pending).fetchone()[0] == 0
             regions = db.execute("SELECT count(*) FROM sweep_regions").fetchone()[0]
             assert regions == first["regions"]
         finally:
