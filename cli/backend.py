@@ -164,10 +164,13 @@ async def open_local(
     timeout: float,
     join: bool = True,
     verbose: bool = False,
+    content: bool = False,
 ) -> AsyncIterator[Node]:
     """An ephemeral client node on ``repo``'s identity that joined the network.
 
     ``join=False`` skips bootstrapping (commands that read only local state).
+    ``content=True`` makes it a :class:`~zikade_py.files.ContentNode` (the repo's
+    blockstore and Bitswap: add, cat, block).
     Raises :class:`CommandError` when no bootstrap peer can be reached. ``verbose``
     narrates the join on stderr (names resolved, peers dialed and reached).
     """
@@ -187,7 +190,12 @@ async def open_local(
         bootstrap_timeout=max(1.0, min(timeout / 2, 30.0)),
         republish=False,
     )
-    node = Node(config)
+    if content:
+        from zikade_py.files import ContentNode
+
+        node: Node = ContentNode(config)
+    else:
+        node = Node(config)
     await node.start()
     try:
         if join:

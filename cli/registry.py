@@ -44,6 +44,10 @@ COMMANDS: dict[str, Entry] = {
     ),
     "swarm": Entry(".node_commands:swarm_group", "Inspect the daemon's connections."),
     "id": Entry(".p2p_commands:id_command", "Show our identity, or a peer's."),
+    "add": Entry(".files_commands:add_command", "Add files (UnixFS), pin and provide them."),
+    "cat": Entry(".files_commands:cat_command", "Write a file to stdout (Bitswap if needed)."),
+    "block": Entry(".files_commands:block_group", "Get, put or stat raw blocks."),
+    "bitswap": Entry(".files_commands:bitswap_group", "Show the daemon's block exchange."),
     "ping": Entry(".p2p_commands:ping_command", "Ping a peer over /ipfs/ping/1.0.0."),
 }
 """Command name → where it lives and what ``--help`` says about it."""

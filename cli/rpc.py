@@ -128,6 +128,41 @@ class ThinClient:
             return doc
         raise RpcError("the daemon answered nothing")
 
+    def raw(
+        self,
+        command: str,
+        args: Sequence[str] = (),
+        options: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[dict[str, str], Iterator[bytes]]:
+        """Call a command answered with raw bytes (``cat``, ``block/get``): the reply's
+        headers and its body as it arrives; an error document raises :class:`RpcError`."""
+        sock, reply = self._open(command, args, options or {}, body, timeout)
+        if reply.status != 200 or reply.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
+            try:
+                _document(reply.status, b"".join(reply.body()))
+            finally:
+                reply.file.close()
+                sock.close()
+            raise RpcError(f"the daemon answered HTTP {reply.status} without a body")
+
+        def body_chunks() -> Iterator[bytes]:
+            try:
+                yield from reply.body()
+            except (OSError, ValueError) as exc:
+                raise DaemonUnavailableError(
+                    f"lost the daemon at {self.base_url}: {exc}"
+                ) from None
+            finally:
+                reply.file.close()
+                sock.close()
+
+        return reply.headers, body_chunks()
+
     def stream(
         self,
         command: str,

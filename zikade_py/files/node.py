@@ -39,7 +39,7 @@ from zikade_py.dht.node import Node
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 from zikade_py.unixfs import DEFAULT_PROFILE, Profile, cat, import_stream
-from zikade_py.unixfs.exporter import file_size
+from zikade_py.unixfs.exporter import decode_file_node, file_size
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,24 @@ class ContentNode(Node):
             if ephemeral:
                 session.stop()
                 await session.wait_stopped()
+
+    async def is_local(self, cid: str | bytes | CID) -> bool:
+        """Whether every block of the file ``cid`` is in the blockstore (reads only its
+        dag-pb nodes; the leaves are checked in the index)."""
+        store = self.blockstore
+        pending = [cids.to_bytes(cid)]
+        while pending:
+            current = pending.pop()
+            if not store.has(current):
+                return False
+            if cids.codec_of(current) != cids.DAG_PB:
+                continue
+            data = await store.get(current)
+            if data is None:
+                return False
+            node, _ = decode_file_node(data)
+            pending.extend(link.hash for link in node.links)
+        return True
 
     async def get_block(self, cid: str | bytes | CID, *, timeout: float | None = None) -> bytes:
         """One block, from the store or the network (checked against its CID)."""

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.dht.node import Node
+from zikade_py.files import ContentNode
 from zikade_py.http.api_guard import ApiGuard, HostCheck
 from zikade_py.http.client import api_base_url
 from zikade_py.http.errors import DaemonError
@@ -106,7 +107,9 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.node = Node(config.node)
+        # a ContentNode is a Node that also stores and serves blocks (Bitswap); it
+        # announces what is pinned in the repo once it runs
+        self.node: Node = ContentNode(config.node, announce_pins=True)
         self._runners: list[web.AppRunner] = []
         self._api_addr: str | None = None
         self._routing_url: str | None = None

@@ -32,6 +32,7 @@ from zikade_py.dht.node import Node
 from zikade_py.http.api_guard import ApiGuard
 from zikade_py.http.disconnect import ClientGoneError, client_gone_response, until_disconnect
 from zikade_py.http.errors import ArgumentError, OpError
+from zikade_py.http.files_api import add_files_routes
 from zikade_py.http.ops import COMMANDS, Command, Context, JSONObj, Request
 
 API_PREFIX: Final = "/api/v0/"
@@ -155,4 +156,5 @@ def add_rpc_routes(
     app[_CONTEXT_KEY] = Context(node=node, repo=repo)
     for name, command in COMMANDS.items():
         app.router.add_post(API_PREFIX + name, _route(command))
+    add_files_routes(app, node)  # add, cat, block/*, bitswap/stat (raw bodies)
     app.router.add_post(API_PREFIX + "{path:.*}", _unknown)

@@ -1,0 +1,190 @@
+"""The daemon's RPC endpoints for files and blocks, in Kubo's shapes.
+
+* ``add`` — the request body is the file; answers ``{"Name", "Hash", "Size",
+  "Blocks", "Provided"}``; options ``profile`` (``default`` |
+  ``unixfs-v1-2025``), ``pin`` and ``provide`` (``true``/``false``);
+* ``cat?arg=CID`` and ``block/get?arg=CID`` — raw bytes
+  (``application/octet-stream``, streamed; ``cat`` sends the file size in
+  ``X-Content-Length`` first so a client can tell a complete file from one cut short);
+* ``block/put`` (body: the block; ``codec`` ``raw``|``dag-pb``, ``pin``) and
+  ``block/stat?arg=CID`` — ``{"Key", "Size"}``;
+* ``bitswap/stat`` — wants, peers, sessions, blocks and bytes each way.
+
+Why beside :mod:`.ops` rather than in it: those commands answer JSON objects,
+and these stream file bodies in both directions. The same browser rules guard
+them (the guard is installed on the whole app) and a client that goes away
+stops the fetch (the write fails, the session is stopped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from zikade_py.blocks import cid as cids
+from zikade_py.files import ContentNode
+from zikade_py.http.args import parse_duration
+from zikade_py.http.errors import ArgumentError, OpError
+from zikade_py.unixfs import PROFILES, CorruptDagError, NotAFileError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX: Final = "/api/v0/"
+
+_CODECS: Final = {"raw": cids.RAW, "dag-pb": cids.DAG_PB}
+
+Handler = Callable[[web.Request, ContentNode], Awaitable[web.StreamResponse]]
+
+
+def _error(exc: BaseException) -> web.Response:
+    client = isinstance(exc, (ArgumentError, cids.InvalidCIDError, NotAFileError))
+    doc = {"Message": " ".join(str(exc).split()) or type(exc).__name__,
+           "Code": 1 if client else 0, "Type": "error"}
+    return web.json_response(doc, status=400 if client else 500)
+
+
+def _flag(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ArgumentError(f"option {name} must be true or false, not {value!r}")
+
+
+def _timeout(request: web.Request) -> float | None:
+    text = request.query.get("timeout")
+    return None if text is None else parse_duration(text)
+
+
+def _cid(request: web.Request) -> bytes:
+    args = request.query.getall("arg", [])
+    if len(args) != 1:
+        raise ArgumentError("expected exactly one argument: <cid>")
+    return cids.to_bytes(args[0])
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(1024 * 1024):
+        yield chunk
+
+
+async def add(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``add``: import the body as a UnixFS file."""
+    name = request.query.get("name", "")
+    profile_name = request.query.get("profile", "default")
+    profile = PROFILES.get(profile_name)
+    if profile is None:
+        raise ArgumentError(f"unknown profile {profile_name!r} (one of {', '.join(PROFILES)})")
+    result = await node.add(
+        _body(request), profile=profile, pin=_flag(request, "pin", True),
+        provide=_flag(request, "provide", True), timeout=_timeout(request),
+    )
+    provided = result.provided
+    return web.json_response({
+        "Name": name or result.cid, "Hash": result.cid, "Size": str(result.size),
+        "Blocks": result.blocks,
+        "Provided": bool(provided and provided.ok),
+    })
+
+
+async def cat(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``cat``: the file's bytes, streamed."""
+    root = _cid(request)
+    timeout = _timeout(request)
+    size = await node.size_of_file(root)
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/octet-stream", "X-Content-Length": str(size),
+    })
+    await response.prepare(request)
+    try:
+        async for chunk in node.cat(root, timeout=timeout):
+            await response.write(chunk)
+    except (ConnectionResetError, ConnectionError):
+        return response
+    except Exception as exc:  # after the headers: cut the stream short, the client sees it
+        log.info("cat %s failed mid-stream: %r", cids.to_str(root), exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def block_get(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``block/get``: one block's bytes."""
+    data = await node.get_block(_cid(request), timeout=_timeout(request))
+    return web.Response(body=data, content_type="application/octet-stream")
+
+
+async def block_put(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``block/put``: store the body as a block."""
+    codec_name = request.query.get("cid-codec", request.query.get("codec", "raw"))
+    codec = _CODECS.get(codec_name)
+    if codec is None:
+        raise ArgumentError(f"unknown codec {codec_name!r} (raw or dag-pb)")
+    data = await request.read()
+    key = await node.put_block(data, codec=codec, pin=_flag(request, "pin", False))
+    return web.json_response({"Key": key, "Size": len(data)})
+
+
+async def block_stat(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``block/stat``: the block's size (fetched if not local)."""
+    cid = _cid(request)
+    size = node.blockstore.size_of(cid)
+    if size is None:
+        size = len(await node.get_block(cid, timeout=_timeout(request)))
+    return web.json_response({"Key": cids.to_str(cid), "Size": size})
+
+
+async def bitswap_stat(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``bitswap/stat``: the exchange's counters and the blockstore's."""
+    doc: dict[str, Any] = {
+        k.title().replace("_", ""): v
+        for k, v in dataclasses.asdict(node.bitswap.stat()).items()
+    }
+    store = node.blockstore.stat()
+    doc["Blockstore"] = {"Blocks": store.blocks, "Bytes": store.bytes,
+                         "PinnedBlocks": store.pinned_blocks, "Pins": store.pins,
+                         "MaxBytes": store.max_bytes}
+    return web.json_response(doc, dumps=lambda d: json.dumps(d, separators=(",", ":")))
+
+
+ROUTES: Final[dict[str, Handler]] = {
+    "add": add,
+    "cat": cat,
+    "block/get": block_get,
+    "block/put": block_put,
+    "block/stat": block_stat,
+    "bitswap/stat": bitswap_stat,
+}
+"""Path under ``/api/v0/`` → handler."""
+
+
+def add_files_routes(app: web.Application, node: object) -> None:
+    """Mount :data:`ROUTES` (a node without a blockstore answers them with an error)."""
+
+    def route(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if not isinstance(node, ContentNode):
+                return _error(OpError("this node has no blockstore"))
+            try:
+                return await handler(request, node)
+            except (ArgumentError, OpError, cids.InvalidCIDError, NotAFileError,
+                    CorruptDagError, TimeoutError, ValueError) as exc:
+                return _error(exc if str(exc) else OpError("timed out"))
+
+        return handle
+
+    for path, handler in ROUTES.items():
+        app.router.add_post(API_PREFIX + path, route(handler))
+
+
+__all__ = ["ROUTES", "add_files_routes"]
