@@ -10,6 +10,12 @@
 //   monitor        bool    js-libp2p connection monitor (pings every conn, default true)
 //   monitorIntervalMs number
 //   kad            object  extra KadDHTInit fields (numbers/booleans), merged last
+//   keyType        string  identity of a fresh key: "Ed25519" (default), "secp256k1",
+//                          "RSA" (2048 bits) or "ECDSA" (P-256)
+//   autonat        object  run @libp2p/autonat (AutoNAT v1 client and server) with these
+//                          AutoNATServiceInit fields (e.g. {"startupDelay": 0})
+//   loopbackPublic bool    treat 127.0.0.0/8 as public (loopback_public_hooks.mjs), the js
+//                          side of --public-net 127.0.0.0/8 (docs/autonat.md)
 //   transports     array   "tcp" and/or "quic" (@chainsafe/libp2p-quic), default ["tcp"];
 //                          each listens on 127.0.0.1 port 0 (/tcp/0, /udp/0/quic-v1)
 //
@@ -31,6 +37,11 @@ if (typeof Promise.withResolvers !== 'function') {
   }
 }
 
+// before any libp2p module is loaded: the hooks rewrite one of them
+if (JSON.parse(process.argv[2] ?? process.env.JSNODE_OPTS ?? '{}').loopbackPublic === true) {
+  const { register } = await import('node:module')
+  register('./loopback_public_hooks.mjs', import.meta.url)
+}
 const { setMaxListeners } = await import('node:events')
 const readline = await import('node:readline')
 const { createLibp2p } = await import('libp2p')
@@ -178,12 +189,26 @@ const kadProtocol = opts.kadProtocol ?? '/ipfs/kad/1.0.0'
 
 const privateKey = typeof opts.privateKey === 'string'
   ? privateKeyFromProtobuf(Uint8Array.from(Buffer.from(opts.privateKey, 'base64')))
-  : await generateKeyPair('Ed25519')
+  : await freshKey(opts.keyType ?? 'Ed25519')
+
+async function freshKey (type) {
+  switch (type) {
+    case 'Ed25519': return generateKeyPair('Ed25519')
+    case 'secp256k1': return generateKeyPair('secp256k1')
+    case 'RSA': return generateKeyPair('RSA', 2048)
+    case 'ECDSA': return generateKeyPair('ECDSA', 'P-256')
+    default: throw new Error(`unknown keyType ${type}`)
+  }
+}
 
 const services = {
   identify: identify(),
   identifyPush: identifyPush(),
   ping: ping()
+}
+if (opts.autonat != null) {
+  const { autoNAT } = await import('@libp2p/autonat')
+  services.autoNAT = autoNAT({ ...opts.autonat })
 }
 if (dhtEnabled) {
   services.dht = kadDHT({
@@ -538,6 +563,15 @@ const commands = {
   }
 }
 
+// What to dial this node at: its announced addresses, or (with loopbackPublic, where js
+// announces a public address only once AutoNAT verified it) the addresses it listens on.
+function dialableAddrs () {
+  const announced = node.getMultiaddrs()
+  if (announced.length > 0 || opts.loopbackPublic !== true) return announced
+  return node.components.transportManager.getAddrs()
+    .map((ma) => ma.encapsulate(`/p2p/${node.peerId}`))
+}
+
 let stopping = null
 async function shutdown (code) {
   if (stopping == null) {
@@ -592,7 +626,7 @@ await node.start()
 emit({
   event: 'ready',
   peerId: node.peerId.toString(),
-  addrs: node.getMultiaddrs().map(String),
+  addrs: dialableAddrs().map(String),
   protocols: node.getProtocols(),
   pid: process.pid
 })

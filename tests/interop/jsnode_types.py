@@ -51,6 +51,15 @@ class JsNodeOptions:
     monitor_interval_ms: int | None = None
     kad: Mapping[str, int | bool | str] = field(default_factory=dict)
     """Extra ``KadDHTInit`` fields, e.g. ``{"kBucketSize": 20}``."""
+    key_type: str | None = None
+    """Identity of a fresh key: ``"Ed25519"`` (default), ``"secp256k1"``, ``"RSA"`` (2048
+    bits) or ``"ECDSA"`` (P-256); ignored with :attr:`private_key`."""
+    autonat: Mapping[str, int | bool | str] | None = None
+    """Run @libp2p/autonat (AutoNAT v1 client and server) with these ``AutoNATServiceInit``
+    fields (``{}``: its defaults); ``None``: no AutoNAT."""
+    loopback_public: bool = False
+    """Treat 127.0.0.0/8 as public in js-libp2p (loopback_public_hooks.mjs): the js side of
+    ``--public-net 127.0.0.0/8`` for AutoNAT on a loopback network (docs/autonat.md)."""
     transports: tuple[str, ...] = ("tcp",)
     """``"tcp"`` and/or ``"quic"`` (@chainsafe/libp2p-quic), each listening on 127.0.0.1."""
 
@@ -69,6 +78,12 @@ class JsNodeOptions:
             opts["userAgent"] = self.user_agent
         if self.monitor_interval_ms is not None:
             opts["monitorIntervalMs"] = self.monitor_interval_ms
+        if self.key_type is not None:
+            opts["keyType"] = self.key_type
+        if self.autonat is not None:
+            opts["autonat"] = dict(self.autonat)
+        if self.loopback_public:
+            opts["loopbackPublic"] = True
         if self.transports != ("tcp",):
             opts["transports"] = list(self.transports)
         return json.dumps(opts)
