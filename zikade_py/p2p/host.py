@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from zikade_py.p2p import heap
 from zikade_py.p2p.addrscope import AddressPolicy
 from zikade_py.p2p.connection import (
     Connection,
@@ -329,6 +330,7 @@ class Host:
             raise
         self._spawn(self.connmgr.run(), name="connmgr")
         self._spawn(self._prune_peerstore(), name="peerstore-prune")
+        self._spawn(heap.trim_periodically(), name="heap-trim")
 
     async def _listen(self, addr: Multiaddr) -> None:
         if addr.quic_endpoint() is not None:

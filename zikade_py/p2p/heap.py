@@ -1,0 +1,97 @@
+"""Hand heap memory that Python has freed back to the OS after a burst (glibc only).
+
+Why: a flood of junk (issue 9, scenario 1c) makes the receive path allocate and free
+tens of MiB of 64 KiB buffers (Noise frames, plaintext, yamux payloads). Python frees
+every one of them, but glibc keeps the freed chunks resident inside its heap: the heap
+can only shrink from its top, and one small live allocation above them pins the rest.
+The process then stays tens of MiB above its baseline although nothing uses that
+memory. ``malloc_trim(0)`` returns the free pages anywhere in the heap
+(``madvise(MADV_DONTNEED)``). It runs only when glibc's own count of free heap bytes
+(``mallinfo2``) passes a threshold, so a quiet node never pays for it.
+
+Elsewhere (musl, macOS, no ``mallinfo2`` before glibc 2.33) this does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import sys
+
+TRIM_THRESHOLD = 8 * 1024 * 1024
+"""Free bytes in the heap above which :meth:`HeapTrimmer.maybe_trim` trims."""
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+class HeapTrimmer:
+    """Trims glibc's heap when it holds more than ``threshold`` free bytes."""
+
+    __slots__ = ("_libc", "threshold", "trims")
+
+    def __init__(self, threshold: int = TRIM_THRESHOLD) -> None:
+        self.threshold = threshold
+        self.trims = 0
+        """Times the heap was trimmed."""
+        self._libc: ctypes.CDLL | None = None
+        if sys.platform.startswith("linux"):
+            name = ctypes.util.find_library("c") or "libc.so.6"
+            try:
+                libc = ctypes.CDLL(name)
+                libc.mallinfo2.restype = _MallInfo2
+                libc.malloc_trim.argtypes = [ctypes.c_size_t]
+                libc.malloc_trim.restype = ctypes.c_int
+            except (OSError, AttributeError):
+                return  # not glibc >= 2.33: nothing to do
+            self._libc = libc
+
+    @property
+    def available(self) -> bool:
+        """Whether this platform's allocator can be asked (glibc >= 2.33)."""
+        return self._libc is not None
+
+    def free_bytes(self) -> int:
+        """Bytes the heap holds in free chunks (0 where unknown)."""
+        if self._libc is None:
+            return 0
+        return int(self._libc.mallinfo2().fordblks)
+
+    def maybe_trim(self) -> bool:
+        """Trim if more than ``threshold`` bytes are free in the heap; whether it did."""
+        if self._libc is None or self.free_bytes() <= self.threshold:
+            return False
+        self._libc.malloc_trim(0)
+        self.trims += 1
+        return True
+
+
+TRIM_INTERVAL = 10.0
+"""Seconds between looks at the heap (a look is one ``mallinfo2`` call, ~40 us)."""
+
+TRIMMER = HeapTrimmer()
+"""The process's trimmer (the heap is the process's, whatever number of hosts run)."""
+
+
+async def trim_periodically() -> None:
+    """Every :data:`TRIM_INTERVAL`, trim the heap if it holds much freed memory (a host's
+    maintenance task; a trim of a few tens of MiB takes a few ms)."""
+    while True:
+        await asyncio.sleep(TRIM_INTERVAL)
+        TRIMMER.maybe_trim()
