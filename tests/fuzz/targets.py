@@ -13,6 +13,7 @@ one, so a bug hidden behind a generic close still counts.
 from __future__ import annotations
 
 from .engine import Target
+from .targets_bitswap import BITSWAP_MESSAGES, DAG_AND_CIDS
 from .targets_dht import KAD_MESSAGES, KAD_REQUESTS, RECORDS
 from .targets_http import ROUTING_V1, ROUTING_V1_HTTP
 from .targets_p2p import (
@@ -40,6 +41,8 @@ TARGETS: dict[str, Target] = {
         PEER_ID,
         ROUTING_V1,
         ROUTING_V1_HTTP,
+        BITSWAP_MESSAGES,
+        DAG_AND_CIDS,
     )
 }
 """Every decoder, in the order ``scripts/fuzz`` runs them."""
