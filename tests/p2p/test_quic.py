@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from aioquic.quic.connection import QuicConnectionState
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -334,6 +335,8 @@ async def test_connection_close_ends_streams_and_accept(
     inbound = await server.accept_stream()
     await client.close()
     await asyncio.wait_for(server.wait_closed(), TIMEOUT)
+    # ended when the CONNECTION_CLOSE arrived, not after aioquic's draining period
+    assert server.quic._state is QuicConnectionState.DRAINING
     assert await inbound.read() == b"x"  # what arrived stays readable
     with pytest.raises(SessionClosedError):
         await inbound.read()

@@ -16,6 +16,9 @@ client believes the handshake is done). aioquic 1.x has none of these as options
   Certificate is refused with ``certificate_required`` before the handshake completes;
 - ``QuicConnection._handshake_confirmed`` (HANDSHAKE_DONE received) and the stream
   sender's ``_buffer`` (bytes not yet acknowledged) are read;
+- ``QuicConnection._close_event`` / ``_state`` tell that the peer closed (DRAINING):
+  aioquic reports it only after the draining period (3 PTO, hundreds of ms), but the
+  connection is over for us at once;
 - ``QuicConnection._write_stream_limits`` is overridden so a stream's receive window
   moves when the *application* reads (aioquic doubles it as data *arrives*, so a peer
   could fill our memory with a stream nobody reads): the grant is ``consumed + window``.
@@ -37,8 +40,9 @@ from typing import Any, Final
 
 from aioquic import tls
 from aioquic._buffer import Buffer
+from aioquic.quic import events
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
 
 from zikade_py.p2p.crypto import PublicKey
 from zikade_py.p2p.peer_id import PeerID
@@ -46,7 +50,13 @@ from zikade_py.p2p.tls import CertificateError, verify_certificate_chain
 
 _CONTEXT_ATTRS: Final = ("_request_client_certificate", "_peer_certificate")
 _CONTEXT_METHODS: Final = ("_set_peer_certificate", "_server_handle_finished")
-_CONNECTION_ATTRS: Final = ("_handshake_confirmed", "_streams", "_write_stream_limits")
+_CONNECTION_ATTRS: Final = (
+    "_handshake_confirmed",
+    "_streams",
+    "_write_stream_limits",
+    "_close_event",
+    "_state",
+)
 _STREAM_ATTRS: Final = ("max_stream_data_local", "max_stream_data_local_sent")
 
 
@@ -172,3 +182,10 @@ def send_buffered(conn: QuicConnection, stream_id: int) -> int:
     if stream is None:
         return 0
     return len(stream.sender._buffer)
+
+
+def peer_closed(conn: QuicConnection) -> events.ConnectionTerminated | None:
+    """The peer's CONNECTION_CLOSE once it arrived (the connection is draining), else None."""
+    if conn._state is QuicConnectionState.DRAINING:
+        return conn._close_event
+    return None

@@ -22,7 +22,12 @@ from aioquic.quic.connection import NetworkAddress
 
 from zikade_py.p2p.crypto import PublicKey
 from zikade_py.p2p.peer_id import PeerID
-from zikade_py.p2p.quic.hooks import Libp2pQuicConnection, handshake_confirmed, send_buffered
+from zikade_py.p2p.quic.hooks import (
+    Libp2pQuicConnection,
+    handshake_confirmed,
+    peer_closed,
+    send_buffered,
+)
 from zikade_py.p2p.quic.stream import RESET_CODE, QuicStream
 from zikade_py.p2p.tls import CertificateError
 from zikade_py.p2p.yamux_errors import SessionClosedError
@@ -235,6 +240,10 @@ class QuicSession:
                 self._handle(event)
                 if self.is_closed:
                     return
+            if (closed := peer_closed(self.quic)) is not None:
+                # draining: nothing more will be sent or received, so it ends now
+                self._terminate(self._termination_error(closed))
+                return
             self._check_ready()
         finally:
             self._processing = False

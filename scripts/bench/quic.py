@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""QUIC vs TCP: fresh dial, and dial + first RPC, on loopback; prints one JSON object.
+
+For each pair and transport, ``--dials`` sequential fresh connections (each closed, and
+gone on both sides, before the next), measuring:
+
+* ``dial_ms``: connect until the connection is up (TCP: TCP + mss + Noise XX + mss +
+  yamux; QUIC: one handshake with the libp2p TLS certificates, until confirmed);
+* ``dial_ping_ms``: a fresh dial plus one ``/ipfs/ping/1.0.0`` round trip (new stream,
+  multistream-select, 32 bytes each way);
+* ``dial_find_node_ms``: a fresh dial plus one kad FIND_NODE request and its answer;
+* ``handshakes_per_s``: the dial-only loop's rate (dial to ready, close, gone both sides);
+* ``throughput_mib_s`` (ours → ours): ``--mib`` MiB through one stream to a sink that
+  counts the bytes and answers with the total.
+
+Pairs: ours → ours (two hosts in this process, the target a DHT node), ours → js
+(a js-libp2p kad-dht node with @chainsafe/libp2p-quic), and js → js (two js nodes, timed
+from here around the js ``ping`` command on a fresh connection; ``ipc_ms`` is the same
+command path's own cost, measured with a no-op command, to subtract when comparing).
+Medians and 90th percentiles in ms, plus this process's CPU time per run.
+
+Usage: ``.venv/bin/python scripts/bench/quic.py [--dials N] [--mib M] [--no-js]``.
+Everything runs on 127.0.0.1; loops are bounded by ``--dials``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from zikade_py.dht import Node, NodeConfig  # noqa: E402
+from zikade_py.dht.messages import encode_message, find_node, read_message  # noqa: E402
+from zikade_py.dht.protocol import KAD_PROTOCOL  # noqa: E402
+from zikade_py.p2p.connection import Stream  # noqa: E402
+from zikade_py.p2p.crypto import PrivateKey  # noqa: E402
+from zikade_py.p2p.host import Host, HostConfig  # noqa: E402
+from zikade_py.p2p.multiaddr import Multiaddr  # noqa: E402
+from zikade_py.p2p.peer_id import PeerID  # noqa: E402
+
+BENCH_HOST = HostConfig(inbound_per_ip_rate=1e6, inbound_per_ip_burst=1_000_000)
+LISTEN = ["/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0"]
+SINK = "/zikade/bench/sink/1.0.0"
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return {"median": round(statistics.median(ordered) * 1000, 2), "p90": round(p90 * 1000, 2)}
+
+
+def pick(addrs: list[Multiaddr], transport: str) -> Multiaddr:
+    for addr in addrs:
+        if (addr.quic_endpoint() if transport == "quic" else addr.tcp_endpoint()) is not None:
+            return addr.without_peer_id()
+    raise RuntimeError(f"no {transport} address in {addrs}")
+
+
+async def gone(host: Host, peer: PeerID) -> None:
+    """Wait (bounded) until ``host`` holds no connection to ``peer``."""
+    for _ in range(2000):
+        if not host.connmgr.connections(peer):
+            return
+        await asyncio.sleep(0.001)
+    raise RuntimeError("connection did not go away")
+
+
+async def ping_once(host: Host, peer: PeerID) -> None:
+    await host.ping(peer, 1, timeout=10)
+
+
+async def find_node_once(host: Host, peer: PeerID) -> None:
+    stream = await host.new_stream(peer, [KAD_PROTOCOL], timeout=10)
+    await stream.write(encode_message(find_node(peer.multihash)))
+    answer = await read_message(stream.reader)
+    await stream.close()
+    if answer is None:
+        raise RuntimeError("no FIND_NODE answer")
+
+
+async def fresh_dials(
+    dialer: Host,
+    peer: PeerID,
+    addr: Multiaddr,
+    count: int,
+    after: Callable[[Host, PeerID], Awaitable[None]] | None,
+    wait_remote_gone: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[list[float], float]:
+    samples: list[float] = []
+    cpu = cpu_seconds()
+    for _ in range(count):
+        start = time.perf_counter()
+        conn = await dialer.connect(peer, [addr], timeout=10)
+        if after is not None:
+            await after(dialer, peer)
+        samples.append(time.perf_counter() - start)
+        await conn.close()
+        await gone(dialer, peer)
+        if wait_remote_gone is not None:
+            await wait_remote_gone()
+    return samples, cpu_seconds() - cpu
+
+
+async def rows_to(
+    dialer: Host, peer: PeerID, addrs: list[Multiaddr], count: int, remote: Host | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for transport in ("tcp", "quic"):
+        addr = pick(addrs, transport)
+        row: dict[str, Any] = {}
+        cpu_total = 0.0
+        for name, after in (
+            ("dial_ms", None),
+            ("dial_ping_ms", ping_once),
+            ("dial_find_node_ms", find_node_once),
+        ):
+            waiter = (lambda r=remote: gone(r, dialer.peer_id)) if remote is not None else None
+            start = time.perf_counter()
+            samples, cpu = await fresh_dials(dialer, peer, addr, count, after, waiter)
+            if after is None:
+                row["handshakes_per_s"] = round(count / (time.perf_counter() - start), 1)
+            row[name] = summary(samples)
+            cpu_total += cpu
+        row["cpu_s_per_dial"] = round(cpu_total / (3 * count), 5)
+        out[transport] = row
+    return out
+
+
+async def sink(stream: Stream) -> None:
+    """Count bytes to EOF, answer with the count (scripts/bench/host.py's sink)."""
+    n = 0
+    while data := await stream.read():
+        n += len(data)
+    await stream.write(n.to_bytes(8, "big"))
+    await stream.close()
+
+
+async def throughput(dialer: Host, peer: PeerID, addr: Multiaddr, mib: int) -> dict[str, float]:
+    """MiB/s through one stream to the peer's sink, and this process's CPU per MiB."""
+    await dialer.connect(peer, [addr], timeout=10)
+    stream = await dialer.new_stream(peer, [SINK], timeout=10)
+    chunk = bytes(1 << 20)
+    cpu, start = cpu_seconds(), time.perf_counter()
+    for _ in range(mib):
+        await stream.write(chunk)
+    await stream.close()
+    reply = await stream.reader.read_exactly(8)
+    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    if int.from_bytes(reply, "big") != mib << 20:
+        raise RuntimeError(f"sink counted {int.from_bytes(reply, 'big')} bytes")
+    for conn in list(dialer.connmgr.connections(peer)):
+        await conn.close()
+    await gone(dialer, peer)
+    return {"mib_s": round(mib / elapsed, 1), "cpu_s_per_mib": round(cpu / mib, 4)}
+
+
+async def bench_ours(count: int, mib: int) -> dict[str, Any]:
+    target = Node(NodeConfig(mode="server", listen_addrs=LISTEN, bootstrap=[], host=BENCH_HOST))
+    await target.start()
+    target.host.set_stream_handler(SINK, sink)
+    dialer = Host(PrivateKey.generate(), BENCH_HOST)
+    await dialer.start([])
+    try:
+        rows = await rows_to(dialer, target.peer_id, target.listen_addrs, count, target.host)
+        for transport in ("tcp", "quic"):
+            addr = pick(target.listen_addrs, transport)
+            rows[transport]["throughput"] = await throughput(dialer, target.peer_id, addr, mib)
+        return rows
+    finally:
+        await dialer.close()
+        await target.close()
+
+
+async def bench_js(count: int) -> dict[str, Any]:
+    from interop.jsnode import JsNode, js_available
+    from interop.jsnode_types import JsNodeOptions
+
+    if not js_available():
+        return {"skipped": "node or tests/interop/node_modules missing (npm ci in tests/interop)"}
+    options = JsNodeOptions(monitor=False, transports=("tcp", "quic"))
+    result: dict[str, Any] = {}
+    async with JsNode(options) as a, JsNode(options) as b:
+        dialer = Host(PrivateKey.generate(), BENCH_HOST)
+        await dialer.start([])
+        try:
+            addrs = [Multiaddr.parse(x) for x in b.addrs]
+            result["ours_to_js"] = await rows_to(
+                dialer, PeerID.from_string(b.peer_id), addrs, count, None
+            )
+        finally:
+            await dialer.close()
+        ipc: list[float] = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await a.peers()
+            ipc.append(time.perf_counter() - start)
+        js_rows: dict[str, Any] = {"ipc_ms": summary(ipc)}
+        for transport in ("tcp", "quic"):
+            addr = str(pick(addrs, transport).with_peer_id(PeerID.from_string(b.peer_id)))
+            samples: list[float] = []
+            for _ in range(count):
+                start = time.perf_counter()
+                await a.ping(addr, 1, timeout_ms=10_000)
+                samples.append(time.perf_counter() - start)
+                await a.hang_up(b.peer_id)
+                for _ in range(200):  # until b saw it go too
+                    if not await b.connections(a.peer_id):
+                        break
+                    await asyncio.sleep(0.005)
+            js_rows[transport] = {"dial_ping_ms": summary(samples)}
+        result["js_to_js"] = js_rows
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--dials", type=int, default=50, help="fresh dials per measurement")
+    parser.add_argument("--mib", type=int, default=16, help="MiB through the sink stream")
+    parser.add_argument("--no-js", action="store_true", help="skip the js-libp2p rows")
+    args = parser.parse_args()
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    result: dict[str, Any] = {
+        "dials": args.dials,
+        "ours_to_ours": await bench_ours(args.dials, args.mib),
+    }
+    if not args.no_js:
+        result.update(await bench_js(args.dials))
+    result["total_wall_s"] = round(time.perf_counter() - wall, 2)
+    result["total_cpu_s"] = round(cpu_seconds() - cpu, 2)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
