@@ -391,7 +391,9 @@ class NodeCore:
     async def _watch_host(self, events: NonBlockingQueue[HostEvent]) -> None:
         """Identified kad servers with addresses become routing candidates (WIRE.md §10 pt 15)."""
         book = self.host.peerstore
-        driver = self.driver
+        driver = self._driver
+        if driver is None or self._closed:  # closed before this task first ran
+            return
         async for event in events:
             match event:
                 case PeerIdentified(peer=peer, protocols=protocols, listen_addrs=addrs):
