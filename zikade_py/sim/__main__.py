@@ -11,6 +11,7 @@ from dataclasses import replace
 from zikade_py.sim import format_summary, run_simulation, sim_coordinator_config
 from zikade_py.sim.network import LatencyConfig, NetworkConfig
 from zikade_py.sim.presets import PRESETS
+from zikade_py.sim.reprovide import STRATEGIES, run_reprovide
 from zikade_py.sim.simulation import SimConfig
 
 _NETWORK_FLAGS = (
@@ -85,6 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run the coordinators' explore walks (default: on, off with --prefill)",
     )
+    p.add_argument(
+        "--provider-keys",
+        type=int,
+        help="run one reprovide cycle of this many keys provided by one node (see --reprovide)",
+    )
+    p.add_argument(
+        "--reprovide",
+        choices=STRATEGIES,
+        default="sweep",
+        help="how --provider-keys are reprovided: sweep (region by region) or classic",
+    )
+    p.add_argument(
+        "--reprovide-cycle",
+        type=float,
+        default=3600.0,
+        help="virtual seconds of the sweep's cycle (default 3600; the cost does not depend on it)",
+    )
+    p.add_argument(
+        "--reprovide-sample",
+        type=int,
+        default=1000,
+        help="keys whose providers are looked for after the cycle (default 1000)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -122,7 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     coordinator = sim_coordinator_config(prefill=args.prefill, explore=args.explore)
-    report = run_simulation(config, coordinator)
+    if args.provider_keys is not None:
+        if args.provider_keys < 1 or args.reprovide_sample < 0 or args.reprovide_cycle <= 0:
+            print("error: --provider-keys must be positive", file=sys.stderr)
+            return 2
+        report = run_reprovide(
+            replace(config, lookups=0), coordinator, keys=args.provider_keys,
+            strategy=args.reprovide, sample=args.reprovide_sample, cycle=args.reprovide_cycle,
+        )
+    else:
+        report = run_simulation(config, coordinator)
     if args.json:
         print(json.dumps(report, separators=(",", ":")))
     else:

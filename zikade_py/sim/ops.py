@@ -30,6 +30,7 @@ from zikade_py.core.coordinator_events import (
     StopQuery,
 )
 from zikade_py.core.key import KEY_BITS, Key
+from zikade_py.core.sweep_events import ProvideBatch, SweepOutput
 from zikade_py.sim.events import StartOp
 from zikade_py.sim.metrics import (
     ORIGIN_DEPARTED,
@@ -39,7 +40,7 @@ from zikade_py.sim.metrics import (
     ProvideRecord,
     provider_report,
 )
-from zikade_py.sim.providers import AddProvider, GetProviders, ProvidersReply
+from zikade_py.sim.providers import AddProvider, GetProviders, ProvidersReply, ProviderStore
 
 if TYPE_CHECKING:
     from zikade_py.sim.simulation import SimNode, Simulation
@@ -227,6 +228,17 @@ class Operations:
             rec.stored = max(rec.stored, out.stored)
             if out.settled and rec.settled is None:
                 rec.settled = now
+
+    def on_sweep(self, node: SimNode, out: SweepOutput, now: float) -> None:
+        """A node's reprovide sweep wants something (only the reprovide mode runs one)."""
+
+    def on_batch(self, server: SimNode, batch: ProvideBatch, sender: SimNode) -> None:
+        """A batch of ADD_PROVIDER arrived at ``server``: it stores every record."""
+        store = server.providers
+        if store is None:
+            store = server.providers = ProviderStore()
+        for key in batch.keys:
+            store.add(key, sender.key)
 
     def on_broadcast_finished(self, node: SimNode, out: BroadcastFinished, now: float) -> None:
         """A provide ended."""

@@ -54,6 +54,12 @@ from zikade_py.core.coordinator_events import (
     StartBootstrap,
 )
 from zikade_py.core.key import KEY_BITS, Key
+from zikade_py.core.sweep_events import (
+    ProvideBatch,
+    SweepLoadKeys,
+    SweepRegionDone,
+    SweepScheduleChanged,
+)
 from zikade_py.core.trace import Trace
 from zikade_py.sim.clock import VirtualClock
 from zikade_py.sim.driver import CoordinatorFactory, CoordinatorLike
@@ -316,6 +322,8 @@ class Simulation:
                 reason = out.reason.value  # type: ignore[union-attr]
                 reasons[reason] = reasons.get(reason, 0) + 1
                 self._mark_joined(node)
+            elif cls is SweepLoadKeys or cls is SweepRegionDone or cls is SweepScheduleChanged:
+                ops.on_sweep(node, out, now)  # type: ignore[arg-type]
         due = node.coord.next_due()
         if due is None:
             return
@@ -365,7 +373,7 @@ class Simulation:
             clock.schedule(at, Fail(src, request_id, _DIAL_TIMEOUT, to))
             return
         sent = network.send_at(src, dst, now)
-        if isinstance(message, AddProvider):
+        if isinstance(message, (AddProvider, ProvideBatch)):
             # written and closed without an answer: done for the sender once it left
             if sent >= deadline:
                 clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
@@ -392,7 +400,7 @@ class Simulation:
         src, request_id, deadline = ev.src, ev.request_id, ev.deadline
         clock = self.clock
         message = ev.message
-        add = isinstance(message, AddProvider)
+        add = isinstance(message, (AddProvider, ProvideBatch))
         if not server.running:
             # it went dark or left while the request was on its way
             if not add:
@@ -408,6 +416,8 @@ class Simulation:
             if store is None:
                 store = server.providers = ProviderStore()
             store.add(message.key, message.provider)
+        elif isinstance(message, ProvideBatch):
+            self.ops.on_batch(server, message, sender)
         elif isinstance(message, GetProviders):
             target = message.key
             store = server.providers
