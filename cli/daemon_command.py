@@ -65,7 +65,7 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     "--listen",
     multiple=True,
     metavar="MULTIADDR",
-    help="Swarm address to listen on (repeatable; default from the config, /ip4/0.0.0.0/tcp/4001).",
+    help="Swarm address to listen on (repeatable; default from the config: TCP and QUIC on 4001).",
 )
 @click.option(
     "--bootstrap",

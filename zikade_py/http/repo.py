@@ -30,8 +30,9 @@ IDENTITY_FILE = "identity.key"
 CONFIG_FILE = "config"
 API_FILE = "api"
 
-DEFAULT_SWARM = ("/ip4/0.0.0.0/tcp/4001",)
-"""Kubo's default swarm port; tests and the devnet always pass 127.0.0.1 addresses."""
+DEFAULT_SWARM = ("/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1")
+"""Kubo's default swarm port, over TCP and QUIC (Kubo listens on both too); tests and the
+devnet always pass 127.0.0.1 addresses."""
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001"
 """Kubo's default RPC API address (loopback only: the API is unauthenticated)."""
