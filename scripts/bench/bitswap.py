@@ -9,7 +9,9 @@ the other two) each add the same ``--size-mib`` file and provide it through the 
 * ``fetch.helia`` — a fresh Helia node (tests/interop/helianode.mjs, pinned npm packages)
   connects to the seed and ``cat``s the same file from the same three providers;
 * ``serve_to_helia`` — one more of our nodes alone holds the file; a fresh Helia node
-  connected only to it fetches it (our serving throughput to a js peer).
+  connected only to it fetches it (our serving throughput to a js peer);
+* ``reference_helia_serves_helia`` — the same with a Helia node serving (same CID), to
+  tell Helia's own fetch speed from our serving.
 
 Each fetch reports MiB/s, time to first byte, the fetcher's CPU seconds (ours) and its
 memory (RSS at the end; ``max_rss_mib`` for ours). Our fetches check the bytes' SHA-256,
@@ -158,13 +160,21 @@ async def bench(size_mib: int, runs: int) -> dict[str, Any]:
             c0 = cpu()
             serve = [await fetch_helia(cid, [addr(alone)], tmp) for _ in range(runs)]
             serve_cpu = round(cpu() - c0, 2)
-    for r in (*ours, *helia, *serve):
+        src = tmp / "file.bin"
+        src.write_bytes(data)
+        async with HeliaNode(start_timeout=120) as provider:
+            added_js = await provider.call("add", file=str(src), profile="default",
+                                           timeout_ms=120_000)
+            assert added_js["cid"] == cid, "Helia's importer made another CID"
+            reference = [await fetch_helia(cid, provider.addrs[:1], tmp) for _ in range(runs)]
+    for r in (*ours, *helia, *serve, *reference):
         assert r["sha256"] == want and r["bytes"] == len(data), "bytes differ"
     return {
         "file_mib": size_mib, "cid": cid, "providers": 3,
         "fetch": {"zikade": summarize(ours), "helia": summarize(helia)},
         "providers_cpu_s_while_helia_fetched": providers_cpu_helia,
         "serve_to_helia": {**summarize(serve), "server_cpu_s": serve_cpu},
+        "reference_helia_serves_helia": summarize(reference),
         "machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg()},
     }
 

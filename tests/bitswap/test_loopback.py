@@ -90,3 +90,47 @@ async def test_cancelling_the_session_cancels_wants_everywhere(start_peer: Start
     assert client.bitswap.sender_tasks == 0
     assert client.bitswap.held_connections == 0
     assert client.bitswap.stat().sessions == 0
+
+
+async def test_cancel_reaches_every_peer_and_frees_streams(start_peer: StartPeer) -> None:
+    servers = [await start_peer(), await start_peer()]  # neither has the block
+    client = await start_peer(servers, FAST)
+    missing = cids.make(b"still nobody has this")
+    async with session() as sess:
+        task = asyncio.create_task(client.bitswap.get_block(missing))
+        async with asyncio.timeout(10):
+            while not all(s.bitswap.engine.wantlist(client.host.peer_id) for s in servers):
+                await asyncio.sleep(0.02)
+        sess.cancel()
+        with pytest.raises(Exception):  # noqa: B017 (SessionCancelledError)
+            await task
+    async with asyncio.timeout(10):
+        while any(s.bitswap.engine.wantlist(client.host.peer_id) for s in servers):
+            await asyncio.sleep(0.02)
+        while sum(c.num_streams for c in client.host.connmgr) > 0:
+            await asyncio.sleep(0.02)
+    assert client.bitswap.wants.total_wants == 0 and client.bitswap.held_connections == 0
+    assert client.bitswap.sender_tasks == 0 and client.bitswap.stat().sessions == 0
+
+
+async def test_an_unresponsive_peer_does_not_stall_the_fetch(start_peer: StartPeer) -> None:
+    from zikade_py.bitswap import wire
+    from zikade_py.p2p.connection import Stream
+
+    good = await start_peer()
+    silent = await start_peer()
+    data = b"only the good peer answers"
+    c = cids.make(data)
+    await good.bitswap.put_blocks([(c, data)])
+    await silent.bitswap.close()  # speaks bitswap, never answers
+
+    async def swallow(stream: Stream) -> None:
+        while await stream.read():
+            pass
+
+    for proto in wire.PROTOCOLS:
+        silent.host.set_stream_handler(proto, swallow)
+    config = BitswapConfig(session=SessionConfig(provider_search_delay=0.05, want_timeout=0.5))
+    client = await start_peer([silent, good], config)
+    async with asyncio.timeout(20):
+        assert await client.bitswap.get_block(c) == data

@@ -10,7 +10,8 @@
 //   connect {addr}                 dial a multiaddr with /p2p/
 //   add {file, profile?}           @helia/unixfs addByteStream (its default layout: 1 MiB
 //                                  chunks, 1024 links; profile "default" = 256 KiB / 174)
-//                                  and provide the root through the DHT -> {cid}
+//                                  and provide the root through the DHT when connected
+//                                  -> {cid, provided}
 //   cat {cid, file, timeoutMs?}    fetch through bitswap into file -> {size, sha256, ttfbMs, ms}
 //   stats {}                       bitswap stats
 //   stop {}
@@ -78,8 +79,12 @@ const commands = {
       ? { chunker: fixedSize({ chunkSize: 262_144 }), layout: balanced({ maxChildrenPerNode: 174 }) }
       : {}
     const cid = await fsys.addByteStream(readFile(file), options)
-    await helia.routing.provide(cid, { signal: AbortSignal.timeout(30_000) })
-    return { cid: cid.toString() }
+    let provided = false
+    if (libp2p.getConnections().length > 0) {
+      await helia.routing.provide(cid, { signal: AbortSignal.timeout(30_000) })
+      provided = true
+    }
+    return { cid: cid.toString(), provided }
   },
   async cat ({ cid, file, timeoutMs }) {
     const start = performance.now()

@@ -31,6 +31,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import context, trace
+
+from zikade_py import telemetry
 from zikade_py.bitswap import wire
 from zikade_py.bitswap.engine import Engine
 from zikade_py.bitswap.notifier import BlockNotifier, BlockSubscription
@@ -102,6 +105,8 @@ class ExchangeSession:
         self.id = sid
         self.owner = owner
         self.logic = SessionLogic(bitswap.config.session)
+        self.trace_context = context.get_current()
+        """The context the session was opened in: what it receives is traced there too."""
         self._wake = asyncio.Event()
         self._subs: set[BlockSubscription] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -152,7 +157,16 @@ class ExchangeSession:
     async def _find(self, cid: bytes) -> None:
         finder = self.bitswap.find_providers
         assert finder is not None
+        with telemetry.tracer().start_as_current_span("Bitswap.FindProviders") as span:
+            span.set_attribute("session", self.id)
+            try:
+                await self._find_in_span(cid, finder)
+            except Exception as exc:  # a failed search is retried on the next schedule
+                log.debug("provider search failed: %r", exc)
+
+    async def _find_in_span(self, cid: bytes, finder: ProviderFinder) -> None:
         found = 0
+        span = trace.get_current_span()
         try:
             async with asyncio.timeout(self.bitswap.config.provider_timeout):
                 async for peer, addrs in finder(cid):
@@ -163,10 +177,11 @@ class ExchangeSession:
                     self.logic.add_peer(peer, time.monotonic())
                     self.wake()
                     found += 1
+                    span.add_event("provider", {"peer": str(peer)})
                     if found >= self.bitswap.config.max_providers:
                         break
-        except Exception as exc:  # a failed search is retried on the next schedule
-            log.debug("provider search failed: %r", exc)
+        finally:
+            span.set_attribute("providers", found)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -436,6 +451,15 @@ class Bitswap:
             self._senders.pop(peer, None)
 
     async def _send(self, peer: PeerID, msg: wire.Message) -> None:
+        with telemetry.tracer().start_as_current_span("Bitswap.Send") as span:
+            span.set_attribute("peer", str(peer))
+            span.set_attribute("wants", len(msg.wants))
+            span.set_attribute("blocks", len(msg.blocks))
+            span.set_attribute("haves", len(msg.haves))
+            span.set_attribute("dont_haves", len(msg.dont_haves))
+            await self._send_traced(peer, msg)
+
+    async def _send_traced(self, peer: PeerID, msg: wire.Message) -> None:
         try:
             async with asyncio.timeout(self.config.send_timeout):
                 stream = await self.host.new_stream(
@@ -512,10 +536,17 @@ class Bitswap:
         ledger.received(peer, len(accepted), sum(len(d) for _, d in accepted))
         await self.notifier.publish(accepted)
         now = time.monotonic()
+        receivers: dict[ExchangeSession, int] = {}
         for cid, _ in accepted:
             for s in self._interested(cid):
                 s.logic.on_block(peer, cid, now)
                 s.wake()
+                receivers[s] = receivers.get(s, 0) + 1
+        for s, count in receivers.items():  # in the trace of the session's cat
+            span = telemetry.tracer().start_span("Bitswap.Receive", context=s.trace_context)
+            span.set_attribute("peer", str(peer))
+            span.set_attribute("blocks", count)
+            span.end()
 
     # -- serving ----------------------------------------------------------------------------
 

@@ -193,10 +193,12 @@ class ContentNode(Node):
         (providers found through the DHT); every block is checked against its CID.
         ``timeout`` bounds the wait for each next chunk (no progress for that long)."""
         root = cids.to_bytes(cid)
-        session, ephemeral = self.bitswap.session()
-        try:
-            with telemetry.tracer().start_as_current_span("Files.Cat") as span:
-                span.set_attribute("cid", cids.to_str(root))
+        with telemetry.tracer().start_as_current_span("Files.Cat") as span:
+            span.set_attribute("cid", cids.to_str(root))
+            # created inside the span: the session's provider searches and sends are its
+            # children (one trace per cat, or per session when several cats share one)
+            session, ephemeral = self.bitswap.session()
+            try:
                 stream = cat(root, SessionSource(session))
                 async with contextlib.aclosing(stream):
                     while True:
@@ -206,10 +208,10 @@ class ContentNode(Node):
                         except StopAsyncIteration:
                             return
                         yield chunk
-        finally:
-            if ephemeral:
-                session.stop()
-                await session.wait_stopped()
+            finally:
+                if ephemeral:
+                    session.stop()
+                    await session.wait_stopped()
 
     async def size_of_file(self, cid: str | bytes | CID) -> int:
         """A file's size from its root block (fetched if not local)."""
