@@ -14,6 +14,7 @@
 //                          "RSA" (2048 bits) or "ECDSA" (P-256)
 //   autonat        object  run @libp2p/autonat (AutoNAT v1 client and server) with these
 //                          AutoNATServiceInit fields (e.g. {"startupDelay": 0})
+//   autonatV2      object  run @libp2p/autonat-v2 (client and server) with these fields
 //   loopbackPublic bool    treat 127.0.0.0/8 as public (loopback_public_hooks.mjs), the js
 //                          side of --public-net 127.0.0.0/8 (docs/autonat.md)
 //   transports     array   "tcp" and/or "quic" (@chainsafe/libp2p-quic), default ["tcp"];
@@ -209,6 +210,10 @@ const services = {
 if (opts.autonat != null) {
   const { autoNAT } = await import('@libp2p/autonat')
   services.autoNAT = autoNAT({ ...opts.autonat })
+}
+if (opts.autonatV2 != null) {
+  const { autoNATv2 } = await import('@libp2p/autonat-v2')
+  services.autoNATv2 = autoNATv2({ ...opts.autonatV2 })
 }
 if (dhtEnabled) {
   services.dht = kadDHT({

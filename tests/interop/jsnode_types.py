@@ -57,6 +57,8 @@ class JsNodeOptions:
     autonat: Mapping[str, int | bool | str] | None = None
     """Run @libp2p/autonat (AutoNAT v1 client and server) with these ``AutoNATServiceInit``
     fields (``{}``: its defaults); ``None``: no AutoNAT."""
+    autonat_v2: Mapping[str, int | bool | str] | None = None
+    """Run @libp2p/autonat-v2 (client and server) with these fields; ``None``: not."""
     loopback_public: bool = False
     """Treat 127.0.0.0/8 as public in js-libp2p (loopback_public_hooks.mjs): the js side of
     ``--public-net 127.0.0.0/8`` for AutoNAT on a loopback network (docs/autonat.md)."""
@@ -82,6 +84,8 @@ class JsNodeOptions:
             opts["keyType"] = self.key_type
         if self.autonat is not None:
             opts["autonat"] = dict(self.autonat)
+        if self.autonat_v2 is not None:
+            opts["autonatV2"] = dict(self.autonat_v2)
         if self.loopback_public:
             opts["loopbackPublic"] = True
         if self.transports != ("tcp",):

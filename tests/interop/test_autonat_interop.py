@@ -26,7 +26,9 @@ from zikade_py.dht.protocol import KAD_PROTOCOL
 from zikade_py.p2p.addrscope import AddressPolicy
 from zikade_py.p2p.autonat import AUTONAT_PROTOCOL, ResponseStatus
 from zikade_py.p2p.autonat_status import AutoNATConfig
+from zikade_py.p2p.autonat_v2 import DIAL_BACK_PROTOCOL, DIAL_REQUEST_PROTOCOL
 from zikade_py.p2p.host import HostConfig
+from zikade_py.p2p.localaddrs import LocalAddrs
 from zikade_py.p2p.multiaddr import Multiaddr
 
 from .jsnode import JsNode, JsNodeOptions
@@ -142,3 +144,53 @@ async def test_we_answer_js_autonat_clients(stack: AsyncExitStack) -> None:
     await wait_until(lambda: server.answered.get(ResponseStatus.OK, 0) >= 1)
     # js keeps the connection it made; our dial-back was a connection of its own
     assert str(node.peer_id) in [p["id"] for p in await js.peers()]
+
+
+JS_AUTONAT_V2 = JsNodeOptions(autonat_v2={"startupDelay": 0}, loopback_public=True)
+
+
+async def test_js_v2_servers_confirm_us_and_js_tables_add_us(stack: AsyncExitStack) -> None:
+    """Our auto-mode node asks js AutoNAT v2 servers (they dial back on a new connection and
+    deliver our nonce), is confirmed public, turns server, and the js nodes add it to their
+    routing tables on the identify push; then we find each other both ways."""
+    js_nodes = await start_js(stack, JS_AUTONAT_V2, 2)
+    assert all(DIAL_REQUEST_PROTOCOL in js.protocols for js in js_nodes)
+    node = await start_ours(stack, our_config("auto"))
+    assert KAD_PROTOCOL not in node.host.protocols
+    assert DIAL_BACK_PROTOCOL in node.host.protocols
+    # we dial them (a js node announces its address only once verified, so its identify
+    # gives us none: the address we dialed is what we know)
+    for js in js_nodes:
+        await node.host.connect(None, [Multiaddr.parse(js.addrs[0])])
+    await wait_until(lambda: node.reachability == "public")
+    ok = [r for r in node.autonat.history if r.outcome == "ok"]
+    assert ok and ok[0].detail == f"v2 {node.listen_addrs[0]}"  # the nonce came back
+    assert node.effective_mode == "server" and KAD_PROTOCOL in node.host.protocols
+    assert node.self_info().addrs == tuple(node.listen_addrs)
+
+    async def in_js_tables() -> bool:
+        tables = await asyncio.gather(*(js.routing_table() for js in js_nodes))
+        return all(str(node.peer_id) in t for t in tables)
+
+    await wait_until(in_js_tables)
+    found = await js_nodes[0].find_peer(str(node.peer_id))
+    assert found is not None and found["id"] == str(node.peer_id)
+    info = await node.find_peer(js_nodes[1].peer_id, timeout=20, local_first=False)
+    assert info.addrs
+
+
+async def test_v2_server_that_cannot_reach_us_keeps_us_client(
+    stack: AsyncExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A v2 server asked to dial an address where nothing listens reports E_DIAL_ERROR:
+    we turn private and stay a client."""
+    js_nodes = await start_js(stack, JS_AUTONAT_V2, 2)
+    node = await start_ours(stack, our_config("auto"))
+    # what we claim is a port nothing listens on (a NAT without a port mapping)
+    dead = Multiaddr.from_tcp(str(node.listen_addrs[0].ip_address()), 9)
+    monkeypatch.setattr(LocalAddrs, "public_candidates", lambda _self: [dead])
+    for js in js_nodes:
+        await node.host.connect(None, [Multiaddr.parse(js.addrs[0])])
+    await wait_until(lambda: node.reachability == "private")
+    assert any(r.outcome == "dial_error" for r in node.autonat.history)
+    assert node.effective_mode == "client" and KAD_PROTOCOL not in node.host.protocols

@@ -36,7 +36,17 @@ from zikade_py.p2p.autonat import (
     request_dial_back,
 )
 from zikade_py.p2p.autonat_status import AutoNATConfig, Reachability, ReachabilityTracker
+from zikade_py.p2p.autonat_v2 import (
+    DIAL_BACK_PROTOCOL,
+    DIAL_REQUEST_PROTOCOL,
+    DialBackHandler,
+    DialBackResultV2,
+    DialStatus,
+    ResponseStatusV2,
+    request_dial_back_v2,
+)
 from zikade_py.p2p.events import Direction, HostEvent, PeerConnected, PeerIdentified
+from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.nbqueue import NonBlockingQueue
 from zikade_py.p2p.peer_id import PeerID
 
@@ -47,6 +57,9 @@ log = logging.getLogger(__name__)
 
 ReachabilityListener = Callable[[Reachability], None]
 """Called with the new status whenever it changes."""
+
+AUTONAT_PROTOCOLS = (AUTONAT_PROTOCOL, DIAL_REQUEST_PROTOCOL)
+"""A peer that lists either can be asked (v2 preferred)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,8 @@ class ProbeRecord:
     """``ok``, ``dial_error``, ``refused``, ``bad_request``, ``internal_error`` or ``failed``."""
     detail: str = ""
 
+
+_Verdict = tuple[ProbeRecord, Reachability | None, list[Multiaddr]]
 
 _OUTCOMES = {
     ResponseStatus.OK: "ok",
@@ -94,6 +109,8 @@ class AutoNAT:
         """Status and confidence (go's rules)."""
         self.server = AutoNATServer(host, self.config)
         """Answers other peers' requests."""
+        self.dial_back = DialBackHandler()
+        """Takes v2 servers' nonces (``/libp2p/autonat/2/dial-back``)."""
         self.forced = forced
         if forced is not None:
             self.tracker.status = forced
@@ -136,6 +153,7 @@ class AutoNAT:
             self.server.enable()
         if self.forced is not None:
             return
+        self._host.set_stream_handler(DIAL_BACK_PROTOCOL, self.dial_back.handle_stream)
         self._host_events = self._host.events()
         self._host.identify.on_addrs_changed.append(self._addrs_changed)
         self._spawn(self._watch_host(self._host_events), "autonat-host-events")
@@ -171,7 +189,9 @@ class AutoNAT:
         policy = self._host.config.address_policy
         async for event in events:
             match event:
-                case PeerIdentified(protocols=protocols) if AUTONAT_PROTOCOL in protocols:
+                case PeerIdentified(protocols=protocols) if set(AUTONAT_PROTOCOLS) & set(
+                    protocols
+                ):
                     self._events.put_nowait(("identified", event.peer))
                 case PeerConnected(direction=Direction.INBOUND, addr=addr):
                     ip = addr.ip_address() if addr is not None else None
@@ -228,7 +248,7 @@ class AutoNAT:
         peers = list(self._host.connmgr.peers())
         random.shuffle(peers)
         for peer in peers:
-            if peer in self._recent or not book.supports(peer, AUTONAT_PROTOCOL):
+            if peer in self._recent or book.first_supported(peer, AUTONAT_PROTOCOLS) is None:
                 continue
             public = [a for a in book.addrs(peer) if policy.scope(a) is Scope.PUBLIC]
             ips = {str(ip) for a in public if (ip := a.ip_address()) is not None}
@@ -238,42 +258,73 @@ class AutoNAT:
         return None
 
     async def _probe(self, peer: PeerID) -> None:
+        """Ask ``peer`` (v2 when it speaks it: the nonce proves the dial) and post the
+        verdict: ``(record, observation or None for "no verdict, ask another", confirmed)``."""
         addrs = self._host.identify.addresses.public_candidates()
-        outcome: DialBackResult | Exception
+        book = self._host.peerstore
         try:
-            outcome = await request_dial_back(
-                self._host, peer, addrs, timeout=self.config.request_timeout
-            )
+            if addrs and book.supports(peer, DIAL_REQUEST_PROTOCOL):
+                verdict = self._judge_v2(peer, await request_dial_back_v2(
+                    self._host, self.dial_back, peer, addrs,
+                    timeout=self.config.request_timeout,
+                ))
+            else:
+                verdict = self._judge_v1(peer, addrs, await request_dial_back(
+                    self._host, peer, addrs, timeout=self.config.request_timeout
+                ))
         except (AutoNATError, TimeoutError) as exc:
-            outcome = exc
-        self._events.put_nowait(("result", (peer, addrs, outcome)))
+            detail = str(exc) or type(exc).__name__
+            verdict = (ProbeRecord(peer, time.time(), "failed", detail), Reachability.UNKNOWN, [])
+        self._events.put_nowait(("result", verdict))
+
+    @staticmethod
+    def _judge_v1(peer: PeerID, sent: list[Multiaddr], result: DialBackResult) -> _Verdict:
+        record = ProbeRecord(peer, time.time(), _OUTCOMES[result.status], result.text)
+        match result.status:
+            case ResponseStatus.OK:
+                dialed = [result.addr] if result.addr is not None else sent
+                return record, Reachability.PUBLIC, dialed
+            case ResponseStatus.E_DIAL_ERROR:
+                return record, Reachability.PRIVATE, []
+            case ResponseStatus.E_DIAL_REFUSED:
+                return record, None, []
+            case _:
+                return record, Reachability.UNKNOWN, []
+
+    @staticmethod
+    def _judge_v2(peer: PeerID, result: DialBackResultV2) -> _Verdict:
+        at = time.time()
+        chosen = str(result.addr) if result.addr is not None else ""
+        if result.status is not ResponseStatusV2.OK:
+            outcome = {
+                ResponseStatusV2.E_DIAL_REFUSED: "refused",
+                ResponseStatusV2.E_REQUEST_REJECTED: "refused",
+            }.get(result.status, "internal_error")
+            observation = None if outcome == "refused" else Reachability.UNKNOWN
+            return ProbeRecord(peer, at, outcome, "v2"), observation, []
+        if result.reachable and result.addr is not None:
+            return ProbeRecord(peer, at, "ok", f"v2 {chosen}"), Reachability.PUBLIC, [result.addr]
+        if result.dial_status is DialStatus.E_DIAL_ERROR:
+            return ProbeRecord(peer, at, "dial_error", f"v2 {chosen}"), Reachability.PRIVATE, []
+        detail = "v2: OK without our nonce" if result.dial_status is DialStatus.OK else (
+            f"v2 {result.dial_status.name}"
+        )
+        return ProbeRecord(peer, at, "failed", detail), Reachability.UNKNOWN, []
 
     def _handle_result(
-        self, peer: PeerID, sent: list[Any], outcome: DialBackResult | Exception
+        self, record: ProbeRecord, observation: Reachability | None, confirmed: list[Multiaddr]
     ) -> None:
-        if isinstance(outcome, DialBackResult):
-            record = ProbeRecord(peer, time.time(), _OUTCOMES[outcome.status], outcome.text)
-        else:
-            detail = str(outcome) or type(outcome).__name__
-            record = ProbeRecord(peer, time.time(), "failed", detail)
         self.history.append(record)
         del self.history[:-MAX_PROBE_HISTORY]
-        log.debug("autonat: %s answered %s %s", peer, record.outcome, record.detail)
-        if isinstance(outcome, DialBackResult) and outcome.status is ResponseStatus.E_DIAL_REFUSED:
+        log.debug("autonat: %s answered %s %s", record.peer, record.outcome, record.detail)
+        if observation is None:  # refused: no verdict, ask someone else soon
             self._forced_probe = True
             return
-        if isinstance(outcome, DialBackResult) and outcome.status is ResponseStatus.OK:
-            observation = Reachability.PUBLIC
+        if observation is Reachability.PUBLIC:
             addresses = self._host.identify.addresses
-            dialed = outcome.addr
-            confirmed = [dialed] if dialed is not None else sent
             new = [a for a in confirmed if addresses.confirm(a)]
             if new and self._host.is_running:
                 self._host.identify.schedule_push()
-        elif isinstance(outcome, DialBackResult) and outcome.status is ResponseStatus.E_DIAL_ERROR:
-            observation = Reachability.PRIVATE
-        else:
-            observation = Reachability.UNKNOWN
         self.record(observation)
 
     def record(self, observation: Reachability) -> None:
