@@ -131,10 +131,10 @@ class CipherState:
         self._n += 1
         return out
 
-    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes | memoryview) -> bytes:
         """Open ``ciphertext``; the nonce advances only if it authenticates."""
         if self._aead is None:
-            return ciphertext
+            return bytes(ciphertext)
         self._check_nonce()
         if len(ciphertext) < TAGLEN:
             raise NoiseDecryptError(f"ciphertext of {len(ciphertext)} bytes has no room for a tag")

@@ -78,18 +78,23 @@ class NoisePump(asyncio.Protocol):
         pos = 0
         end = len(buf)
         plain: list[bytes] = []
-        while end - pos >= 2:
-            size = (buf[pos] << 8) | buf[pos + 1]
-            if end - pos - 2 < size:
-                break
-            try:
-                plain.append(self._recv.decrypt_with_ad(b"", bytes(buf[pos + 2 : pos + 2 + size])))
-            except proto.NoiseProtocolError as exc:
-                log.debug("noise frame failed to decrypt: %s", exc)
-                buf.clear()
-                self._session.feed_eof(f"noise: {exc}")
-                return
-            pos += 2 + size
+        error: str | None = None
+        with memoryview(buf) as view:  # frames are decrypted in place, not copied out first
+            while end - pos >= 2:
+                size = (buf[pos] << 8) | buf[pos + 1]
+                if end - pos - 2 < size:
+                    break
+                try:
+                    plain.append(self._recv.decrypt_with_ad(b"", view[pos + 2 : pos + 2 + size]))
+                except proto.NoiseProtocolError as exc:
+                    error = str(exc)  # not the exception: its traceback holds the slice
+                    break
+                pos += 2 + size
+        if error is not None:
+            log.debug("noise frame failed to decrypt: %s", error)
+            buf.clear()
+            self._session.feed_eof(f"noise: {error}")
+            return
         if pos:
             del buf[:pos]
         if plain:

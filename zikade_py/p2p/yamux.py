@@ -408,35 +408,36 @@ class YamuxSession:
         pos = 0
         end = len(buf)
         try:
-            while end - pos >= HEADER_SIZE:
-                header = decode_header(bytes(buf[pos : pos + HEADER_SIZE]))
-                body = b""
-                size = HEADER_SIZE
-                if header.type is FrameType.DATA and header.length:
-                    if header.length > self._data_limit(header):
-                        raise YamuxProtocolError(
-                            f"data frame of {header.length} bytes on stream "
-                            f"{header.stream_id} exceeds the receive window"
-                        )
-                    if self._is_dropped(header):
-                        # go-yamux discards such data as it reads it: never buffered whole
-                        available = end - pos - HEADER_SIZE
-                        if available < header.length:
-                            self._skip = header.length - available
-                            dropped += available
-                            pos = end
+            with memoryview(buf) as view:  # one copy per payload, none per header
+                while end - pos >= HEADER_SIZE:
+                    header = decode_header(view[pos : pos + HEADER_SIZE])
+                    body = b""
+                    size = HEADER_SIZE
+                    if header.type is FrameType.DATA and header.length:
+                        if header.length > self._data_limit(header):
+                            raise YamuxProtocolError(
+                                f"data frame of {header.length} bytes on stream "
+                                f"{header.stream_id} exceeds the receive window"
+                            )
+                        if self._is_dropped(header):
+                            # go-yamux discards such data as it reads it: never buffered whole
+                            available = end - pos - HEADER_SIZE
+                            if available < header.length:
+                                self._skip = header.length - available
+                                dropped += available
+                                pos = end
+                                break
+                            dropped += header.length
+                            pos += HEADER_SIZE + header.length
+                            continue
+                        if end - pos - HEADER_SIZE < header.length:
                             break
-                        dropped += header.length
-                        pos += HEADER_SIZE + header.length
-                        continue
-                    if end - pos - HEADER_SIZE < header.length:
-                        break
-                    body = bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + header.length])
-                    size += header.length
-                pos += size
-                dropped += self._handle_frame(header, body)
-                if self._closing:
-                    return
+                        body = bytes(view[pos + HEADER_SIZE : pos + HEADER_SIZE + header.length])
+                        size += header.length
+                    pos += size
+                    dropped += self._handle_frame(header, body)
+                    if self._closing:
+                        return
         except YamuxProtocolError as exc:
             _log.debug("yamux protocol error: %s", exc)
             self._fail(exc, GoAwayCode.PROTOCOL_ERROR)
