@@ -310,3 +310,14 @@ def test_ed25519_certificate_key_is_verified_too() -> None:
         .sign(key, None)
     )
     assert verify_certificate(cert.public_bytes(DER))[1] == me.public_key
+
+
+def test_unknown_signature_algorithm_is_a_certificate_error() -> None:
+    # found by tests/p2p/test_quic_fuzz.py: an unknown outer signature OID made
+    # cryptography raise UnsupportedAlgorithm out of the verifier (into aioquic's TLS)
+    der = make_certificate(PrivateKey.generate()).der
+    ecdsa_sha256 = bytes.fromhex("06082a8648ce3d040302")
+    at = der.rindex(ecdsa_sha256)  # the outer signatureAlgorithm, after the TBS part
+    broken = der[: at + len(ecdsa_sha256) - 1] + b"\x7f" + der[at + len(ecdsa_sha256) :]
+    with pytest.raises(CertificateError):
+        verify_certificate(broken)

@@ -195,8 +195,11 @@ def make_certificate(identity: PrivateKey, *, now: datetime.datetime | None = No
 
 
 def _check_self_signature(cert: x509.Certificate) -> None:
-    key = cert.public_key()
-    algorithm = cert.signature_hash_algorithm
+    try:
+        key = cert.public_key()
+        algorithm = cert.signature_hash_algorithm
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"unusable certificate signature or key: {exc}") from None
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             if algorithm is None:
@@ -211,7 +214,7 @@ def _check_self_signature(cert: x509.Certificate) -> None:
             key.verify(cert.signature, cert.tbs_certificate_bytes, padding, algorithm)  # type: ignore[arg-type]
         else:
             raise CertificateError(f"unsupported certificate key {type(key).__name__}")
-    except InvalidSignature:
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         raise CertificateError("the certificate's self-signature is invalid") from None
 
 

@@ -141,6 +141,9 @@ class Libp2pQuicConnection(QuicConnection):
         except CertificateError as exc:
             self.certificate_error = exc
             raise tls.AlertBadCertificate(str(exc)) from None
+        except Exception as exc:  # a parser surprise must still end in a TLS alert
+            self.certificate_error = CertificateError(f"unreadable certificate: {exc!r}")
+            raise tls.AlertBadCertificate(str(self.certificate_error)) from None
         self.remote_peer, self.remote_public_key = peer, key
 
 
