@@ -231,3 +231,39 @@ async def test_suffixed_addresses_from_a_py_libp2p_like_peer_are_normalized(
         "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", count=1, timeout=10,
     )]
     assert [(p.peer_id, p.addrs) for p in found] == [(provider, (provider_addr,))]
+
+
+async def test_provider_records_carry_only_addresses_the_receiver_can_use(
+    stack: AsyncExitStack,
+) -> None:
+    """We listen on a public and a private address: the ADD_PROVIDER a public peer gets
+    names only the public one, the one a LAN peer gets names both."""
+    received: dict[str, list[Multiaddr]] = {}
+
+    def recorder(name: str) -> object:
+        async def answer(_peer: PeerID, request: Message) -> Message | None:
+            if request.type == Message.ADD_PROVIDER:
+                received[name] = [Multiaddr.from_bytes(a) for a in request.providerPeers[0].addrs]
+                return None
+            return Message(type=request.type, key=request.key)
+        return answer
+
+    public_peer = await fake_at(stack, public_ip(), recorder("public"))
+    lan_peer = await fake_at(stack, private_ip(), recorder("lan"))
+    node = Node(loopback_config(
+        mode="server", host=HOST, bootstrap=[],
+        listen_addrs=[f"/ip4/{public_ip()}/tcp/0", f"/ip4/{private_ip()}/tcp/0"],
+    ))
+    await node.start()
+    stack.push_async_callback(node.close)
+    public_addr, private_addr = node.listen_addrs
+    for fake in (public_peer, lan_peer):
+        node.add_peer(str(fake.host.listen_addrs[0].with_peer_id(fake.peer_id)))
+    await wait_for(lambda: len(node.routing_table()) == 2)
+    result = await node.provide(
+        "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy", timeout=10
+    )
+    assert result.ok
+    await wait_for(lambda: len(received) == 2)
+    assert received["public"] == [public_addr]
+    assert sorted(map(str, received["lan"])) == sorted([str(public_addr), str(private_addr)])

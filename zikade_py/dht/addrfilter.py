@@ -61,3 +61,14 @@ def for_scope(info: PeerInfo, scope: Scope, policy: AddressPolicy) -> PeerInfo:
     """``info`` with only the addresses a peer of ``scope`` can use."""
     kept = policy.keep(normalize_addrs(info.addrs, info.peer_id), scope)
     return info if tuple(kept) == info.addrs else PeerInfo(info.peer_id, tuple(kept))
+
+
+def for_destination(
+    msg: dht_pb2.Message, remote: Multiaddr | None, policy: AddressPolicy
+) -> dht_pb2.Message:
+    """A copy of our ADD_PROVIDER for a peer reached at ``remote``: its provider entry keeps
+    only the addresses that peer can use (a public peer gets no loopback or private ones)."""
+    out = dht_pb2.Message()
+    out.CopyFrom(msg)
+    clean_entries(out.providerPeers, policy.peer_scope(remote), policy)
+    return out

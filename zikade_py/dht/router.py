@@ -50,7 +50,7 @@ from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext
 
 from zikade_py import telemetry
-from zikade_py.dht.addrfilter import clean_response
+from zikade_py.dht.addrfilter import clean_response, for_destination
 from zikade_py.dht.messages import (
     MAX_CLOSER_PEERS,
     MAX_MESSAGE_SIZE,
@@ -375,6 +375,10 @@ class Router:
             async with asyncio.timeout(budget):
                 stream = await self._open(to, budget, observer)
                 self._streams.add(stream)
+                if kind == MessageType.ADD_PROVIDER:  # our addresses this peer can use
+                    payload = encode_message(for_destination(
+                        msg, stream.connection.remote_addr, self._host.config.address_policy
+                    ))
                 if observer is not None:
                     observer.on_sending(to)
                 await stream.write(payload)
