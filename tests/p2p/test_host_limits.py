@@ -506,6 +506,7 @@ def test_limits_live_in_the_node_config_and_show_in_help() -> None:
 
     text = limits_help()
     assert "8 per IP group" in text and "256 MiB in total" in text and "/ipfs/kad/1.0.0 32" in text
+    assert "outbound streams: 512 per peer" in text and "16 failed stream negotiations" in text
     bad = NodeConfig(host=HostConfig(limits=ResourceLimits(connection_memory=0)))
     with pytest.raises(ValueError):
         bad.validate()

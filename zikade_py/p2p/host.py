@@ -158,9 +158,13 @@ def limits_help(config: HostConfig | None = None) -> str:
             f"  inbound streams: {lim.inbound_streams_per_connection} per connection "
             f"(+{c.max_unacked_inbound} waiting), {lim.inbound_streams_per_peer} per peer, "
             f"{lim.inbound_streams} in total; per protocol and connection "
-            f"{lim.inbound_streams_per_protocol_per_connection} ({kad})",
+            f"{lim.inbound_streams_per_protocol_per_connection} ({kad}); "
+            f"outbound streams: {lim.outbound_streams_per_peer} per peer",
             f"  memory for received data: {lim.connection_memory // mib} MiB per connection, "
-            f"{lim.host_memory // mib} MiB in total",
+            f"{lim.host_memory // mib} MiB in total; data dropped unread: "
+            f"{lim.discard_rate // mib} MiB/s per connection (burst {lim.discard_burst // mib} "
+            f"MiB), then reading pauses; {lim.bad_streams_per_connection} failed stream "
+            f"negotiations per {lim.bad_stream_interval:g} s, then the connection closes",
             f"  half-closed streams reset after {c.stream_close_timeout:g} s; "
             f"address book: {c.max_peerstore_peers} peers",
             f"  exempt from per-IP limits: {', '.join(lim.allowlist) or 'nothing'}",
