@@ -179,10 +179,13 @@ def cat_command(cid: str, output: Path | None, progress: bool | None, opts: Quer
                 local = await _content(node).is_local(cid)
             async with open_local(repo, bootstrap=opts.bootstrap, timeout=opts.timeout,
                                   join=not local, content=True, verbose=opts.verbose) as node:
+                from zikade_py import session
+
                 files = _content(node)
-                sink.start(await files.size_of_file(cid))
-                async for chunk in files.cat(cid):
-                    sink.write(chunk)
+                async with session():  # the root's fetch and the rest share peers
+                    sink.start(await files.size_of_file(cid))
+                    async for chunk in files.cat(cid):
+                        sink.write(chunk)
 
         run_command("cat", go, timeout=opts.timeout, trace=opts.trace)
     finally:

@@ -18,6 +18,7 @@ stops the fetch (the write fails, the session is stopped).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -27,6 +28,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from zikade_py.blocks import cid as cids
+from zikade_py.dht.session import session
 from zikade_py.files import ContentNode
 from zikade_py.http.args import parse_duration
 from zikade_py.http.errors import ArgumentError, OpError
@@ -99,21 +101,23 @@ async def cat(request: web.Request, node: ContentNode) -> web.StreamResponse:
     """``cat``: the file's bytes, streamed."""
     root = _cid(request)
     timeout = _timeout(request)
-    size = await node.size_of_file(root)
-    response = web.StreamResponse(headers={
-        "Content-Type": "application/octet-stream", "X-Content-Length": str(size),
-    })
-    await response.prepare(request)
-    try:
-        async for chunk in node.cat(root, timeout=timeout):
-            await response.write(chunk)
-    except (ConnectionResetError, ConnectionError):
-        return response
-    except Exception as exc:  # after the headers: cut the stream short, the client sees it
-        log.info("cat %s failed mid-stream: %r", cids.to_str(root), exc)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
+    async with session():  # the root's fetch and the rest share peers
+        async with asyncio.timeout(timeout):
+            size = await node.size_of_file(root)
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream", "X-Content-Length": str(size),
+        })
+        await response.prepare(request)
+        try:
+            async for chunk in node.cat(root, timeout=timeout):
+                await response.write(chunk)
+        except (ConnectionResetError, ConnectionError):
+            return response
+        except Exception as exc:  # after the headers: cut the stream short, the client sees it
+            log.info("cat %s failed mid-stream: %r", cids.to_str(root), exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
     await response.write_eof()
     return response
 
