@@ -13,14 +13,20 @@ gone on both sides, before the next), measuring:
 * ``throughput_mib_s`` (ours → ours): ``--mib`` MiB through one stream to a sink that
   counts the bytes and answers with the total.
 
+``find_peer_fresh``: two networks of ``--network`` of our DHT servers, one on TCP only
+and one on QUIC only; a querier that knows only the bootstrap node looks up
+``--lookups`` members (``local_first=False``), closing all its connections before each
+lookup, so every hop of every lookup is a fresh dial.
+
 Pairs: ours → ours (two hosts in this process, the target a DHT node), ours → js
 (a js-libp2p kad-dht node with @chainsafe/libp2p-quic), and js → js (two js nodes, timed
 from here around the js ``ping`` command on a fresh connection; ``ipc_ms`` is the same
 command path's own cost, measured with a no-op command, to subtract when comparing).
 Medians and 90th percentiles in ms, plus this process's CPU time per run.
 
-Usage: ``.venv/bin/python scripts/bench/quic.py [--dials N] [--mib M] [--no-js]``.
-Everything runs on 127.0.0.1; loops are bounded by ``--dials``.
+Usage: ``.venv/bin/python scripts/bench/quic.py [--dials N] [--mib M] [--network N]
+[--lookups M] [--no-js]``.
+Everything runs on 127.0.0.1; loops are bounded by the arguments.
 """
 
 from __future__ import annotations
@@ -187,6 +193,54 @@ async def bench_ours(count: int, mib: int) -> dict[str, Any]:
         await target.close()
 
 
+async def find_peer_fresh(size: int, lookups: int) -> dict[str, Any]:
+    """Median/p90 of a find_peer whose every hop is a fresh dial, per transport."""
+    from dataclasses import replace
+
+    from zikade_py.core.coordinator import CoordinatorConfig
+    from zikade_py.core.routing.behaviour import RoutingConfig
+
+    base = NodeConfig(
+        mode="server",
+        bootstrap=[],
+        host=BENCH_HOST,
+        republish=False,
+        coordinator=CoordinatorConfig(routing=RoutingConfig(enable_explore=False)),
+    )
+    out: dict[str, Any] = {"nodes": size, "lookups": lookups}
+    for transport, listen in (("tcp", LISTEN[1]), ("quic", LISTEN[0])):
+        boot = Node(replace(base, listen_addrs=[listen]))
+        await boot.start()
+        seed = [str(a) for a in boot.multiaddrs]
+        nodes = [Node(replace(base, listen_addrs=[listen], bootstrap=seed)) for _ in range(size)]
+        querier = Node(replace(base, listen_addrs=[listen], bootstrap=seed))
+        try:
+            await asyncio.gather(*(n.start() for n in nodes))
+            for node in nodes:
+                await node.bootstrap()
+            await querier.start()
+            await querier.bootstrap()
+            samples: list[float] = []
+            cpu = cpu_seconds()
+            for i in range(lookups):
+                for conn in list(querier.host.connmgr.connections()):
+                    await conn.close()
+                target = nodes[(i * 7) % size]
+                start = time.perf_counter()
+                info = await querier.find_peer(target.peer_id, local_first=False, timeout=30)
+                samples.append(time.perf_counter() - start)
+                assert info.peer_id == target.peer_id
+            out[transport] = {
+                "find_peer_ms": summary(samples),
+                "cpu_s_per_lookup": round((cpu_seconds() - cpu) / lookups, 4),
+            }
+        finally:
+            await querier.close()
+            await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
+            await boot.close()
+    return out
+
+
 async def bench_js(count: int) -> dict[str, Any]:
     from interop.jsnode import JsNode, js_available
     from interop.jsnode_types import JsNodeOptions
@@ -232,6 +286,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--dials", type=int, default=50, help="fresh dials per measurement")
     parser.add_argument("--mib", type=int, default=16, help="MiB through the sink stream")
+    parser.add_argument("--network", type=int, default=12, help="nodes per find_peer network")
+    parser.add_argument("--lookups", type=int, default=10, help="fresh-dial find_peer lookups")
     parser.add_argument("--no-js", action="store_true", help="skip the js-libp2p rows")
     args = parser.parse_args()
     wall, cpu = time.perf_counter(), cpu_seconds()
@@ -239,6 +295,7 @@ async def main() -> None:
         "dials": args.dials,
         "ours_to_ours": await bench_ours(args.dials, args.mib),
     }
+    result["find_peer_fresh"] = await find_peer_fresh(args.network, args.lookups)
     if not args.no_js:
         result.update(await bench_js(args.dials))
     result["total_wall_s"] = round(time.perf_counter() - wall, 2)
