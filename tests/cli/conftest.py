@@ -191,6 +191,8 @@ def start_daemon(repo: Path, *extra: str) -> DaemonChild:
     if not (repo / "config").is_file():
         init_repo(repo)
     args = ["daemon", "--repo", str(repo), "--listen", "/ip4/127.0.0.1/tcp/0"]
+    if "--mode" not in extra:
+        args += ["--mode", "server"]  # auto (the default) stays a client on loopback
     if "--api" not in extra:
         args += ["--api", "127.0.0.1:0"]
     child = spawn([*args, *extra], repo, DaemonChild)

@@ -323,6 +323,8 @@ async def test_find_peer_through_the_daemon_is_one_trace(tmp_path: Path) -> None
             repo,
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
+            "--mode",
+            "server",
             "--bootstrap",
             relay_addr,
             "--api",
