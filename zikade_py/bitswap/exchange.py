@@ -75,6 +75,9 @@ class BitswapConfig:
     """Providers one search adds to a session."""
     provider_timeout: float = 30.0
     """How long one provider search may run."""
+    max_wants_per_call: int = 32
+    """Blocks one ``get_blocks`` call has wanted and not yet handed to its reader; the
+    next is wanted as the reader takes one (bounds memory: 32 × 256 KiB = 8 MiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +201,15 @@ class ExchangeSession:
             for cid in wanted:
                 self.bitswap.route_add(cid, self)
             missing = await sub.subscribe(wanted)
-            local = [c for c in wanted if c not in set(missing)]
-            now = time.monotonic()
-            for cid in local:
-                self.bitswap.route_remove(cid, self)
+            missing_set = set(missing)
+            for cid in wanted:
+                if cid not in missing_set:
+                    self.bitswap.route_remove(cid, self)
+            window = self.bitswap.config.max_wants_per_call
             if missing:
-                self.logic.want(missing, now)
+                self.logic.want(missing[:window], time.monotonic())
                 self.wake()
+            next_want = window
             for cid in wanted:
                 try:
                     data = await sub.future(cid)
@@ -212,6 +217,10 @@ class ExchangeSession:
                     if self.closed:
                         raise SessionCancelledError("session cancelled") from None
                     raise
+                if cid in missing_set and next_want < len(missing):
+                    self.logic.want([missing[next_want]], time.monotonic())
+                    next_want += 1
+                    self.wake()
                 yield cid, data
         finally:
             left = [c for c in wanted if c in self.logic.wanted]
