@@ -134,3 +134,24 @@ async def test_an_unresponsive_peer_does_not_stall_the_fetch(start_peer: StartPe
     client = await start_peer([silent, good], config)
     async with asyncio.timeout(20):
         assert await client.bitswap.get_block(c) == data
+
+
+@pytest.mark.parametrize("only", ["/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0"])
+async def test_fallback_to_older_protocols(start_peer: StartPeer, only: str) -> None:
+    from zikade_py.bitswap import wire
+
+    server = await start_peer()
+    for proto in wire.PROTOCOLS:
+        if proto != only:
+            server.host.remove_stream_handler(proto)
+    # 1.0.0 carries CIDv0 blocks only: a dag-pb file without raw leaves is what it can move
+    data = random.Random(5).randbytes(50_000)
+    if only.endswith("1.0.0"):
+        blocks = [(cids.make(data[:100], cids.DAG_PB, version=0), data[:100])]
+    else:
+        blocks = [(cids.make(data), data)]
+    await server.bitswap.put_blocks(blocks)
+    client = await start_peer([server], FAST)
+    async with asyncio.timeout(20):
+        assert await client.bitswap.get_block(blocks[0][0]) == blocks[0][1]
+    assert client.bitswap._protocols[server.host.peer_id] == only
