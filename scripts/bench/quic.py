@@ -18,6 +18,12 @@ and one on QUIC only; a querier that knows only the bootstrap node looks up
 ``--lookups`` members (``local_first=False``), closing all its connections before each
 lookup, so every hop of every lookup is a fresh dial.
 
+``with_rtt``: ours → ours again, through an in-process relay that delays every UDP
+datagram and TCP chunk by half of ``--rtt-ms`` each way: on loopback the round trip is
+~0 and CPU decides; on a real network the round trips a handshake needs decide. The
+relay accepts TCP at once (user space cannot delay a SYN), so the real TCP dial pays
+one more round trip than measured: ``tcp`` rows also give ``*_with_syn`` (+ one RTT).
+
 Pairs: ours → ours (two hosts in this process, the target a DHT node), ours → js
 (a js-libp2p kad-dht node with @chainsafe/libp2p-quic), and js → js (two js nodes, timed
 from here around the js ``ping`` command on a fresh connection; ``ipc_ms`` is the same
@@ -25,7 +31,7 @@ command path's own cost, measured with a no-op command, to subtract when compari
 Medians and 90th percentiles in ms, plus this process's CPU time per run.
 
 Usage: ``.venv/bin/python scripts/bench/quic.py [--dials N] [--mib M] [--network N]
-[--lookups M] [--no-js]``.
+[--lookups M] [--rtt-ms R] [--no-js]``.
 Everything runs on 127.0.0.1; loops are bounded by the arguments.
 """
 
@@ -176,6 +182,102 @@ async def throughput(dialer: Host, peer: PeerID, addr: Multiaddr, mib: int) -> d
     return {"mib_s": round(mib / elapsed, 1), "cpu_s_per_mib": round(cpu / mib, 4)}
 
 
+class UdpRelay(asyncio.DatagramProtocol):
+    """Forwards datagrams between clients and ``target``, each ``delay`` late."""
+
+    def __init__(self, target: tuple[str, int], delay: float) -> None:
+        self.target, self.delay = target, delay
+        self.transport: asyncio.DatagramTransport | None = None
+        self.upstream: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        up = self.upstream.get(addr)
+        if up is None:
+            self.loop.create_task(self._open(addr, data))
+            return
+        self.loop.call_later(self.delay, up.sendto, data)
+
+    async def _open(self, client: tuple[str, int], first: bytes) -> None:
+        relay = self
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                if relay.transport is not None:
+                    relay.loop.call_later(relay.delay, relay.transport.sendto, data, client)
+
+        up, _ = await self.loop.create_datagram_endpoint(Back, remote_addr=self.target)
+        self.upstream[client] = up
+        self.loop.call_later(self.delay, up.sendto, first)
+
+    def close(self) -> None:
+        for up in self.upstream.values():
+            up.close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def tcp_relay(target: tuple[str, int], delay: float) -> asyncio.Server:
+    """A TCP proxy to ``target`` delaying each chunk by ``delay`` (order kept)."""
+    loop = asyncio.get_running_loop()
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                loop.call_later(delay, writer.write, data)
+        except (ConnectionError, OSError):
+            pass
+        loop.call_later(delay, writer.close)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*target)
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def bench_rtt(count: int, rtt_ms: float) -> dict[str, Any]:
+    """Fresh dial and dial + FIND_NODE through relays adding ``rtt_ms`` of round trip."""
+    target = Node(NodeConfig(mode="server", listen_addrs=LISTEN, bootstrap=[], host=BENCH_HOST))
+    await target.start()
+    dialer = Host(PrivateKey.generate(), BENCH_HOST)
+    await dialer.start([])
+    delay = rtt_ms / 2000
+    loop = asyncio.get_running_loop()
+    quic_ep = pick(target.listen_addrs, "quic").quic_endpoint()
+    tcp_ep = pick(target.listen_addrs, "tcp").tcp_endpoint()
+    assert quic_ep is not None and tcp_ep is not None
+    udp_transport, udp = await loop.create_datagram_endpoint(
+        lambda: UdpRelay(quic_ep, delay), local_addr=("127.0.0.1", 0)
+    )
+    tcp = await tcp_relay(tcp_ep, delay)
+    try:
+        relayed = {
+            "quic": Multiaddr.from_quic("127.0.0.1", udp_transport.get_extra_info("sockname")[1]),
+            "tcp": Multiaddr.from_tcp("127.0.0.1", tcp.sockets[0].getsockname()[1]),
+        }
+        out: dict[str, Any] = {"rtt_ms": rtt_ms}
+        for transport, addr in relayed.items():
+            row: dict[str, Any] = {}
+            for name, after in (("dial_ms", None), ("dial_find_node_ms", find_node_once)):
+                samples, _ = await fresh_dials(dialer, target.peer_id, addr, count, after)
+                row[name] = summary(samples)
+                if transport == "tcp":
+                    row[name.replace("_ms", "_with_syn_ms")] = {
+                        k: round(v + rtt_ms, 2) for k, v in row[name].items()
+                    }
+            out[transport] = row
+        return out
+    finally:
+        udp.close()
+        tcp.close()
+        await dialer.close()
+        await target.close()
+
+
 async def bench_ours(count: int, mib: int) -> dict[str, Any]:
     target = Node(NodeConfig(mode="server", listen_addrs=LISTEN, bootstrap=[], host=BENCH_HOST))
     await target.start()
@@ -288,6 +390,7 @@ async def main() -> None:
     parser.add_argument("--mib", type=int, default=16, help="MiB through the sink stream")
     parser.add_argument("--network", type=int, default=12, help="nodes per find_peer network")
     parser.add_argument("--lookups", type=int, default=10, help="fresh-dial find_peer lookups")
+    parser.add_argument("--rtt-ms", type=float, default=20.0, help="emulated round trip")
     parser.add_argument("--no-js", action="store_true", help="skip the js-libp2p rows")
     args = parser.parse_args()
     wall, cpu = time.perf_counter(), cpu_seconds()
@@ -295,6 +398,7 @@ async def main() -> None:
         "dials": args.dials,
         "ours_to_ours": await bench_ours(args.dials, args.mib),
     }
+    result["with_rtt"] = await bench_rtt(args.dials, args.rtt_ms)
     result["find_peer_fresh"] = await find_peer_fresh(args.network, args.lookups)
     if not args.no_js:
         result.update(await bench_js(args.dials))
