@@ -321,3 +321,13 @@ def test_unknown_signature_algorithm_is_a_certificate_error() -> None:
     broken = der[: at + len(ecdsa_sha256) - 1] + b"\x7f" + der[at + len(ecdsa_sha256) :]
     with pytest.raises(CertificateError):
         verify_certificate(broken)
+
+
+def test_malformed_issuer_is_a_certificate_error() -> None:
+    # found by fuzzing too: cryptography parses the issuer lazily and raised ValueError
+    der = make_certificate(PrivateKey.generate()).der
+    serial_attr = bytes.fromhex("0603550405") + b"\x13"  # serialNumber, PrintableString
+    at = der.index(serial_attr) + len(serial_attr) - 1  # the issuer's, before the subject's
+    broken = der[:at] + b"\x11" + der[at + 1 :]
+    with pytest.raises(CertificateError):
+        verify_certificate(broken)

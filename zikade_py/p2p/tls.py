@@ -231,11 +231,15 @@ def verify_certificate(
     if len(der) > MAX_CERTIFICATE_BYTES:
         raise CertificateError(f"certificate of {len(der)} bytes is too large")
     try:
-        cert = x509.load_der_x509_certificate(der)
-        extensions = cert.extensions
-        cert_key = cert.public_key()
+        # cryptography parses fields lazily: any of them may still turn out malformed
+        return _verify(x509.load_der_x509_certificate(der), now)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"malformed certificate: {exc}") from None
+
+
+def _verify(cert: x509.Certificate, now: datetime.datetime | None) -> tuple[PeerID, PublicKey]:
+    extensions = cert.extensions
+    cert_key = cert.public_key()
     now = now or datetime.datetime.now(datetime.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise CertificateError("the certificate is not valid now (expired or not yet valid)")
