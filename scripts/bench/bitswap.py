@@ -88,11 +88,21 @@ async def fetch_here(cid: str, seed: str) -> dict[str, Any]:
             "bytes": size, "sha256": digest.hexdigest(), "seconds": round(wall, 3),
             "mib_s": round(size / 2**20 / wall, 1), "ttfb_ms": round((ttfb or 0) * 1000, 1),
             "cpu_s": round(cpu() - c0, 2),
-            "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "max_rss_mib": round(_hwm() / 2**20, 1),
             "rss_mib": round(_rss() / 2**20, 1),
             "duplicate_blocks": stat.duplicate_blocks,
             "peers_sent_blocks": stat.peers,
         }
+
+
+def _hwm() -> int:
+    """Peak RSS of this process image (VmHWM; ru_maxrss would carry the parent's peak
+    across fork and exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _rss() -> int:

@@ -155,3 +155,26 @@ async def test_fallback_to_older_protocols(start_peer: StartPeer, only: str) -> 
     async with asyncio.timeout(20):
         assert await client.bitswap.get_block(blocks[0][0]) == blocks[0][1]
     assert client.bitswap._protocols[server.host.peer_id] == only
+
+
+async def test_a_peer_leaving_frees_everything_about_it(start_peer: StartPeer) -> None:
+    server = await start_peer()
+    client = await start_peer([server], FAST)
+    missing = cids.make(b"the server lacks this")
+    task = asyncio.create_task(client.bitswap.get_block(missing))
+    async with asyncio.timeout(10):
+        while not server.bitswap.engine.wantlist(client.host.peer_id):
+            await asyncio.sleep(0.02)
+    assert client.bitswap.held_connections == 1, "the connection is held for our wants"
+    await server.bitswap.close()
+    await server.host.close()
+    async with asyncio.timeout(10):
+        while client.bitswap.held_connections or client.bitswap.wants.peers_with_wants():
+            await asyncio.sleep(0.02)
+    assert server.host.peer_id not in client.bitswap.engine.peers
+    assert not task.done(), "the want stays with the session, waiting for another provider"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await client.bitswap.wait_sent()
+    assert client.bitswap.stat().sessions == 0 and client.bitswap.wants.total_wants == 0
