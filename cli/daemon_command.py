@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from dataclasses import replace
 from typing import cast
 
 import click
 
 from zikade_py import __version__
+from zikade_py.core.coordinator import CoordinatorConfig
 from zikade_py.dht.config import BootstrapResult, Mode, NodeConfig
 from zikade_py.http.args import parse_multiaddr
 from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
@@ -58,6 +60,12 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
         f"routing table {outcome.routing_table_size} peers{failed}",
         err=True,
     )
+
+
+def _reprovide_cycle(interval: float) -> CoordinatorConfig:
+    """The node's core settings with the sweep's cycle set to ``interval`` seconds."""
+    base = CoordinatorConfig()
+    return replace(base, sweep=replace(base.sweep, reprovide_interval=interval))
 
 
 @click.command("daemon", short_help=summary("daemon"), epilog=limits_help())
@@ -122,6 +130,24 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     help="Check the Host of requests to --routing-api too, accepting its address, "
     "localhost and NAME (repeatable; default: any Host).",
 )
+@click.option(
+    "--reprovide",
+    "reprovide",
+    type=click.Choice(["sweep", "classic"]),
+    default="sweep",
+    show_default=True,
+    help="How provided CIDs are re-announced: sweep (region by region, cost follows the "
+    "network's size) or classic (one lookup per CID).",
+)
+@click.option(
+    "--reprovide-interval",
+    "reprovide_interval",
+    type=click.FloatRange(min=1.0),
+    default=22 * 3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between two announcements of a CID (the sweep's cycle).",
+)
 @click.option("--init", "init", is_flag=True, help="Initialise the repo first if it has none.")
 @click.option(
     "--no-bootstrap",
@@ -142,6 +168,8 @@ def daemon_command(
     api_origins: tuple[str, ...],
     api_hosts: tuple[str, ...],
     routing_hosts: tuple[str, ...],
+    reprovide: str,
+    reprovide_interval: float,
     init: bool,
     no_bootstrap: bool,
     repo: str,
@@ -177,6 +205,8 @@ def daemon_command(
             host=HostConfig(dns_resolvers=cfg.dns_resolvers, address_policy=policy),
             mode=_mode(mode or cfg.mode),
             repo=repo_dir,
+            reprovide=reprovide,
+            coordinator=_reprovide_cycle(reprovide_interval),
         )
         daemon = Daemon(
             DaemonConfig(

@@ -32,7 +32,7 @@ COMMANDS: dict[str, Entry] = {
         ".routing_commands:find_providers_command", "Find the peers that provide a CID."
     ),
     "provide": Entry(
-        ".routing_commands:provide_command", "Announce that the daemon provides CIDs."
+        ".provide_commands:provide_command", "Announce that the daemon provides CIDs."
     ),
     "get": Entry(".routing_commands:get_command", "Get a value record (/ipns/…, /pk/…)."),
     "put": Entry(".routing_commands:put_command", "Store a value record in the DHT."),

@@ -146,6 +146,11 @@ def provide_command(cids: tuple[str, ...], ephemeral: bool, opts: QueryOptions) 
     come to this node, so the node must stay up. Fails (exit 1) when the daemon
     has no peers to announce to, or when no peer took the record.
     """
+    provide_cids(cids, ephemeral, opts)
+
+
+def provide_cids(cids: tuple[str, ...], ephemeral: bool, opts: QueryOptions) -> None:
+    """Announce each CID now through ``routing/provide`` (``zikade provide [once] CID...``)."""
 
     def refuse_without_daemon() -> None:
         if not ephemeral:

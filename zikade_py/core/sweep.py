@@ -120,6 +120,9 @@ class SweepConfig:
     """Share of a region's servers that must take their records for it to count as done."""
     calibration_lookups: int = 4
     """Lookups to random targets that estimate the network size before placing new keys."""
+    calibration_retry: float = 5.0
+    """Seconds before calibrating again when every calibration lookup failed (no peers yet:
+    a node asked to provide right after it started)."""
     drop_retry_delay: float = 0.5
     """Seconds before a batch refused by our own admission control is offered again."""
     preimage_targets: bool = True
@@ -137,7 +140,7 @@ class SweepConfig:
         for name in ("burst_delay", "drop_retry_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        for name in ("retry_interval", "send_timeout"):
+        for name in ("retry_interval", "send_timeout", "calibration_retry"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         for name in ("max_regions", "max_sends", "batch_size", "max_lookups_per_region"):
@@ -637,7 +640,7 @@ class Sweep:
             if ok and target is not None:
                 self._learn(target, closest)
             if not self._calibrating and self._prefix_length() is None:
-                self._calibrate_after = now + self.config.retry_interval
+                self._calibrate_after = now + self.config.calibration_retry
             return
         job = self._job_of(self._lookups.pop(lid, None))
         if job is None or target is None:

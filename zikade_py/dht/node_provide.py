@@ -30,6 +30,7 @@ from zikade_py.dht import keys as keyfmt
 from zikade_py.dht.messages import add_provider
 from zikade_py.dht.node_core import NodeCore
 from zikade_py.dht.stores.base import REPUBLISH_INTERVAL
+from zikade_py.dht.stores.sqlite_provide import SqliteProvideKeys
 
 CLASSIC_CONCURRENCY: Final = 16
 """Keys the classic path announces at once in :meth:`ProvideAPI.provide_many`."""
@@ -68,6 +69,16 @@ class ProvideAPI(NodeCore):
         lookups and messages this cycle, failures, estimated network size."""
         if self.reprovider is not None:
             return await self.reprovider.stat()
+        if self._datastore is not None and not self.config.republish:
+            # An in-process node on the repo (no daemon): what the repo holds.
+            store = SqliteProvideKeys(self._datastore)
+            cycle_start, rows = await store.load_schedule()
+            count = await store.count()
+            if count or rows:
+                return {
+                    "strategy": "sweep", "keys": count, "regions": len(rows),
+                    "cycle_start": cycle_start, "running": False,
+                }
         keys = len(await self.providers.list_local_due_async(time.time() + REPUBLISH_INTERVAL))
         out: dict[str, object] = {"strategy": "classic" if self.config.republish else "none"}
         out["keys"] = keys
@@ -83,10 +94,13 @@ class ProvideAPI(NodeCore):
         """Stop re-announcing everything we provide; how many keys were dropped."""
         if self.reprovider is not None:
             return await self.reprovider.clear()
+        cleared = 0
+        if self._datastore is not None:
+            cleared = await SqliteProvideKeys(self._datastore).clear()
         keys = await self.providers.list_local_due_async(time.time() + REPUBLISH_INTERVAL)
         for key in keys:
             await asyncio.to_thread(self.providers.remove_local, key)
-        return len(keys)
+        return cleared + len(keys)
 
     async def reprovide_now(self) -> None:
         """Re-announce everything we provide now (sweep: every region; classic: every key)."""

@@ -36,6 +36,12 @@ from zikade_py.http.args import (
     parse_record_key,
 )
 from zikade_py.http.errors import ArgumentError, OpError
+from zikade_py.http.provide_ops import (
+    provide_add,
+    provide_clear,
+    provide_reprovide,
+    provide_stat,
+)
 from zikade_py.p2p.host import DialError
 from zikade_py.p2p.identify import AGENT_VERSION
 from zikade_py.p2p.multiaddr import Multiaddr
@@ -516,5 +522,9 @@ COMMANDS: dict[str, Command] = {
     "bootstrap/list": Command(bootstrap_list, streaming=False),
     "bootstrap/add": Command(bootstrap_add, streaming=False),
     "bootstrap/rm": Command(bootstrap_rm, streaming=False),
+    "provide/add": Command(provide_add, streaming=False),
+    "provide/stat": Command(provide_stat, streaming=False),
+    "provide/clear": Command(provide_clear, streaming=False),
+    "provide/reprovide": Command(provide_reprovide, streaming=False),
 }
 """Every RPC command by its Kubo-style path (``POST /api/v0/<path>``)."""
