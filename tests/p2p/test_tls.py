@@ -331,3 +331,12 @@ def test_malformed_issuer_is_a_certificate_error() -> None:
     broken = der[:at] + b"\x11" + der[at + 1 :]
     with pytest.raises(CertificateError):
         verify_certificate(broken)
+
+
+def test_invalid_version_is_a_certificate_error() -> None:
+    # and again: cryptography's InvalidVersion is neither a ValueError nor UnsupportedAlgorithm
+    der = make_certificate(PrivateKey.generate()).der
+    v3 = bytes.fromhex("a003020102")
+    at = der.index(v3) + len(v3) - 1
+    with pytest.raises(CertificateError):
+        verify_certificate(der[:at] + b"\x03" + der[at + 1 :])

@@ -231,10 +231,14 @@ def verify_certificate(
     if len(der) > MAX_CERTIFICATE_BYTES:
         raise CertificateError(f"certificate of {len(der)} bytes is too large")
     try:
-        # cryptography parses fields lazily: any of them may still turn out malformed
+        # cryptography parses fields lazily, and its errors are of several families
+        # (ValueError, UnsupportedAlgorithm, InvalidVersion, ...): hostile bytes may raise
+        # any of them anywhere, and every one of them means "refused"
         return _verify(x509.load_der_x509_certificate(der), now)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"malformed certificate: {exc}") from None
+    except CertificateError:
+        raise
+    except Exception as exc:
+        raise CertificateError(f"malformed certificate: {type(exc).__name__}: {exc}") from None
 
 
 def _verify(cert: x509.Certificate, now: datetime.datetime | None) -> tuple[PeerID, PublicKey]:
