@@ -69,7 +69,7 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonChild
 def test_provide_from_file_and_stdin_then_others_find_it(
     trio: tuple[DaemonChild, ...], tmp_path: Path
 ) -> None:
-    seed, other, provider = trio
+    _seed, other, provider = trio
     listing = tmp_path / "cids.txt"
     mine = cids(150, "file")
     listing.write_text("# our content\n" + "\n".join(mine) + "\n\n")
