@@ -39,7 +39,12 @@ __all__ = ["CONFIG_FILE", "IDENTITY_FILE", "id_command", "ping_command"]
 AGENT_VERSION = f"zikade-py/{__version__}"
 """What identify says we run (``zikade_py.p2p.identify.AGENT_VERSION``, without loading p2p)."""
 
-SERVED_PROTOCOLS = ("/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0")
+SERVED_PROTOCOLS = (
+    "/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0",
+    # AutoNAT v1 server and v2 client (p2p/autonat*.py; literals: importing those modules
+    # would load protobuf into every daemon-backed command)
+    "/libp2p/autonat/1.0.0", "/libp2p/autonat/2/dial-back",
+)
 """What a daemon serves besides ``/ipfs/kad/1.0.0`` (which only DHT servers serve)."""
 
 KAD_PROTOCOL = "/ipfs/kad/1.0.0"

@@ -15,10 +15,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+
+from zikade_py.http.repo import load_config, save_config
 
 ZIKADE = Path(sys.executable).parent / "zikade"
 COMMAND_TIMEOUT = 90.0
@@ -190,9 +192,10 @@ def start_daemon(repo: Path, *extra: str) -> DaemonChild:
     """
     if not (repo / "config").is_file():
         init_repo(repo)
+    cfg = load_config(repo)
+    if "--mode" not in extra and cfg.mode == "auto":  # auto stays a client on loopback
+        save_config(repo, replace(cfg, mode="server"))
     args = ["daemon", "--repo", str(repo), "--listen", "/ip4/127.0.0.1/tcp/0"]
-    if "--mode" not in extra:
-        args += ["--mode", "server"]  # auto (the default) stays a client on loopback
     if "--api" not in extra:
         args += ["--api", "127.0.0.1:0"]
     child = spawn([*args, *extra], repo, DaemonChild)
