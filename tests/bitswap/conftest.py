@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from zikade_py.bitswap import Bitswap, BitswapConfig
-from zikade_py.bitswap.exchange import ProviderFinder
+from zikade_py.bitswap.config import ProviderFinder
 from zikade_py.blocks import MemoryBlockstore
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.host import Host
