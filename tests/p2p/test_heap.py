@@ -37,6 +37,8 @@ def test_freed_chunks_pinned_inside_the_heap_are_returned() -> None:
     assert trimmer.free_bytes() > 16 * MiB  # freed, but kept by the heap
     assert trimmer.maybe_trim() and trimmer.trims == 1
     assert rss() < freed - 12 * MiB
+    assert trimmer.free_bytes() > 16 * MiB  # trimmed chunks still count as free...
+    assert not trimmer.maybe_trim()  # ...but the process has not grown since: no new trim
     assert len(pins) == 400
 
 

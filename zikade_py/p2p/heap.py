@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import os
 import sys
 
 TRIM_THRESHOLD = 8 * 1024 * 1024
@@ -44,12 +45,13 @@ class _MallInfo2(ctypes.Structure):
 class HeapTrimmer:
     """Trims glibc's heap when it holds more than ``threshold`` free bytes."""
 
-    __slots__ = ("_libc", "threshold", "trims")
+    __slots__ = ("_libc", "_rss_after", "threshold", "trims")
 
     def __init__(self, threshold: int = TRIM_THRESHOLD) -> None:
         self.threshold = threshold
         self.trims = 0
         """Times the heap was trimmed."""
+        self._rss_after = 0  # resident bytes after the last trim
         self._libc: ctypes.CDLL | None = None
         if sys.platform.startswith("linux"):
             name = ctypes.util.find_library("c") or "libc.so.6"
@@ -74,12 +76,29 @@ class HeapTrimmer:
         return int(self._libc.mallinfo2().fordblks)
 
     def maybe_trim(self) -> bool:
-        """Trim if more than ``threshold`` bytes are free in the heap; whether it did."""
+        """Trim if more than ``threshold`` bytes are free in the heap and the process grew
+        by as much since the last trim (a trimmed chunk still counts as free: without the
+        second test a fragmented heap would be trimmed at every look); whether it did."""
         if self._libc is None or self.free_bytes() <= self.threshold:
             return False
+        if _rss() - self._rss_after <= self.threshold:
+            return False
         self._libc.malloc_trim(0)
+        self._rss_after = _rss()
         self.trims += 1
         return True
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss() -> int:
+    """Resident bytes of this process (Linux: /proc/self/statm, one read)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 TRIM_INTERVAL = 10.0
