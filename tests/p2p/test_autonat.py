@@ -9,14 +9,19 @@ it is observed at 127.0.0.1 with an ephemeral port nobody can dial.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
+from google.protobuf.message import DecodeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zikade_py.p2p.addrscope import AddressPolicy
 from zikade_py.p2p.autonat import (
     AUTONAT_PROTOCOL,
+    AutoNATError,
     AutoNATServer,
     ResponseStatus,
     decode_response,
@@ -27,6 +32,7 @@ from zikade_py.p2p.autonat_service import AutoNAT
 from zikade_py.p2p.autonat_status import AutoNATConfig, Reachability
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.host import Host, HostConfig
+from zikade_py.p2p.io import length_prefixed
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.pb import autonat_pb2
 from zikade_py.p2p.peer_id import PeerID
@@ -226,3 +232,46 @@ async def test_forced_status_makes_no_probes(stack: AsyncExitStack) -> None:
     await host.connect(server.peer_id, server.listen_addrs)
     await asyncio.sleep(0.5)
     assert service.status is Reachability.PUBLIC and service.history == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_response_bytes_decode_or_raise_autonat_error(data: bytes) -> None:
+    msg = autonat_pb2.Message()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError:
+        return
+    try:
+        result = decode_response(msg)
+    except AutoNATError:
+        return
+    assert isinstance(result.status, ResponseStatus)
+
+
+async def test_server_survives_garbage_requests(stack: AsyncExitStack) -> None:
+    """Hostile bytes on the AutoNAT stream: the stream is reset or answered, the server
+    keeps serving (checked with an honest request afterwards)."""
+    server_host = await start_host(stack)
+    server = AutoNATServer(server_host, FAST)
+    server.enable()
+    client = await start_host(stack)
+    await client.connect(server_host.peer_id, server_host.listen_addrs)
+    junk = [
+        b"\xff\xff\xff\xff\xff",  # bad varint
+        b"\x05abc",  # truncated
+        length_prefixed(b"\x08\x01"),  # a DIAL_RESPONSE, not a DIAL
+        length_prefixed(b"\x08\x00"),  # a DIAL without peer info
+        length_prefixed(bytes(5000)),  # too large
+    ]
+    for data in junk:
+        stream = await client.new_stream(server_host.peer_id, [AUTONAT_PROTOCOL])
+        await stream.write(data)
+        with contextlib.suppress(Exception):
+            await stream.close()
+        with contextlib.suppress(Exception):
+            await stream.reader.read_length_prefixed(4096)
+    result = await request_dial_back(
+        client, server_host.peer_id, client.listen_addrs, timeout=10.0
+    )
+    assert result.status is ResponseStatus.OK
