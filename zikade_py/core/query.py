@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import islice
 from typing import assert_never
 
 from zikade_py.core.event import Event, FinishReason, State
@@ -240,6 +241,7 @@ class NodeState(Enum):
 class _Node:
     key: Key
     distance: int
+    """XOR distance to the target; unique per key, so it orders candidates without ties."""
     state: NodeState = NodeState.NOT_CONTACTED
     sent_at: float = 0.0
     outstanding: bool = False
@@ -283,8 +285,20 @@ class Query:
         self.target = target
         self.message = message
         self.trace = trace
-        self._nodes: dict[Key, _Node] = {}
-        self._order: list[tuple[int, Key]] = []
+        self._self_value = self_key.value
+        self._target_value = target.value
+        self._nodes: dict[int, _Node] = {}
+        """Every candidate by its key's int value (a C-level hash, no ``Key.__hash__`` call)."""
+        self._distances: list[int] = []
+        """Candidates' distances to the target, ascending; ``_order`` holds their nodes."""
+        self._order: list[_Node] = []
+        self._settled_at = 0
+        """Length of the closest-first prefix of ``_order`` known to be settled (each node
+        SUCCEEDED, FAILED or SKIPPED): the walk resumes there instead of rescanning it."""
+        self._settled_live = 0
+        """SUCCEEDED nodes in that prefix (the only live ones a settled prefix holds)."""
+        self._stats = QueryStats()
+        """The counters as last reported: every state carries them, most repeat the last."""
         self._waiting: deque[_Node] = deque()
         """WAITING nodes in the order their requests were sent: the oldest wait expires first."""
         self._slow: deque[_Node] = deque()
@@ -297,7 +311,7 @@ class Query:
         self._in_flight = 0
         """WAITING nodes (SLOW ones excluded): what α bounds."""
         self._slow_count = 0
-        self._requested: dict[Key, _Node] = {}
+        self._requested: dict[int, _Node] = {}
         """Nodes with a request sent and neither answered, failed nor cancelled."""
         self._pending_cancels: deque[Key] = deque()
         """Requests to SKIPPED nodes, to be cancelled one per ``advance``."""
@@ -316,9 +330,20 @@ class Query:
     @property
     def stats(self) -> QueryStats:
         """Counters so far."""
-        return QueryStats(
-            self._start, self._end, self._requests, self._success, self._failure, self._exhausted
-        )
+        last = self._stats
+        if (
+            last.requests != self._requests
+            or last.success != self._success
+            or last.failure != self._failure
+            or last.start != self._start
+            or last.end != self._end
+            or last.exhausted != self._exhausted
+        ):
+            last = self._stats = QueryStats(
+                self._start, self._end, self._requests, self._success, self._failure,
+                self._exhausted,
+            )
+        return last
 
     @property
     def in_flight(self) -> int:
@@ -337,16 +362,16 @@ class Query:
 
     def node_state(self, key: Key) -> NodeState | None:
         """The state of ``key`` in this query, ``None`` if it never heard of it."""
-        node = self._nodes.get(key)
+        node = self._nodes.get(key.value)
         return node.state if node else None
 
     def closest_succeeded(self, n: int | None = None) -> tuple[Key, ...]:
         """The closest nodes that answered, closest first (partial results)."""
         limit = self.config.num_results if n is None else n
         out: list[Key] = []
-        for _, key in self._order:
-            if self._nodes[key].state is NodeState.SUCCEEDED:
-                out.append(key)
+        for node in self._order:
+            if node.state is NodeState.SUCCEEDED:
+                out.append(node.key)
                 if len(out) >= limit:
                     break
         return tuple(out)
@@ -398,9 +423,11 @@ class Query:
         return self._walk(now)
 
     def _on_response(self, event: QueryNodeResponse, now: float) -> None:
-        node = self._nodes.get(event.node)
+        node = self._nodes.get(event.node.value)
         if node is None or not node.outstanding:
             return  # never asked, or a duplicate answer
+        if node.state is NodeState.FAILED:
+            self._settled_at = self._settled_live = 0  # a late answer: the prefix may change
         self._settle(node)
         node.state = NodeState.SUCCEEDED
         self._success += 1
@@ -409,7 +436,7 @@ class Query:
             self._add_candidate(key)
 
     def _on_failure(self, key: Key) -> None:
-        node = self._nodes.get(key)
+        node = self._nodes.get(key.value)
         if node is None or not node.outstanding:
             return
         if node.state is not NodeState.FAILED:  # not already failed by the hard timeout
@@ -418,7 +445,7 @@ class Query:
         node.state = NodeState.FAILED
 
     def _on_dropped(self, key: Key, now: float) -> None:
-        node = self._nodes.get(key)
+        node = self._nodes.get(key.value)
         if node is None or not node.outstanding:
             return
         self._settle(node)
@@ -436,7 +463,7 @@ class Query:
         elif node.state is NodeState.SLOW:
             self._slow_count -= 1
         node.outstanding = False
-        del self._requested[node.key]
+        del self._requested[node.key.value]
 
     def _record_answer_time(self, elapsed: float) -> None:
         cfg = self.config
@@ -449,11 +476,16 @@ class Query:
             )
 
     def _add_candidate(self, key: Key) -> None:
-        if key == self.self_key or key in self._nodes:
+        value = key.value
+        if value == self._self_value or value in self._nodes:
             return
-        distance = key.value ^ self.target.value
-        self._nodes[key] = _Node(key, distance)
-        bisect.insort(self._order, (distance, key))
+        distance = value ^ self._target_value
+        node = self._nodes[value] = _Node(key, distance)
+        at = bisect.bisect(self._distances, distance)
+        self._distances.insert(at, distance)
+        self._order.insert(at, node)
+        if at < self._settled_at:
+            self._settled_at = self._settled_live = 0  # an unasked node now sits inside it
 
     def _expire(self, now: float) -> None:
         """WAITING → SLOW past the adaptive wait; SLOW → FAILED past the hard timeout."""
@@ -497,18 +529,19 @@ class Query:
         cfg = self.config
         k = cfg.num_results
         window = k + self._slow_count
-        live = 0
-        """Candidates passed that have not failed."""
-        successes = 0
+        # The settled prefix holds only SUCCEEDED (live) and FAILED/SKIPPED nodes.
+        settled_at = self._settled_at
+        live = successes = self._settled_live
+        """Candidates passed that have not failed; those that answered."""
         unsettled = False
         """A candidate closer than the current position has not answered yet."""
         waiting_for_retry = False
         request: _Node | None = None
-        nodes = self._nodes
-        for distance, key in self._order:
-            node = nodes[key]
+        for node in islice(self._order, settled_at, None):
             state = node.state
             if state is NodeState.FAILED or state is NodeState.SKIPPED:
+                if not unsettled:
+                    settled_at += 1
                 continue
             live += 1
             if state is NodeState.SUCCEEDED:
@@ -516,10 +549,14 @@ class Query:
                 if successes >= k:
                     if not unsettled:
                         return self._finish(FinishReason.DONE, now)
-                    self._skip_beyond(distance)
+                    self._skip_beyond(node.distance)
                     break
+                if not unsettled:
+                    settled_at += 1
                 continue
-            unsettled = True
+            if not unsettled:
+                unsettled = True
+                self._settled_at, self._settled_live = settled_at, successes
             if state is NodeState.NOT_CONTACTED:
                 if node.retry_at is not None:
                     waiting_for_retry = True
@@ -527,6 +564,8 @@ class Query:
                     request = node
             if live >= window:
                 break  # nothing farther may be asked, and the query cannot be done
+        if not unsettled:
+            self._settled_at, self._settled_live = settled_at, successes
         if self._pending_cancels:
             return self._cancel_skipped()
         if request is not None:
@@ -553,7 +592,7 @@ class Query:
         node.state = NodeState.WAITING
         node.sent_at = now
         node.outstanding = True
-        self._requested[node.key] = node
+        self._requested[node.key.value] = node
         self._waiting.append(node)
         self._in_flight += 1
         if self._start is None:
