@@ -134,7 +134,7 @@ async def _daemon(
     tmp_path: Path, node: NodeConfig | None = None, **kw: object
 ) -> AsyncIterator[Served]:
     repo = tmp_path / "repo"
-    init_repo(repo)
+    init_repo(repo, bootstrap=[])  # not the public default list
     node = node or NodeConfig(mode="server", bootstrap=[])
     config = DaemonConfig(node=node, repo=repo, api="127.0.0.1:0", **kw)  # type: ignore[arg-type]
     async with Daemon(config) as daemon:
@@ -233,7 +233,7 @@ async def test_a_query_stops_when_its_client_disconnects(tmp_path: Path) -> None
     """The node's query ends and its request to the black hole is cancelled (stream reset)."""
     pool = PoolConfig(query_timeout=120, query=QueryConfig(request_timeout=120))
     cfg = NodeConfig(
-        mode="server",
+        mode="server", bootstrap=[],
         request_timeout=120, query_timeout=120, coordinator=CoordinatorConfig(pool=pool)
     )
     async with (
@@ -374,7 +374,7 @@ async def test_an_api_beyond_loopback_warns(tmp_path: Path) -> None:
             return ("0.0.0.0" if what == "RPC API" else "127.0.0.1"), port
 
     repo = tmp_path / "repo"
-    init_repo(repo)
+    init_repo(repo, bootstrap=[])  # not the public default list
     warnings: list[str] = []
     node = NodeConfig(mode="server", bootstrap=[])
     daemon = Exposed(DaemonConfig(node=node, repo=repo, api="0.0.0.0:0"))
