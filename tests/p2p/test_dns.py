@@ -7,14 +7,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.dial_guard import DialGuard
 from zikade_py.p2p.dns import (
     DNS_RESOLVER_ENV,
+    DNSADDR_PREFIX,
     MAX_LOOKUPS,
     DnsError,
     DnsResolver,
+    _parse_entry,
     needs_resolution,
     parse_server,
 )
@@ -202,3 +206,11 @@ async def test_host_dials_dnsaddr_and_dns4_addresses(
     finally:
         await client.close()
         await server.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300) | st.builds(lambda s: DNSADDR_PREFIX + s, st.text(max_size=300)))
+def test_any_txt_entry_parses_or_is_skipped(text: str) -> None:
+    """A hostile TXT entry never raises: it is a multiaddr or it is ignored."""
+    addr = _parse_entry(text)
+    assert addr is None or isinstance(addr, Multiaddr)
