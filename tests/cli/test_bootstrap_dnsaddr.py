@@ -79,9 +79,10 @@ async def test_init_with_dnsaddr_then_find_peer_and_daemon_bootstrap(
             _publish(stub, seed, wrong)
 
             repo = tmp_path / "cli"
-            await asyncio.to_thread(
+            made = await asyncio.to_thread(
                 zikade_run, "init", "--bootstrap", f"/dnsaddr/{NAME}", repo=repo
             )
+            made.ok()
             listed = await asyncio.to_thread(zikade_run, "bootstrap", "list", repo=repo)
             assert listed.ok().lines == [f"/dnsaddr/{NAME}"]
 
@@ -95,16 +96,23 @@ async def test_init_with_dnsaddr_then_find_peer_and_daemon_bootstrap(
             assert str(wrong) not in found.err  # the other peer's entry was never dialed
             assert (f"_dnsaddr.{NESTED}", "TXT") in stub.queries  # the nested level was followed
 
-            # a daemon whose config holds the /dnsaddr entry bootstraps through it
-            daemon = await asyncio.to_thread(
-                daemons.start, "daemon", "--bootstrap", f"/dnsaddr/{NAME}"
+            # a daemon on a new repo made the same way bootstraps through the /dnsaddr entry
+            made = await asyncio.to_thread(
+                zikade_run, "init", "--bootstrap", f"/dnsaddr/{NAME}", repo=tmp_path / "daemon"
             )
+            made.ok()
+            daemon = await asyncio.to_thread(daemons.start, "daemon")  # keeps that config
             report = await asyncio.to_thread(_wait_err_line, daemon, "bootstrap: ")
             assert report.startswith("bootstrap: reached 1 of 1 peers"), daemon.err_lines
             table = await asyncio.to_thread(zikade_run, "routing-table", "--json", repo=daemon.repo)
             ids = {p["ID"] for b in json.loads(table.ok().out)["Buckets"] for p in b["Peers"]}
             assert seed.peer_id in ids
             assert str(wrong) not in "\n".join(daemon.err_lines)
+            # and answers find-peer for the js node through the peer it joined by
+            via_daemon = await asyncio.to_thread(
+                zikade_run, "find-peer", target.peer_id, "--timeout", "60s", repo=daemon.repo
+            )
+            assert _bare(target.addrs[0]) in via_daemon.ok().lines
 
 
 def _wait_err_line(child: object, prefix: str, timeout: float = 60.0) -> str:
