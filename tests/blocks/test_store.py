@@ -128,3 +128,16 @@ async def test_file_store_survives_reopen(tmp_path: Path) -> None:
         assert not (shard / "deadbeef.1.2.tmp").exists(), "unfinished writes are cleaned up"
     finally:
         await again.close()
+
+
+async def test_a_torn_cached_block_is_dropped_not_served(tmp_path: Path) -> None:
+    store = await FileBlockstore.open(tmp_path)
+    cached, pinned = block(1), block(2)
+    await store.put(*cached)
+    await store.put(*pinned, pin=pinned[0])
+    for c, _ in (cached, pinned):
+        path = next(tmp_path.rglob(cids.multihash_of(c).hex()))
+        path.write_bytes(b"torn")
+    assert await store.get(cached[0]) is None and not store.has(cached[0])
+    assert await store.get(pinned[0]) == b"torn", "pinned blocks were fsynced: not re-hashed"
+    await store.close()

@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from zikade_py.blocks.cid import multihash_of
+from zikade_py.blocks.cid import multihash_of, verify
 from zikade_py.blocks.store import (
     BlockstoreStat,
     GcResult,
@@ -35,6 +36,8 @@ from zikade_py.blocks.store import (
     SizeIndex,
     plan_put,
 )
+
+log = logging.getLogger(__name__)
 
 BLOCKS_DIRNAME = "blocks"
 """The blockstore's folder inside the repo."""
@@ -56,7 +59,9 @@ class FileBlockstore:
         self.max_bytes = max_bytes
         """Size limit in bytes (``None``: unlimited)."""
         self.sync = sync
-        """fsync each block before it counts as stored (off only for benchmarks/tests)."""
+        """fsync pinned blocks before they count as stored (off only for benchmarks/tests).
+        Unpinned blocks (fetched for a ``cat``, a cache) are written without: losing one
+        in a crash costs a refetch, and an fsync per block would bound the fetch speed."""
         self._sizes = SizeIndex()
         self._pins = PinIndex()
         self._db: sqlite3.Connection | None = None
@@ -117,10 +122,16 @@ class FileBlockstore:
         if self._sizes.size(mh) is None:
             return None
         try:
-            return await asyncio.to_thread(self._path(mh).read_bytes)
+            data = await asyncio.to_thread(self._path(mh).read_bytes)
         except FileNotFoundError:  # removed behind our back: forget it
             self._sizes.remove(mh)
             return None
+        if not self._pins.pinned(mh) and not verify(cid, data):
+            # an unpinned block is written without fsync: after a crash it may be torn
+            log.warning("dropping corrupt cached block %s", mh.hex())
+            await self._remove([mh])
+            return None
+        return data
 
     def has(self, cid: bytes) -> bool:
         """See :class:`~.store.Blockstore`."""
@@ -149,13 +160,13 @@ class FileBlockstore:
                 await self._remove(victims)
             new = [(mh, d) for mh, d in keyed if self._sizes.size(mh) is None]
             if new:
-                await asyncio.to_thread(self._write_many, new)
+                await asyncio.to_thread(self._write_many, new, self.sync and pin is not None)
             for mh, d in new:
                 self._sizes.add(mh, len(d))
             if pin is not None:
                 await self._pin_mhs(pin, [mh for mh, _ in keyed])
 
-    def _write_many(self, blocks: list[tuple[bytes, bytes]]) -> None:
+    def _write_many(self, blocks: list[tuple[bytes, bytes]], sync: bool) -> None:
         dirs: set[Path] = set()
         for mh, data in blocks:
             path = self._path(mh)
@@ -163,12 +174,12 @@ class FileBlockstore:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.{next(_tmp_names)}.tmp")
             with open(tmp, "wb") as f:
                 f.write(data)
-                if self.sync:
+                if sync:
                     f.flush()
                     os.fsync(f.fileno())
             os.replace(tmp, path)
             dirs.add(path.parent)
-        if self.sync:
+        if sync:
             for d in dirs:
                 fd = os.open(d, os.O_RDONLY)
                 try:
