@@ -18,6 +18,7 @@ it (a ``skipif``, a fixture, a conftest hook), is reported as a failure.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -37,6 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "dial_refusal: the test expects the dial guard to refuse a destination"
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the refusal log and its directory."""
+    shutil.rmtree(_REFUSED_LOG.parent, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
