@@ -124,7 +124,7 @@ class HostConfig:
     quic_fallback_delay: float = FALLBACK_DELAY
     """When a peer offers QUIC and TCP, TCP starts after QUIC had this long (quic/dial_order.py)."""
     """Per IP group, peer, connection, protocol and memory limits (rcmgr.py)."""
-    dns_resolvers: Mapping[str, str] = field(default_factory=dict)
+    dns_resolvers: Mapping[str, str] = field(default_factory=dict, hash=False)
     """DNS servers by domain suffix (``"."``: every name) as ``<ip>[:<port>]`` (Kubo's
     ``DNS.Resolvers``); empty: the system's. ``ZIKADE_DNS_RESOLVER`` overrides (p2p/dns.py)."""
 
