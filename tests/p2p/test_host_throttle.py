@@ -102,7 +102,7 @@ async def test_pause_reading_for_pauses_then_resumes_the_socket() -> None:
     server = await asyncio.start_server(on_accept, "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         tcp = await accepted.get()
         transport = tcp.writer.transport
         tcp.pause_reading_for(0.2)
