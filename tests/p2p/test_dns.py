@@ -214,3 +214,32 @@ def test_any_txt_entry_parses_or_is_skipped(text: str) -> None:
     """A hostile TXT entry never raises: it is a multiaddr or it is ignored."""
     addr = _parse_entry(text)
     assert addr is None or isinstance(addr, Multiaddr)
+
+
+async def test_a_known_peer_resolves_only_its_own_records(
+    stub: DnsStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer whose book holds a bare ``/dnsaddr/<name>`` (``bootstrap add``) is dialed
+    through its own entries only: other peers' nested names are never looked up."""
+    monkeypatch.setenv(DNS_RESOLVER_ENV, stub.server)
+    server = Host(PrivateKey.generate())
+    await server.start([Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
+    client = Host(PrivateKey.generate())
+    await client.start([])
+    try:
+        port = server.listen_addrs[0].tcp_endpoint()[1]  # type: ignore[index]
+        stub.add_txt(
+            "_dnsaddr.multi.test",
+            f"dnsaddr=/dnsaddr/other.multi.test/p2p/{A}",
+            f"dnsaddr=/dnsaddr/mine.multi.test/p2p/{server.peer_id}",
+        )
+        stub.add_txt("_dnsaddr.other.multi.test", f"dnsaddr=/ip4/127.0.0.1/tcp/1/p2p/{A}")
+        stub.add_txt(
+            "_dnsaddr.mine.multi.test", f"dnsaddr=/ip4/127.0.0.1/tcp/{port}/p2p/{server.peer_id}"
+        )
+        conn = await client.connect(server.peer_id, [Multiaddr.parse("/dnsaddr/multi.test")])
+        assert conn.remote_peer == server.peer_id
+        assert ("_dnsaddr.other.multi.test", "TXT") not in stub.queries
+    finally:
+        await client.close()
+        await server.close()

@@ -219,6 +219,13 @@ def describe_dial_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _name_peer(addr: Multiaddr, peer: PeerID) -> Multiaddr:
+    """``/dnsaddr/<name>`` as ``/dnsaddr/<name>/p2p/<peer>`` (other addresses unchanged)."""
+    if addr.components[0].name == "dnsaddr" and addr.peer_id() is None:
+        return addr.with_peer_id(peer)
+    return addr
+
+
 @dataclass(slots=True, eq=False)
 class _Dial:
     """A dial under way, shared by every caller of :meth:`Host.connect` for its peer; it
@@ -801,6 +808,8 @@ class Host:
 
     async def _dial(self, peer: PeerID | None, addrs: list[Multiaddr], budget: float) -> Connection:
         deadline = time.monotonic() + budget
+        if peer is not None:  # a /dnsaddr name then yields only this peer's records (dns.py)
+            addrs = [_name_peer(a, peer) for a in addrs]
         resolved, failures = await self.resolver.resolve_all(addrs, timeout=budget)
         errors: list[tuple[Multiaddr, Exception]] = list(failures)
         candidates = [
