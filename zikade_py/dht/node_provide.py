@@ -66,7 +66,24 @@ class ProvideAPI(NodeCore):
 
     async def provide_stat(self) -> dict[str, object]:
         """The reprovider's state: keys, regions, cycle progress, last and next region,
-        lookups and messages this cycle, failures, estimated network size."""
+        lookups and messages this cycle, failures, estimated network size; and the node's
+        kad traffic since start (``wire``: streams and messages, for benchmarks)."""
+        out = await self._provide_stat()
+        if self._router is not None and self._driver is not None:
+            router, sender = self._router, self._driver.batch_sender
+            batch_streams = getattr(sender, "streams", 0)
+            batch_messages = getattr(sender, "messages", 0)
+            out["wire"] = {
+                "requests": router.requests_sent,
+                "messages_unanswered": router.messages_sent,
+                "batch_streams": batch_streams,
+                "batch_messages": batch_messages,
+                "streams": router.requests_sent + router.messages_sent + batch_streams,
+                "messages": router.requests_sent + router.messages_sent + batch_messages,
+            }
+        return out
+
+    async def _provide_stat(self) -> dict[str, object]:
         if self.reprovider is not None:
             return await self.reprovider.stat()
         if self._datastore is not None and not self.config.republish:
