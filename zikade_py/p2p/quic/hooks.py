@@ -19,6 +19,9 @@ client believes the handshake is done). aioquic 1.x has none of these as options
 - ``QuicConnection._close_event`` / ``_state`` tell that the peer closed (DRAINING):
   aioquic reports it only after the draining period (3 PTO, hundreds of ms), but the
   connection is over for us at once;
+- ``Context._supported_groups`` is cut to X25519 and P-256 (what quinn/rustls and go
+  offer first): aioquic's client otherwise makes four key shares (P-256, P-384, X25519,
+  X448) per handshake, half of its key-exchange CPU for shares nobody picks;
 - ``QuicConnection._write_stream_limits`` is overridden so a stream's receive window
   moves when the *application* reads (aioquic doubles it as data *arrives*, so a peer
   could fill our memory with a stream nobody reads): the grant is ``consumed + window``.
@@ -48,7 +51,9 @@ from zikade_py.p2p.crypto import PublicKey
 from zikade_py.p2p.peer_id import PeerID
 from zikade_py.p2p.tls import CertificateError, verify_certificate_chain
 
-_CONTEXT_ATTRS: Final = ("_request_client_certificate", "_peer_certificate")
+_CONTEXT_ATTRS: Final = ("_request_client_certificate", "_peer_certificate", "_supported_groups")
+KEY_SHARE_GROUPS: Final = (tls.Group.X25519, tls.Group.SECP256R1)
+"""The key exchange groups we offer and accept, in order of preference."""
 _CONTEXT_METHODS: Final = ("_set_peer_certificate", "_server_handle_finished")
 _CONNECTION_ATTRS: Final = (
     "_handshake_confirmed",
@@ -157,6 +162,7 @@ def _install(conn: Libp2pQuicConnection) -> None:
         conn._accept_chain([der for der, _ in certificate.certificates])
 
     ctx._set_peer_certificate = set_peer_certificate  # type: ignore[method-assign]
+    ctx._supported_groups = list(KEY_SHARE_GROUPS)
     if conn.configuration.is_client:
         return
     ctx._request_client_certificate = True
