@@ -243,3 +243,17 @@ async def test_a_known_peer_resolves_only_its_own_records(
     finally:
         await client.close()
         await server.close()
+
+
+async def test_dns6_asks_for_aaaa_and_dns_takes_both(stub: DnsStub) -> None:
+    stub.records[("v6.test", "AAAA")].append("::1")
+    r = resolver(stub)
+    got = await r.resolve(Multiaddr.parse(f"/dns6/v6.test/tcp/7/p2p/{A}"))
+    assert texts(got) == [f"/ip6/::1/tcp/7/p2p/{A}"]
+    assert stub.queries == [("v6.test", "AAAA")]
+    stub.add_a("v6.test", "127.0.0.1")
+    both = texts(await r.resolve(Multiaddr.parse("/dns/v6.test/tcp/7")))
+    assert sorted(both) == ["/ip4/127.0.0.1/tcp/7", "/ip6/::1/tcp/7"]
+    stub.records[("only6.test", "AAAA")].append("::1")
+    with pytest.raises(DnsError, match=r"resolving only6\.test: no A records"):
+        await r.resolve(Multiaddr.parse("/dns4/only6.test/tcp/7"))
