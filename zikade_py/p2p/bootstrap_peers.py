@@ -3,9 +3,10 @@
 ``zikade init`` writes it into a new repo and :class:`~zikade_py.dht.config.NodeConfig`
 starts from it, so a node on a fresh machine joins the public Amino DHT without
 being told where. The ``/dnsaddr`` entries resolve through the TXT records at
-``_dnsaddr.bootstrap.libp2p.io`` (p2p/dns.py); the QUIC entry is kept as Kubo has
-it (our host dials TCP only and skips it). No import here: the command line
-reads this list without loading the network stack.
+``_dnsaddr.bootstrap.libp2p.io`` (p2p/dns.py); ``mars.i.ipfs.io`` is listed twice,
+over TCP and over QUIC, as Kubo has it (the seeds of one peer are merged into one
+dial, dht/seeds.py). No import here: the command line reads this list without
+loading the network stack.
 """
 
 from __future__ import annotations
