@@ -443,3 +443,46 @@ async def test_streams_opened_before_any_write_get_distinct_ids(
         inbound = await asyncio.wait_for(server.accept_stream(), TIMEOUT)
         got.add(await inbound.read())
     assert got == {bytes([i]) for i in range(5)}
+
+
+class TinyBudget:
+    """A connection memory budget of ``limit`` bytes (the host's scope, in small)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def reserve_memory(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def release_memory(self, size: int) -> None:
+        self.used -= size
+
+    def headroom(self) -> int:
+        return self.limit - self.used
+
+
+async def test_a_stream_beyond_the_memory_budget_is_reset_and_its_bytes_released(
+    pair: Pair, keys: tuple[PrivateKey, PrivateKey]
+) -> None:
+    client, server = await pair.dial(pid(keys[0]))
+    budget = TinyBudget(64 * 1024)
+    server.memory = budget
+    out = await client.open_stream()
+    writer = asyncio.create_task(out.write(os.urandom(256 * 1024)))
+    inbound = await server.accept_stream()  # never read: the bytes pile up in the budget
+    await until(lambda: inbound.is_reset)
+    assert budget.used == 0  # everything it held went back
+    with pytest.raises(StreamResetError):
+        await inbound.read()
+    await asyncio.wait_for(asyncio.gather(writer, return_exceptions=True), TIMEOUT)
+    await until(lambda: out.is_reset)  # the writer's side learns it too
+    with pytest.raises(StreamResetError):
+        await out.write(b"more")
+    other = await client.open_stream()  # the connection itself stays
+    await other.write(b"still here")
+    await other.close()
+    nxt = await server.accept_stream()
+    assert await nxt.read() == b"still here"
