@@ -367,14 +367,15 @@ async def test_keepalive_keeps_an_idle_connection_open(
     keys: tuple[PrivateKey, PrivateKey],
 ) -> None:
     inbound: asyncio.Queue[QuicSession] = asyncio.Queue()
-    a = endpoint(keys[0], inbound, idle_timeout=0.6, keepalive_interval=0.1)
-    b = endpoint(keys[1], idle_timeout=0.6, keepalive_interval=0.1)
+    # idle 1.5 s: a loaded machine may starve the loop for a while; pings every 0.1 s
+    a = endpoint(keys[0], inbound, idle_timeout=1.5, keepalive_interval=0.1)
+    b = endpoint(keys[1], idle_timeout=1.5, keepalive_interval=0.1)
     await a.open("127.0.0.1", 0)
     await b.open("127.0.0.1", 0)
     try:
         client = await b.dial(a.local_address, pid(keys[0]), timeout=TIMEOUT)
         pings = 0
-        while pings < 30:  # three idle timeouts' worth of pings
+        while pings < 60:  # two idle timeouts' worth of pings
             await asyncio.sleep(0.05)
             pings += 1
             assert not client.is_closed
