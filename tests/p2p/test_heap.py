@@ -26,8 +26,8 @@ def rss() -> int:
 @pytest.mark.skipif(not heap.TRIMMER.available, reason="glibc >= 2.33 only")
 def test_freed_chunks_pinned_inside_the_heap_are_returned() -> None:
     trimmer = heap.HeapTrimmer(threshold=8 * MiB)
-    trimmer.maybe_trim()  # start from a trimmed heap
-    assert not trimmer.maybe_trim()  # nothing much free: no trim
+    trimmer.maybe_trim(0.0)  # start from a trimmed heap
+    assert not trimmer.maybe_trim(0.0)  # nothing much free: no trim
     big, pins = [], []
     for _ in range(400):  # 64 KiB buffers (below the mmap threshold) with small pins between
         big.append(bytearray(64 * 1024 - 100))
@@ -35,10 +35,14 @@ def test_freed_chunks_pinned_inside_the_heap_are_returned() -> None:
     del big
     freed = rss()
     assert trimmer.free_bytes() > 16 * MiB  # freed, but kept by the heap
-    assert trimmer.maybe_trim() and trimmer.trims == 1
+    assert trimmer.maybe_trim(100.0) and trimmer.trims == 1
     assert rss() < freed - 12 * MiB
     assert trimmer.free_bytes() > 16 * MiB  # trimmed chunks still count as free...
-    assert not trimmer.maybe_trim()  # ...but the process has not grown since: no new trim
+    assert not trimmer.maybe_trim(1000.0)  # ...but the process has not grown since: no trim
+    again = [bytearray(64 * 1024 - 100) for _ in range(100)]  # freed chunks reused: resident
+    del again
+    assert not trimmer.maybe_trim(101.0)  # a MiB's growth right after a trim: wait
+    assert trimmer.maybe_trim(1000.0) and trimmer.trims == 2  # later: trimmed again
     assert len(pins) == 400
 
 
@@ -46,7 +50,7 @@ async def test_a_host_looks_at_the_heap_periodically(monkeypatch: pytest.MonkeyP
     class Counting:
         looks = 0
 
-        def maybe_trim(self) -> bool:
+        def maybe_trim(self, now: float) -> bool:
             Counting.looks += 1
             return False
 

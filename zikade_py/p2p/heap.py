@@ -20,8 +20,12 @@ import ctypes.util
 import os
 import sys
 
-TRIM_THRESHOLD = 8 * 1024 * 1024
+MiB = 1024 * 1024
+TRIM_THRESHOLD = 8 * MiB
 """Free bytes in the heap above which :meth:`HeapTrimmer.maybe_trim` trims."""
+
+MIN_SPACING = 20.0
+"""Seconds after a trim before a smaller growth than the threshold justifies another."""
 
 
 class _MallInfo2(ctypes.Structure):
@@ -45,13 +49,14 @@ class _MallInfo2(ctypes.Structure):
 class HeapTrimmer:
     """Trims glibc's heap when it holds more than ``threshold`` free bytes."""
 
-    __slots__ = ("_libc", "_rss_after", "threshold", "trims")
+    __slots__ = ("_libc", "_rss_after", "_trimmed_at", "threshold", "trims")
 
     def __init__(self, threshold: int = TRIM_THRESHOLD) -> None:
         self.threshold = threshold
         self.trims = 0
         """Times the heap was trimmed."""
         self._rss_after = 0  # resident bytes after the last trim
+        self._trimmed_at = float("-inf")
         self._libc: ctypes.CDLL | None = None
         if sys.platform.startswith("linux"):
             name = ctypes.util.find_library("c") or "libc.so.6"
@@ -75,16 +80,21 @@ class HeapTrimmer:
             return 0
         return int(self._libc.mallinfo2().fordblks)
 
-    def maybe_trim(self) -> bool:
-        """Trim if more than ``threshold`` bytes are free in the heap and the process grew
-        by as much since the last trim (a trimmed chunk still counts as free: without the
-        second test a fragmented heap would be trimmed at every look); whether it did."""
+    def maybe_trim(self, now: float) -> bool:
+        """Trim if more than ``threshold`` bytes are free in the heap and the process has
+        grown since the last trim: by ``threshold``, or by a MiB if that trim is
+        :data:`MIN_SPACING` old (freed pages touched again during a burst are resident
+        again, and the burst may end below the level of a trim made during it). A trimmed
+        chunk still counts as free, so without the growth test a fragmented heap would be
+        trimmed at every look. Returns whether it trimmed."""
         if self._libc is None or self.free_bytes() <= self.threshold:
             return False
-        if _rss() - self._rss_after <= self.threshold:
+        grown = _rss() - self._rss_after
+        if grown <= self.threshold and (grown <= MiB or now - self._trimmed_at < MIN_SPACING):
             return False
         self._libc.malloc_trim(0)
         self._rss_after = _rss()
+        self._trimmed_at = now
         self.trims += 1
         return True
 
@@ -111,6 +121,7 @@ TRIMMER = HeapTrimmer()
 async def trim_periodically() -> None:
     """Every :data:`TRIM_INTERVAL`, trim the heap if it holds much freed memory (a host's
     maintenance task; a trim of a few tens of MiB takes a few ms)."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(TRIM_INTERVAL)
-        TRIMMER.maybe_trim()
+        TRIMMER.maybe_trim(loop.time())
