@@ -44,6 +44,8 @@ class FakeNet:
     k: int = 20
     failing: set[Key] = field(default_factory=set)
     """Servers whose every batch fails."""
+    offline: bool = False
+    """Every lookup fails (no peer to start from)."""
 
     def closest(self, target: Key) -> tuple[Key, ...]:
         t = target.value
@@ -91,7 +93,10 @@ def drive(
         match state:
             case SweepLookup(lookup_id=lid, target=target):
                 run.lookups.append(target)
-                inbox.append(SweepLookupDone(lid, net.closest(target)))
+                if net.offline:
+                    inbox.append(SweepLookupDone(lid, (), ok=False))
+                else:
+                    inbox.append(SweepLookupDone(lid, net.closest(target)))
             case SweepSend(send_id=sid, to=to, keys=keys):
                 ok = to not in net.failing
                 if ok:

@@ -114,6 +114,19 @@ def test_new_keys_wait_for_calibration_lookups_that_size_the_regions() -> None:
     assert set(run.announced()) == set(keys)
 
 
+def test_calibration_is_tried_again_soon_when_no_lookup_could_run() -> None:
+    sweep, net, keys = _setup(servers=300, keys=50)
+    net.offline = True  # asked to provide before the routing table has anyone
+    run, _ = drive(sweep, net, keys, 0.0, 4.9, SweepAddKeys(tuple(keys)))
+    calibration = sweep.config.calibration_lookups
+    assert len(run.lookups) == calibration
+    run, _ = drive(sweep, net, keys, 4.9, 5.1, run=run)
+    assert len(run.lookups) == 2 * calibration, "tried again after calibration_retry (5 s)"
+    net.offline = False
+    run, _ = drive(sweep, net, keys, 5.1, 20.0, run=run)
+    assert set(run.announced()) == set(keys)
+
+
 def test_failed_regions_are_retried_and_counted() -> None:
     sweep, net, keys = _setup(servers=300, keys=400, min_reachable_ratio=1.0)
     net.failing = set(net.servers[:40])
