@@ -44,6 +44,8 @@ SERVED_PROTOCOLS = (
     # AutoNAT v1 server and v2 client (p2p/autonat*.py; literals: importing those modules
     # would load protobuf into every daemon-backed command)
     "/libp2p/autonat/1.0.0", "/libp2p/autonat/2/dial-back",
+    # Bitswap, served by the daemon's ContentNode (zikade_py.bitswap.wire.PROTOCOLS)
+    "/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0", "/ipfs/bitswap",
 )
 """What a daemon serves besides ``/ipfs/kad/1.0.0`` (which only DHT servers serve)."""
 

@@ -64,3 +64,11 @@ def test_add_on_one_daemon_cat_on_another(tmp_path: Path, daemons: Daemons) -> N
     assert counters["BlocksReceived"] == 7 and counters["DuplicateBlocks"] == 0
     text = zikade("bitswap", "stat", repo=a.repo).ok().out
     assert "blocks sent: 7" in text
+
+
+def test_offline_id_lists_the_bitswap_protocols() -> None:
+    from zikade_cli.p2p_commands import SERVED_PROTOCOLS
+
+    from zikade_py.bitswap.wire import PROTOCOLS
+
+    assert set(PROTOCOLS) <= set(SERVED_PROTOCOLS)
