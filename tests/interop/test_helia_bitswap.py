@@ -99,3 +99,34 @@ async def test_helia_cats_a_file_added_in_zikade(helia: HeliaNode, tmp_path: Pat
             assert stat.blocks_sent == added.blocks
             assert stat.haves_sent + stat.blocks_sent >= added.blocks
             assert seed.bitswap.stat().dont_haves_sent >= 1, "Helia asked the seed first"
+
+
+async def test_zikade_cat_command_fetches_a_helia_file(helia: HeliaNode, tmp_path: Path) -> None:
+    """The command line, as users run it: ``zikade cat CID --bootstrap <seed> -o FILE``
+    with no daemon; Helia is found through the DHT."""
+    import os
+    import sys
+
+    data = random.Random(13).randbytes(1024 * 1024 + 77)
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    zikade = str(Path(sys.executable).parent / "zikade")
+    repo = tmp_path / "repo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    init = await asyncio.create_subprocess_exec(
+        zikade, "init", "--repo", str(repo), "--no-bootstrap", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await init.wait() == 0
+    async with ContentNode(config(), bitswap=FAST) as seed:
+        await helia.call("connect", addr=seed_addr(seed))
+        cid = (await helia.call("add", file=str(src), timeout_ms=60_000))["cid"]
+        out = tmp_path / "out.bin"
+        proc = await asyncio.create_subprocess_exec(
+            zikade, "cat", cid, "--repo", str(repo), "--bootstrap", seed_addr(seed),
+            "-o", str(out), "--timeout", "60s", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, err.decode()
+        assert out.read_bytes() == data
