@@ -6,15 +6,23 @@ chunk/link settings that build deep trees with short last runs cheaply."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from zikade_py.blocks import cid as cids
-from zikade_py.unixfs.importer import DEFAULT_PROFILE, HELIA_2025_PROFILE, Profile, import_chunks
+from zikade_py.unixfs.importer import (
+    DEFAULT_PROFILE,
+    HELIA_2025_PROFILE,
+    PROFILES,
+    Profile,
+    import_chunks,
+)
 
 from .jsnode import INTEROP_DIR, node_modules_dir
 
@@ -38,6 +46,7 @@ CASES: list[tuple[str, int, Profile]] = [
     ("helia-1MiB+1", MiB + 1, HELIA_2025_PROFILE),
     ("helia-50MiB", 50 * MiB, HELIA_2025_PROFILE),
 ]
+"""The default and Helia profile cases run through ``zikade add`` too."""
 
 
 def _file(tmp: Path, name: str, size: int) -> Path:
@@ -82,3 +91,20 @@ def test_root_cids_match_ipfs_unixfs_importer(tmp_path: Path) -> None:
     ]
     assert not mismatches
     assert theirs[0] == "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"  # empty raw
+    # and the command users run gives the same CIDs (no daemon: the repo's blockstore)
+    by_profile: dict[str, list[tuple[Path, str]]] = {}
+    for (_, path, profile), cid in zip(files, theirs, strict=True):
+        if profile.name in PROFILES:
+            by_profile.setdefault(profile.name, []).append((path, cid))
+    zikade = str(Path(sys.executable).parent / "zikade")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    repo = tmp_path / "repo"
+    subprocess.run([zikade, "init", "--repo", str(repo), "--no-bootstrap"], env=env,
+                   capture_output=True, check=True, timeout=60)
+    for name, entries in by_profile.items():
+        res = subprocess.run(
+            [zikade, "add", "-q", "--profile", name, "--repo", str(repo),
+             *(str(p) for p, _ in entries)],
+            env=env, capture_output=True, text=True, timeout=240, check=True,
+        )
+        assert res.stdout.split() == [cid for _, cid in entries], name
