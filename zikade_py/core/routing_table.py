@@ -321,24 +321,27 @@ class RoutingTable:
         t = target.value
         d = t ^ self._self_value
         top = KEY_BITS - 1
-        first: list[int] = []
-        second: list[int] = []
-        for i in self._nonempty:
+        buckets = self._buckets
+        nonempty = self._nonempty
+        # Gather whole buckets in that order until n nodes are in, then sort once: every
+        # node of an earlier bucket is closer than every node of a later one, so the
+        # extra nodes of the last bucket sort behind the n closest.
+        taken: dict[int, _Entry] = {}
+        for i in nonempty:
             if (d >> (top - i)) & 1:
-                first.append(i)
-            else:
-                second.append(i)
-        second.reverse()
-        out: list[Key] = []
-        for i in first + second:
-            bucket = self._buckets[i]
-            # Sort plain ints (distance XOR target gives the value back): no key function.
-            distances = sorted([value ^ t for value in bucket])
-            need = n - len(out)
-            out.extend([bucket[d ^ t].key for d in distances[:need]])
-            if len(out) >= n:
-                break
-        return out
+                taken.update(buckets[i])
+                if len(taken) >= n:
+                    break
+        else:
+            for i in reversed(nonempty):
+                if not (d >> (top - i)) & 1:
+                    taken.update(buckets[i])
+                    if len(taken) >= n:
+                        break
+        # Sort plain ints (distance XOR target gives the value back): no key function.
+        distances = sorted([value ^ t for value in taken])
+        del distances[n:]
+        return [taken[x ^ t].key for x in distances]
 
     # -- changes ---------------------------------------------------------------------------
 

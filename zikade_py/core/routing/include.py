@@ -201,11 +201,13 @@ class Include:
         self.config = config or IncludeConfig()
         self.config.validate()
         self.table = table
-        self._queue: dict[Key, Trace] = {}
-        self._checks: dict[Key, Trace] = {}
+        # Candidates are keyed by their key's int value: membership tests run for every
+        # node named in every answer, and an int hashes in C (a Key calls Python).
+        self._queue: dict[int, tuple[Key, Trace]] = {}
+        self._checks: dict[int, tuple[Key, Trace]] = {}
         self._retry: deque[tuple[float, Key, Trace]] = deque()
         """Dropped checks waiting out ``drop_retry_delay`` (in due order: the delay is fixed)."""
-        self._drops: dict[Key, int] = {}
+        self._drops: dict[int, int] = {}
         self._pending: deque[IncludeCancelCheck] = deque()
         self._stats = IncludeStats()
 
@@ -216,11 +218,11 @@ class Include:
 
     def queued(self) -> list[Key]:
         """Candidates waiting for a check, oldest first (retries not yet due excluded)."""
-        return list(self._queue)
+        return [node for node, _ in self._queue.values()]
 
     def checking(self) -> list[Key]:
         """Candidates whose check is in flight."""
-        return list(self._checks)
+        return [node for node, _ in self._checks.values()]
 
     def retrying(self) -> list[Key]:
         """Candidates whose dropped check waits to be tried again."""
@@ -229,7 +231,7 @@ class Include:
     def next_due(self) -> float | None:
         """The earliest check deadline or retry time."""
         due: float | None = self._retry[0][0] if self._retry else None
-        for trace in self._checks.values():
+        for _, trace in self._checks.values():
             due = earliest(due, trace.deadline)
         return due
 
@@ -241,20 +243,20 @@ class Include:
             case IncludeAddCandidates(nodes=nodes):
                 self._on_candidates(nodes, event.trace)
             case IncludeCheckSuccess(node=node, closer_count=count):
-                if self._checks.pop(node, None) is not None:
-                    self._drops.pop(node, None)
+                if self._checks.pop(node.value, None) is not None:
+                    self._drops.pop(node.value, None)
                     if self.table.proves_useful(count):
                         self._stats.answered += 1
                     else:
                         self._stats.failures += 1
             case IncludeCheckFailure(node=node):
-                if self._checks.pop(node, None) is not None:
-                    self._drops.pop(node, None)
+                if self._checks.pop(node.value, None) is not None:
+                    self._drops.pop(node.value, None)
                     self._stats.failures += 1
             case IncludeCheckDropped(node=node):
-                trace = self._checks.pop(node, None)
-                if trace is not None:
-                    self._on_dropped(node, trace, now)
+                check = self._checks.pop(node.value, None)
+                if check is not None:
+                    self._on_dropped(node, check[1], now)
             case _:
                 assert_never(event)
         self._expire(now)
@@ -268,12 +270,13 @@ class Include:
         stats.ignored += len(nodes) - len(seatable)
         capacity = self.config.queue_capacity
         for node in seatable:
-            if node in queue or node in checks or node in drops:
+            value = node.value
+            if value in queue or value in checks or value in drops:
                 stats.ignored += 1
             elif len(queue) >= capacity:
                 stats.dropped += 1
             else:
-                queue[node] = trace
+                queue[value] = (node, trace)
                 stats.queued += 1
 
     def _worth_checking(self, node: Key) -> bool:
@@ -284,42 +287,46 @@ class Include:
         return self.table.would_add(node) is AddResult.ADDED
 
     def _on_dropped(self, node: Key, trace: Trace, now: float) -> None:
-        drops = self._drops.get(node, 0) + 1
+        drops = self._drops.get(node.value, 0) + 1
         if drops > self.config.max_drop_retries:
-            self._drops.pop(node, None)
+            self._drops.pop(node.value, None)
             self._stats.abandoned += 1
             return
-        self._drops[node] = drops
+        self._drops[node.value] = drops
         self._stats.retries += 1
         self._retry.append((now + self.config.drop_retry_delay, node, trace))
 
     def _expire(self, now: float) -> None:
-        for node, trace in list(self._checks.items()):
-            if trace.expired(now):
-                del self._checks[node]
-                self._drops.pop(node, None)
-                self._stats.failures += 1
-                self._stats.timeouts += 1
-                self._pending.append(IncludeCancelCheck(node, trace=trace))
+        checks = self._checks
+        expired = [
+            value for value, (_, trace) in checks.items()
+            if trace.deadline is not None and now >= trace.deadline
+        ]
+        for value in expired:
+            node, trace = checks.pop(value)
+            self._drops.pop(value, None)
+            self._stats.failures += 1
+            self._stats.timeouts += 1
+            self._pending.append(IncludeCancelCheck(node, trace=trace))
         retry = self._retry
         while retry and retry[0][0] <= now:
             _, node, trace = retry.popleft()
             # Back at the head of the line: it was first before its check was refused.
-            self._queue = {node: trace, **self._queue}
+            self._queue = {node.value: (node, trace), **self._queue}
 
     def _next(self, now: float, trace: Trace) -> IncludeState:
         if self._pending:
             return self._pending.popleft()
         cfg = self.config
         while len(self._checks) < cfg.concurrency and self._queue:
-            node = next(iter(self._queue))
-            queued_trace = self._queue.pop(node)
+            value = next(iter(self._queue))
+            node, queued_trace = self._queue.pop(value)
             if not self._worth_checking(node):  # the table changed while it waited
-                self._drops.pop(node, None)
+                self._drops.pop(value, None)
                 self._stats.ignored += 1
                 continue
             check_trace = Trace(queued_trace.span_context, now + cfg.check_timeout)
-            self._checks[node] = check_trace
+            self._checks[value] = (node, check_trace)
             self._stats.checks += 1
             return IncludeConnectivityCheck(node, node, trace=check_trace)
         if len(self._checks) >= cfg.concurrency:
