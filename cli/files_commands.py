@@ -337,3 +337,60 @@ def bitswap_stat_command(opts: QueryOptions) -> None:
     else:
         for line in _stat_lines(doc):
             click.echo(line)
+
+
+@click.group("repo", short_help=summary("repo"))
+def repo_group() -> None:
+    """The repo's blockstore: collect garbage, show its size."""
+
+
+def _repo_call(name: str, opts: QueryOptions) -> JSONObj:
+    """``repo/<name>`` on the daemon, or on the repo's blockstore directly."""
+    repo = require_repo(opts.repo)
+    client = daemon_client(repo)
+    if client is not None:
+        with one_line_errors():
+            return client.request(f"repo/{name}", [], {}, timeout=opts.timeout + GRACE)
+    docs: list[JSONObj] = []
+
+    async def go() -> None:
+        from zikade_py.blocks import BLOCKS_DIRNAME, FileBlockstore
+
+        store = await FileBlockstore.open(repo / BLOCKS_DIRNAME)
+        try:
+            if name == "gc":
+                result = await store.gc()
+                docs.append({"Blocks": result.blocks, "Bytes": result.bytes})
+            else:
+                st = store.stat()
+                docs.append({"NumObjects": st.blocks, "RepoSize": st.bytes,
+                             "PinnedBlocks": st.pinned_blocks, "Pins": st.pins,
+                             "StorageMax": st.max_bytes})
+        finally:
+            await store.close()
+
+    run_command(f"repo {name}", go, timeout=opts.timeout, trace=opts.trace)
+    return docs[0]
+
+
+@repo_group.command("gc")
+@network_options
+def repo_gc_command(opts: QueryOptions) -> None:
+    """Remove every block no pin covers (what 'cat' fetched and 'add --no-pin' added)."""
+    doc = _repo_call("gc", opts)
+    if opts.as_json:
+        print_json(doc)
+    else:
+        click.echo(f"removed {doc['Blocks']} blocks ({doc['Bytes']} bytes)")
+
+
+@repo_group.command("stat")
+@network_options
+def repo_stat_command(opts: QueryOptions) -> None:
+    """Blocks, bytes and pins in the repo's blockstore."""
+    doc = _repo_call("stat", opts)
+    if opts.as_json:
+        print_json(doc)
+    else:
+        click.echo(f"NumObjects: {doc['NumObjects']}\nRepoSize: {doc['RepoSize']}\n"
+                   f"PinnedBlocks: {doc['PinnedBlocks']}\nPins: {doc['Pins']}")

@@ -48,6 +48,7 @@ COMMANDS: dict[str, Entry] = {
     "cat": Entry(".files_commands:cat_command", "Write a file to stdout (Bitswap if needed)."),
     "block": Entry(".files_commands:block_group", "Get, put or stat raw blocks."),
     "bitswap": Entry(".files_commands:bitswap_group", "Show the daemon's block exchange."),
+    "repo": Entry(".files_commands:repo_group", "Collect unpinned blocks; show the blockstore."),
     "ping": Entry(".p2p_commands:ping_command", "Ping a peer over /ipfs/ping/1.0.0."),
 }
 """Command name → where it lives and what ``--help`` says about it."""

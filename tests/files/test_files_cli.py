@@ -43,6 +43,10 @@ def test_add_and_cat_without_a_daemon(tmp_path: Path) -> None:
     assert zikade("block", "get", key, repo=repo).ok().raw_out == b"a block"
     assert zikade("block", "stat", key, repo=repo).ok().lines == [f"Key: {key}", "Size: 7"]
     zikade("cat", "not-a-cid", repo=repo).one_error("CID")
+    stat = json.loads(zikade("repo", "stat", "--json", repo=repo).ok().out)
+    assert stat["Pins"] == 2 and stat["NumObjects"] == 4 + 1 + 1  # 3 leaves + root, helia, raw
+    assert zikade("repo", "gc", repo=repo).ok().lines == ["removed 1 blocks (7 bytes)"]
+    assert zikade("cat", root_of(data), repo=repo).ok().raw_out == data, "pinned: kept"
 
 
 def test_add_on_one_daemon_cat_on_another(tmp_path: Path, daemons: Daemons) -> None:
@@ -64,6 +68,10 @@ def test_add_on_one_daemon_cat_on_another(tmp_path: Path, daemons: Daemons) -> N
     assert counters["BlocksReceived"] == 7 and counters["DuplicateBlocks"] == 0
     text = zikade("bitswap", "stat", repo=a.repo).ok().out
     assert "blocks sent: 7" in text
+    # b's fetched blocks are a cache: gc through b's daemon removes them, a keeps its pins
+    total = sum(len(bl.data) for bl in import_bytes(data))
+    assert zikade("repo", "gc", repo=b.repo).ok().lines == [f"removed 7 blocks ({total} bytes)"]
+    assert zikade("repo", "gc", repo=a.repo).ok().lines == ["removed 0 blocks (0 bytes)"]
 
 
 def test_offline_id_lists_the_bitswap_protocols() -> None:

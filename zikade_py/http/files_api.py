@@ -8,7 +8,8 @@
   ``X-Content-Length`` first so a client can tell a complete file from one cut short);
 * ``block/put`` (body: the block; ``codec`` ``raw``|``dag-pb``, ``pin``) and
   ``block/stat?arg=CID`` — ``{"Key", "Size"}``;
-* ``bitswap/stat`` — wants, peers, sessions, blocks and bytes each way.
+* ``bitswap/stat`` — wants, peers, sessions, blocks and bytes each way;
+* ``repo/gc`` — remove unpinned blocks; ``repo/stat`` — blocks, bytes, pins.
 
 Why beside :mod:`.ops` rather than in it: those commands answer JSON objects,
 and these stream file bodies in both directions. The same browser rules guard
@@ -161,6 +162,20 @@ async def bitswap_stat(request: web.Request, node: ContentNode) -> web.StreamRes
     return web.json_response(doc, dumps=lambda d: json.dumps(d, separators=(",", ":")))
 
 
+async def repo_gc(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``repo/gc``: remove every unpinned block (Kubo ``ipfs repo gc``)."""
+    result = await node.blockstore.gc()
+    return web.json_response({"Blocks": result.blocks, "Bytes": result.bytes})
+
+
+async def repo_stat(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``repo/stat``: the blockstore's blocks, bytes, pins and limit."""
+    st = node.blockstore.stat()
+    return web.json_response({"NumObjects": st.blocks, "RepoSize": st.bytes,
+                              "PinnedBlocks": st.pinned_blocks, "Pins": st.pins,
+                              "StorageMax": st.max_bytes})
+
+
 ROUTES: Final[dict[str, Handler]] = {
     "add": add,
     "cat": cat,
@@ -168,6 +183,8 @@ ROUTES: Final[dict[str, Handler]] = {
     "block/put": block_put,
     "block/stat": block_stat,
     "bitswap/stat": bitswap_stat,
+    "repo/gc": repo_gc,
+    "repo/stat": repo_stat,
 }
 """Path under ``/api/v0/`` → handler."""
 
