@@ -163,6 +163,20 @@ class Sampler:
         return dict(self.peak)
 
 
+def task_names() -> dict[str, int]:
+    """How many asyncio tasks of each name run now (what an ``after`` count above
+    ``before`` consists of)."""
+    names: dict[str, int] = {}
+    for task in asyncio.all_tasks():
+        names[task.get_name()] = names.get(task.get_name(), 0) + 1
+    return names
+
+
+def more_tasks(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Task names that run more often after than before."""
+    return {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+
+
 async def settle_and_measure(settle: float) -> dict[str, int]:
     await asyncio.sleep(settle)
     gc.collect()
@@ -434,6 +448,7 @@ async def scenario_store_flood(opts: Options) -> dict[str, Any]:
                             repo=repo, store_limits=limits)
         async with Node(config) as target, legit_peers(target, opts.use_js) as legit:
             before = resources()
+            tasks_before, conns_before = task_names(), len(target.host.connmgr)
             probe, sampler = LagProbe(), Sampler()
             probe.start()
             sampler.start()
@@ -468,6 +483,9 @@ async def scenario_store_flood(opts: Options) -> dict[str, Any]:
                 "legit": legit.summary(),
                 "loop_lag": lag,
                 "resources": {"before": before, "during_peak": during, "after": after},
+                "node": {"connections_before": conns_before,
+                         "connections_after": len(target.host.connmgr),
+                         "more_tasks_after": more_tasks(tasks_before, task_names())},
             }
 
 

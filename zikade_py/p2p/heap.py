@@ -21,7 +21,7 @@ import os
 import sys
 
 MiB = 1024 * 1024
-TRIM_THRESHOLD = 8 * MiB
+TRIM_THRESHOLD = 4 * MiB
 """Free bytes in the heap above which :meth:`HeapTrimmer.maybe_trim` trims."""
 
 MIN_SPACING = 20.0
