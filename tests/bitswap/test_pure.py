@@ -273,3 +273,14 @@ async def test_subscribe_finds_local_blocks_and_unsubscribe_cleans_up() -> None:
     assert notifier.subscribers(C2) == 1
     sub.remove()
     assert notifier.subscribers(C2) == 0 and notifier.subscribers(C1) == 0
+
+
+def test_engine_skips_peers_still_sending() -> None:
+    eng, slow, fast = Engine(lambda c: 10), peer(), peer()
+    eng.receive(slow, Message(wants=(WantEntry(C1),)))
+    eng.receive(fast, Message(wants=(WantEntry(C2),)))
+    [task] = eng.poll(skip={slow})
+    assert task.peer == fast
+    assert eng.pending_except({slow}) is False and eng.pending
+    [task] = eng.poll()
+    assert task.peer == slow and task.blocks == (C1,)

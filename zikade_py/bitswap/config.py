@@ -25,6 +25,9 @@ class BitswapConfig:
     """Providers one search adds to a session."""
     provider_timeout: float = 30.0
     """How long one provider search may run."""
+    max_queued_bytes: int = 8 * 1024 * 1024
+    """Blocks queued for one peer before the engine serves others first (a slow reader
+    must not make us read its whole want list into memory)."""
     max_wants_per_call: int = 32
     """Blocks one ``get_blocks`` call has wanted and not yet handed to its reader; the
     next is wanted as the reader takes one (bounds memory: 32 × 256 KiB = 8 MiB)."""

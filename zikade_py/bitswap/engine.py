@@ -16,7 +16,7 @@ per task, so one peer's big want list does not starve the others. The
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from zikade_py.bitswap.wire import MAX_WANTLIST_ENTRIES, Message, WantEntry, WantType
@@ -148,11 +148,13 @@ class Engine:
 
     # -- output -----------------------------------------------------------------------------
 
-    def poll(self) -> list[Task]:
+    def poll(self, skip: Collection[PeerID] = ()) -> list[Task]:
         """One task per peer with something to answer, each under the byte budget;
-        call again while it returns tasks."""
+        call again while it returns tasks. Peers in ``skip`` (still sending) wait."""
         tasks = []
         for peer in list(self._dirty):
+            if peer in skip:
+                continue
             dirty = self._dirty[peer]
             wants = self._wants.get(peer, {})
             blocks: list[bytes] = []
@@ -201,6 +203,10 @@ class Engine:
     def pending(self) -> bool:
         """Whether :meth:`poll` has work."""
         return bool(self._dirty)
+
+    def pending_except(self, skip: Collection[PeerID]) -> bool:
+        """Whether :meth:`poll` has work for a peer not in ``skip``."""
+        return any(peer not in skip for peer in self._dirty)
 
 
 __all__ = ["Engine", "Ledger", "LedgerEntry", "Task"]

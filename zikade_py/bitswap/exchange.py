@@ -73,6 +73,8 @@ class Bitswap:
         self._all_sessions: set[ExchangeSession] = set()
         self._ids = itertools.count(1)
         self._outbox: dict[PeerID, list[wire.Message]] = {}
+        self._queued: dict[PeerID, int] = {}
+        """Block bytes queued or being sent to each peer (the engine waits past a limit)."""
         self._senders: dict[PeerID, asyncio.Task[None]] = {}
         self._held: set[PeerID] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -211,6 +213,7 @@ class Bitswap:
         self.engine.peer_gone(peer)
         self._protocols.pop(peer, None)
         self._outbox.pop(peer, None)
+        self._queued.pop(peer, None)
         if peer in self._held:
             self._release(peer)
         now = time.monotonic()
@@ -240,6 +243,8 @@ class Bitswap:
         if msg.empty:
             return
         self._outbox.setdefault(peer, []).append(msg)
+        if msg.blocks:
+            self._queued[peer] = self._queued.get(peer, 0) + sum(len(d) for _, d in msg.blocks)
         if peer not in self._senders:
             task = asyncio.get_running_loop().create_task(
                 self._send_loop(peer), name=f"bitswap-send-{peer}"
@@ -257,6 +262,13 @@ class Bitswap:
                 batch = self._outbox.pop(peer)
                 for msg in _merge(batch):
                     await self._send(peer, msg)
+                    if msg.blocks and peer in self._queued:
+                        left = self._queued[peer] - sum(len(d) for _, d in msg.blocks)
+                        if left > 0:
+                            self._queued[peer] = left
+                        else:
+                            del self._queued[peer]
+                        self._serve_wake.set()  # room for the engine's next task
         finally:
             self._senders.pop(peer, None)
 
@@ -364,8 +376,12 @@ class Bitswap:
         while True:
             await self._serve_wake.wait()
             self._serve_wake.clear()
-            while self.engine.pending:
-                for task in self.engine.poll():
+            while True:
+                limit = self.config.max_queued_bytes
+                busy = {p for p, queued in self._queued.items() if queued >= limit}
+                if not self.engine.pending_except(busy):
+                    break
+                for task in self.engine.poll(skip=busy):
                     blocks = []
                     for cid in task.blocks:
                         data = await self.store.get(cid)
