@@ -178,3 +178,13 @@ async def test_a_peer_leaving_frees_everything_about_it(start_peer: StartPeer) -
         await task
     await client.bitswap.wait_sent()
     assert client.bitswap.stat().sessions == 0 and client.bitswap.wants.total_wants == 0
+
+
+async def test_serving_with_a_tiny_send_queue_still_completes(start_peer: StartPeer) -> None:
+    server = await start_peer(config=BitswapConfig(max_queued_bytes=1))
+    data = random.Random(6).randbytes(200_000)
+    root = await add(server, data, Profile("t", 8_192, 8))
+    client = await start_peer([server], FAST)
+    async with asyncio.timeout(30):
+        got = b"".join([c async for c in cat(root, Source(client))])
+    assert got == data
