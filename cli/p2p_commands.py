@@ -41,9 +41,9 @@ AGENT_VERSION = f"zikade-py/{__version__}"
 
 SERVED_PROTOCOLS = (
     "/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0",
-    # AutoNAT v1 server and v2 client (p2p/autonat*.py; literals: importing those modules
+    # AutoNAT v1 and v2 servers, v2 client (p2p/autonat*.py; literals: importing those modules
     # would load protobuf into every daemon-backed command)
-    "/libp2p/autonat/1.0.0", "/libp2p/autonat/2/dial-back",
+    "/libp2p/autonat/1.0.0", "/libp2p/autonat/2/dial-request", "/libp2p/autonat/2/dial-back",
     # Bitswap, served by the daemon's ContentNode (zikade_py.bitswap.wire.PROTOCOLS)
     "/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0", "/ipfs/bitswap/1.0.0", "/ipfs/bitswap",
 )

@@ -26,7 +26,7 @@ from zikade_py.dht.protocol import KAD_PROTOCOL
 from zikade_py.p2p.addrscope import AddressPolicy
 from zikade_py.p2p.autonat import AUTONAT_PROTOCOL, ResponseStatus
 from zikade_py.p2p.autonat_status import AutoNATConfig
-from zikade_py.p2p.autonat_v2 import DIAL_BACK_PROTOCOL, DIAL_REQUEST_PROTOCOL
+from zikade_py.p2p.autonat_v2 import DIAL_BACK_PROTOCOL, DIAL_REQUEST_PROTOCOL, DialStatus
 from zikade_py.p2p.host import HostConfig
 from zikade_py.p2p.localaddrs import LocalAddrs
 from zikade_py.p2p.multiaddr import Multiaddr
@@ -194,3 +194,14 @@ async def test_v2_server_that_cannot_reach_us_keeps_us_client(
     await wait_until(lambda: node.reachability == "private")
     assert any(r.outcome == "dial_error" for r in node.autonat.history)
     assert node.effective_mode == "client" and KAD_PROTOCOL not in node.host.protocols
+
+
+async def test_we_answer_js_v2_clients(stack: AsyncExitStack) -> None:
+    """js's AutoNAT v2 client asks our v2 server about its address: we dial it on a fresh
+    connection, deliver its nonce on /libp2p/autonat/2/dial-back, and answer OK."""
+    node = await start_ours(stack, our_config("server"))
+    assert DIAL_REQUEST_PROTOCOL in node.host.protocols
+    (js,) = await start_js(stack, replace(JS_AUTONAT_V2, dht=False), 1)
+    await js.dial(str(node.multiaddrs[0]))
+    server = node.autonat.server_v2
+    await wait_until(lambda: server.answered.get(DialStatus.OK, 0) >= 1)

@@ -8,7 +8,8 @@ from contextlib import AsyncExitStack
 
 import pytest
 
-from zikade_py.p2p.autonat import AutoNATError
+from zikade_py.p2p.addrscope import AddressPolicy
+from zikade_py.p2p.autonat import AutoNATError, AutoNATServer
 from zikade_py.p2p.autonat_v2 import (
     DIAL_BACK_PROTOCOL,
     DIAL_REQUEST_PROTOCOL,
@@ -17,6 +18,7 @@ from zikade_py.p2p.autonat_v2 import (
     ResponseStatusV2,
     request_dial_back_v2,
 )
+from zikade_py.p2p.autonat_v2_server import AutoNATv2Server
 from zikade_py.p2p.connection import Stream
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.host import Host
@@ -24,7 +26,7 @@ from zikade_py.p2p.io import length_prefixed
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.pb import autonat_v2_pb2 as pb
 
-from .test_autonat import host_config, start_host
+from .test_autonat import FAST, PUBLIC_LOOPBACK, host_config, start_host
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -122,3 +124,50 @@ async def test_greedy_server_is_refused(stack: AsyncExitStack) -> None:
         await request_dial_back_v2(
             host, handler, server.peer_id, host.listen_addrs, timeout=10.0
         )
+
+
+# -- our v2 server ---------------------------------------------------------------------------
+
+
+async def our_v2_server(stack: AsyncExitStack, policy: AddressPolicy = PUBLIC_LOOPBACK) -> Host:
+    host = await start_host(stack, policy=policy)
+    AutoNATv2Server(host, AutoNATServer(host, FAST)).enable()
+    return host
+
+
+async def test_our_server_dials_back_with_the_nonce(stack: AsyncExitStack) -> None:
+    server = await our_v2_server(stack)
+    host, handler = await client(stack)
+    await host.connect(server.peer_id, server.listen_addrs)
+    result = await request_dial_back_v2(
+        host, handler, server.peer_id, host.listen_addrs, timeout=10.0
+    )
+    assert result.reachable and result.addr == host.listen_addrs[0] and result.paid == 0
+
+
+async def test_our_server_charges_for_another_ip(stack: AsyncExitStack) -> None:
+    """The requester asks about an address whose IP is not the one we see it on: it must
+    pay 30..100 kB of dial data first (amplification protection), then we dial."""
+    server = await our_v2_server(stack)
+    # two listen IPs: it dials from the kernel's 127.0.0.1, so both differ from what we see
+    host = Host(PrivateKey.generate(), host_config())
+    await host.start([Multiaddr.parse("/ip4/127.0.1.241/tcp/0"),
+                      Multiaddr.parse("/ip4/127.0.1.242/tcp/0")])
+    stack.push_async_callback(host.close)
+    handler = DialBackHandler()
+    host.set_stream_handler(DIAL_BACK_PROTOCOL, handler.handle_stream)
+    await host.connect(server.peer_id, server.listen_addrs)
+    result = await request_dial_back_v2(
+        host, handler, server.peer_id, host.listen_addrs[1:], timeout=20.0
+    )
+    assert result.reachable and 30_000 <= result.paid <= 100_000 + 4096
+
+
+async def test_our_server_refuses_loopback_without_the_policy(stack: AsyncExitStack) -> None:
+    server = await our_v2_server(stack, AddressPolicy())
+    host, handler = await client(stack)
+    await host.connect(server.peer_id, server.listen_addrs)
+    result = await request_dial_back_v2(
+        host, handler, server.peer_id, host.listen_addrs, timeout=10.0
+    )
+    assert result.status is ResponseStatusV2.E_DIAL_REFUSED and not result.reachable

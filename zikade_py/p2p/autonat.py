@@ -28,7 +28,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -250,13 +250,10 @@ class AutoNATServer:
         targets = self.dial_targets(observed, list(info.addrs))
         if not targets:
             return ResponseStatus.E_DIAL_REFUSED, "no dialable addresses", None
-        if not self._admit(requester):
+        if not self.admit(requester):
             return ResponseStatus.E_DIAL_REFUSED, "too many dials", None
-        self._dialing += 1
-        try:
+        with self.dial_slot():
             return await self._dial_back(requester, targets)
-        finally:
-            self._dialing -= 1
 
     def _own_ips(self) -> set[str]:
         return {str(ip) for a in self._host.listen_addrs if (ip := a.ip_address()) is not None}
@@ -293,7 +290,22 @@ class AutoNATServer:
             out.setdefault(Multiaddr.from_tcp(str(ip), endpoint[1]), None)
         return list(out)
 
-    def _admit(self, peer: PeerID) -> bool:
+    @contextlib.contextmanager
+    def dial_slot(self) -> Iterator[None]:
+        """Count a dial-back under way (``max_concurrent_dials``; v1 and v2 share them)."""
+        self._dialing += 1
+        try:
+            yield
+        finally:
+            self._dialing -= 1
+
+    @property
+    def dialer_key(self) -> PrivateKey:
+        """The throw-away identity dial-backs are made under (never the host's)."""
+        return self._dialer_key
+
+    def admit(self, peer: PeerID) -> bool:
+        """Whether a dial-back for ``peer`` fits the rate limits now (and count it)."""
         cfg = self.config
         now = time.monotonic()
         if now - self._window_start >= cfg.throttle_reset_period:

@@ -45,6 +45,7 @@ from zikade_py.p2p.autonat_v2 import (
     ResponseStatusV2,
     request_dial_back_v2,
 )
+from zikade_py.p2p.autonat_v2_server import AutoNATv2Server
 from zikade_py.p2p.events import Direction, HostEvent, PeerConnected, PeerIdentified
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.nbqueue import NonBlockingQueue
@@ -108,7 +109,9 @@ class AutoNAT:
         self.tracker = ReachabilityTracker(self.config)
         """Status and confidence (go's rules)."""
         self.server = AutoNATServer(host, self.config)
-        """Answers other peers' requests."""
+        """Answers other peers' v1 requests."""
+        self.server_v2 = AutoNATv2Server(host, self.server)
+        """Answers v2 requests (same limits)."""
         self.dial_back = DialBackHandler()
         """Takes v2 servers' nonces (``/libp2p/autonat/2/dial-back``)."""
         self.forced = forced
@@ -151,6 +154,7 @@ class AutoNAT:
         self._started = True
         if self.config.server and self.forced is not Reachability.PRIVATE:
             self.server.enable()
+            self.server_v2.enable()
         if self.forced is not None:
             return
         self._host.set_stream_handler(DIAL_BACK_PROTOCOL, self.dial_back.handle_stream)
@@ -171,6 +175,7 @@ class AutoNAT:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._host.is_running:
             self.server.disable()
+            self.server_v2.disable()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(
@@ -338,8 +343,10 @@ class AutoNAT:
             if self._host.identify.addresses.unconfirm_all() and self._host.is_running:
                 self._host.identify.schedule_push()
             self.server.disable()
+            self.server_v2.disable()
         elif self.config.server:
             self.server.enable()
+            self.server_v2.enable()
         for listener in list(self._listeners):
             try:
                 listener(status)
