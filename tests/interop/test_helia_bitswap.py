@@ -130,3 +130,39 @@ async def test_zikade_cat_command_fetches_a_helia_file(helia: HeliaNode, tmp_pat
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, err.decode()
         assert out.read_bytes() == data
+
+
+async def test_helia_answers_our_want_have_with_have_and_dont_have(
+    helia: HeliaNode, tmp_path: Path
+) -> None:
+    """Connected to Helia directly, our session asks it want-have first: HAVE for a block
+    it holds (then want-block), DONT_HAVE for one it lacks; Helia asks us the same way."""
+    from zikade_py.blocks import cid as cids
+    from zikade_py.p2p.multiaddr import Multiaddr
+
+    data = random.Random(14).randbytes(300_000)
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    cid = (await helia.call("add", file=str(src), timeout_ms=60_000))["cid"]
+    no_search = BitswapConfig(session=SessionConfig(provider_search_delay=30.0))
+    async with ContentNode(config(), bitswap=no_search) as node:
+        helia_id = PeerID.from_string(helia.peer_id)
+        await node.host.connect(helia_id, [Multiaddr.parse(a) for a in helia.addrs])
+        async with asyncio.timeout(30):
+            while not node.bitswap.wants.peers:  # identify told us Helia speaks bitswap
+                await asyncio.sleep(0.05)
+            assert b"".join([c async for c in node.cat(cid)]) == data
+        stat = node.bitswap.stat()
+        assert stat.haves_received >= 1, "Helia said HAVE to our broadcast want-have"
+        missing = cids.make(b"helia does not have this")
+        with pytest.raises(TimeoutError):
+            await node.get_block(missing, timeout=3.0)
+        assert node.bitswap.stat().dont_haves_received >= 1, "and DONT_HAVE for what it lacks"
+        # and the other way: Helia asks us for a block we hold
+        ours = await node.add(random.Random(15).randbytes(1000), provide=False)
+        out = tmp_path / "out.bin"
+        await helia.call("connect", addr=seed_addr(node))
+        res = await helia.call("cat", cid=ours.cid, file=str(out), timeout_ms=30_000)
+        assert res["size"] == 1000
+        served = node.bitswap.stat()
+        assert served.blocks_sent >= 1 and served.haves_sent + served.blocks_sent >= 1
