@@ -3,6 +3,8 @@ rule, what is announced to whom, and /p2p normalization."""
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 from zikade_py.p2p.addrscope import AddressPolicy, Scope, normalize_addrs
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.identify import filter_listen_addrs
@@ -10,6 +12,8 @@ from zikade_py.p2p.localaddrs import LocalAddrs, dial_source
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.observed import ObservedAddrs, observer_group
 from zikade_py.p2p.peer_id import PeerID
+
+from .test_autonat import PUBLIC_LOOPBACK, start_host, wait_for
 
 M = Multiaddr.parse
 STAND_INS = AddressPolicy(public_nets=("127.0.1.0/24",), private_nets=("127.0.2.0/24",))
@@ -104,3 +108,25 @@ def test_dial_source_only_for_loopback_stand_ins() -> None:
     assert dial_source([M("/ip4/127.0.1.4/tcp/1"), M("/ip4/127.0.1.5/tcp/1")], "127.0.0.1") is None
     assert dial_source([M("/ip4/127.0.1.4/tcp/1")], "example.com") is None
     assert dial_source([], "127.0.0.1") is None
+
+
+async def test_four_peers_observing_us_confirm_our_address() -> None:
+    """Through real identify exchanges: our address counts as confirmed (announced to public
+    peers in auto mode) once 4 peers on distinct IPs reported it, not after 3."""
+    async with AsyncExitStack() as stack:
+        host = await start_host(stack, policy=PUBLIC_LOOPBACK)
+        local = host.identify.addresses
+        local.require_confirmation = True
+        me = host.listen_addrs[0]
+        public_peer = M("/ip4/127.0.1.9/tcp/5")
+        assert local.announce(public_peer) == []
+        peers = [await start_host(stack, policy=PUBLIC_LOOPBACK) for _ in range(4)]
+        for n, peer in enumerate(peers, start=1):
+            await peer.connect(host.peer_id, host.listen_addrs)  # we identify it at once
+            await wait_for(lambda n=n: local.observed.observers(me) == n)  # type: ignore[misc]
+            if n < 4:
+                assert local.announce(public_peer) == []
+        assert local.observed.addrs() == [me]
+        assert local.announce(public_peer) == [me]
+        await peers[0].close()  # an observer leaves: below the threshold again
+        await wait_for(lambda: local.announce(public_peer) == [])
