@@ -52,8 +52,9 @@ class ProvideGroup(click.Group):
     """A group whose default subcommand is ``once``: ``zikade provide CID...`` still works."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Anything that is not a subcommand (or a bare ``--help``) goes to ``once``."""
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+        """Anything that is not a subcommand goes to ``once`` (``--help`` too: the help of
+        ``zikade provide`` is that of ``provide CID...``, which lists the subcommands)."""
+        if args and args[0] not in self.commands:
             args = ["once", *args]
         return super().parse_args(ctx, args)
 
@@ -66,7 +67,12 @@ def provide_command() -> None:
     """
 
 
-@provide_command.command("once")
+@provide_command.command(
+    "once",
+    epilog="Subcommands: 'zikade provide stat' (the reprovider: keys, regions, cycle, this "
+    "cycle's lookups and messages; --json), 'zikade provide clear' (stop re-announcing "
+    "everything), 'zikade provide reprovide' (re-announce everything now).",
+)
 @click.argument("cids", nargs=-1, metavar="CID...|-")
 @click.option(
     "--from-file",
