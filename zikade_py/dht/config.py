@@ -37,8 +37,9 @@ DATASTORE_FILENAME = "datastore.sqlite"
 @dataclass
 class NodeConfig:
     """Everything a :class:`~zikade_py.dht.node.Node` is built from; the defaults make a
-    server on an ephemeral loopback port with in-memory stores and a fresh key, which
-    bootstraps from the public network's peers when asked to."""
+    node in auto mode (a client until AutoNAT finds it publicly reachable) on an ephemeral
+    loopback port with in-memory stores and a fresh key, which bootstraps from the public
+    network's peers when asked to."""
 
     listen_addrs: list[str | Multiaddr] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
     """Where to listen (``/ip4|ip6/<ip>/tcp/<port>``; port 0 picks one)."""
