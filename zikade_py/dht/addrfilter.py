@@ -52,6 +52,8 @@ def clean_response(
     """``msg`` from a peer that reached us from ``remote``, its closer and provider entries
     cleaned (in place; returned for convenience)."""
     scope = policy.peer_scope(remote)
+    if scope is Scope.LOOPBACK:
+        return msg  # everything is usable; PeerInfo.from_pb normalizes each entry anyway
     clean_entries(msg.closerPeers, scope, policy)
     clean_entries(msg.providerPeers, scope, policy)
     return msg
