@@ -14,6 +14,7 @@ from zikade_py.core.sweep import Sweep, SweepConfig
 from zikade_py.core.sweep_events import (
     SweepAddKeys,
     SweepClear,
+    SweepReprovideNow,
     SweepRestore,
     SweepWaiting,
 )
@@ -125,6 +126,18 @@ def test_calibration_is_tried_again_soon_when_no_lookup_could_run() -> None:
     net.offline = False
     run, _ = drive(sweep, net, keys, 5.1, 20.0, run=run)
     assert set(run.announced()) == set(keys)
+
+
+def test_a_region_whose_lookup_found_nobody_is_tried_again_soon() -> None:
+    sweep, net, keys = _setup(servers=300, keys=200)
+    run, now = drive(sweep, net, keys, 0.0, INTERVAL - 1, SweepAddKeys(tuple(keys), burst=False))
+    net.offline = True  # a restart: overdue regions, an empty routing table for a moment
+    run, now = drive(sweep, net, keys, now, now + 1.0, SweepReprovideNow())
+    failed = [d for d in run.done if not d.ok and not d.burst]
+    assert failed and all(d.next_due == d.at + sweep.config.calibration_retry for d in failed)
+    net.offline = False
+    run, _ = drive(sweep, net, keys, now, now + 10.0)
+    assert {d.ok for d in run.done} == {True}
 
 
 def test_failed_regions_are_retried_and_counted() -> None:

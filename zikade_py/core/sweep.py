@@ -121,8 +121,9 @@ class SweepConfig:
     calibration_lookups: int = 4
     """Lookups to random targets that estimate the network size before placing new keys."""
     calibration_retry: float = 5.0
-    """Seconds before calibrating again when every calibration lookup failed (no peers yet:
-    a node asked to provide right after it started)."""
+    """Seconds before calibrating again when every calibration lookup failed, or before a
+    region is tried again when its lookup found nobody to ask (no peers yet: a node asked
+    to provide, or restarted with overdue regions, before its routing table filled)."""
     drop_retry_delay: float = 0.5
     """Seconds before a batch refused by our own admission control is offered again."""
     preimage_targets: bool = True
@@ -656,7 +657,8 @@ class Sweep:
             return
         job.lookup_id = None
         if not ok or not closest:
-            self._finish(job, now, failed=True)
+            # Nobody to ask (a node just started, or offline): try again soon.
+            self._finish(job, now, failed=True, soon=not closest)
             return
         k = self.config.replication
         values = [c.value for c in closest]
@@ -750,6 +752,9 @@ class Sweep:
         self._pump(job, now)
 
     def _plan_individual(self, job: _Job, now: float) -> None:
+        if not job.closest_of:
+            self._finish(job, now, failed=True, soon=True)  # no lookup found anyone
+            return
         job.phase = _Phase.SEND
         per_peer: dict[Key, list[Key]] = {}
         for key, closest in job.closest_of.items():
@@ -801,8 +806,11 @@ class Sweep:
 
     # -- the end of a region -----------------------------------------------------------------
 
-    def _finish(self, job: _Job, now: float, *, failed: bool) -> None:
+    def _finish(self, job: _Job, now: float, *, failed: bool, soon: bool = False) -> None:
+        """End ``job``: reschedule its region, or retry it (after ``calibration_retry`` when
+        ``soon``: its lookup found nobody to ask, else after ``retry_interval``)."""
         cfg = self.config
+        retry = cfg.calibration_retry if soon else cfg.retry_interval
         total = len(job.peer_ok)
         reachable = sum(1 for ok in job.peer_ok.values() if ok)
         need = max(1, math.ceil(cfg.min_reachable_ratio * total))
@@ -819,7 +827,7 @@ class Sweep:
             self._total.failures += 1
         if job.burst:
             if not ok:
-                self._queue_burst(job.region, job.keys, now + cfg.retry_interval)
+                self._queue_burst(job.region, job.keys, now + retry)
             self._out.append(
                 SweepRegionDone(
                     job.target, now, ok, True, len(job.keys) if ok else 0, total, reachable,
@@ -834,7 +842,7 @@ class Sweep:
             next_due = self._reschedule(job, now)
         else:
             entry = self._regions.get(job.region)
-            next_due = now + cfg.retry_interval
+            next_due = now + retry
             if entry is not None:
                 entry.due = next_due
                 self._push(job.region, next_due)
