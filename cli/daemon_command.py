@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from dataclasses import replace
 from typing import cast
 
 import click
 
 from zikade_py import __version__
-from zikade_py.core.coordinator import CoordinatorConfig
 from zikade_py.dht.config import BootstrapResult, Mode, NodeConfig
 from zikade_py.http.args import parse_multiaddr
 from zikade_py.http.daemon import Daemon, DaemonConfig, catch_signals
@@ -60,12 +58,6 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
         f"routing table {outcome.routing_table_size} peers{failed}",
         err=True,
     )
-
-
-def _reprovide_cycle(interval: float) -> CoordinatorConfig:
-    """The node's core settings with the sweep's cycle set to ``interval`` seconds."""
-    base = CoordinatorConfig()
-    return replace(base, sweep=replace(base.sweep, reprovide_interval=interval))
 
 
 @click.command("daemon", short_help=summary("daemon"), epilog=limits_help())
@@ -206,7 +198,7 @@ def daemon_command(
             mode=_mode(mode or cfg.mode),
             repo=repo_dir,
             reprovide=reprovide,
-            coordinator=_reprovide_cycle(reprovide_interval),
+            reprovide_interval=reprovide_interval,
         )
         daemon = Daemon(
             DaemonConfig(

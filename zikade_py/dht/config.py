@@ -6,7 +6,7 @@ inspect configurations and results without importing the driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +78,9 @@ class NodeConfig:
     region by region, one exploration per region, cost tracks the network's size; keys
     and schedule in the repo) or ``classic`` (one lookup per key, ``dht/republisher.py``).
     The cycle and its knobs are ``coordinator.sweep``."""
+    reprovide_interval: float | None = None
+    """Seconds between two announcements of a key (the sweep's cycle); ``None`` keeps
+    ``coordinator.sweep.reprovide_interval`` (22 h)."""
     store_limits: StoreLimits = field(default_factory=StoreLimits)
     """What peers may make the provider and value stores keep (per key, per sender,
     in total); see :class:`~zikade_py.dht.stores.limits.StoreLimits` for go's figures."""
@@ -103,7 +106,16 @@ class NodeConfig:
         self.store_limits.validate()
         if self.host is not None:
             self.host.limits.validate()
-        self.coordinator.validate()
+        if self.reprovide_interval is not None and self.reprovide_interval <= 0:
+            raise ValueError("reprovide_interval must be positive")
+        self.core_config().validate()
+
+    def core_config(self) -> CoordinatorConfig:
+        """``coordinator`` with ``reprovide_interval`` applied (what the node's core runs)."""
+        if self.reprovide_interval is None:
+            return self.coordinator
+        sweep = replace(self.coordinator.sweep, reprovide_interval=self.reprovide_interval)
+        return replace(self.coordinator, sweep=sweep)
 
 
 class NotFoundError(LookupError):

@@ -170,7 +170,7 @@ class NodeCore:
         self._events = host.events()
         await host.start([_multiaddr(a) for a in cfg.listen_addrs])
         now = time.monotonic()
-        coordinator = Coordinator(peer_key(host.peer_id), cfg.coordinator, now=now)
+        coordinator = Coordinator(peer_key(host.peer_id), cfg.core_config(), now=now)
         self._router = Router(host, request_timeout=cfg.request_timeout)
         self._driver = Driver(coordinator, self._router, self)
         await self._load_peer_book()
