@@ -201,12 +201,12 @@ class DnsResolver:
     ) -> list[Multiaddr]:
         if depth > MAX_DNSADDR_DEPTH:
             raise DnsError(f"/dnsaddr/{name}: nested more than {MAX_DNSADDR_DEPTH} levels deep")
-        tail = b"".join(c.to_bytes() for c in trailer)
+        tail = [c.to_bytes() for c in trailer]
         out: list[Multiaddr] = []
         errors: list[DnsError] = []
         for entry in await self._txt(f"_dnsaddr.{name}", budget):
             addr = _parse_entry(entry)
-            if addr is None or (tail and not addr.to_bytes().endswith(tail)):
+            if addr is None or not _ends_with(addr, tail):
                 continue  # malformed, or another peer's entry
             try:
                 out.extend(await self._resolve(addr, depth + 1, budget))
@@ -326,6 +326,14 @@ def _parse_entry(text: str) -> Multiaddr | None:
     except (InvalidMultiaddrError, ValueError):
         log.debug("ignoring a malformed dnsaddr TXT entry %r", text[:200])
         return None
+
+
+def _ends_with(addr: Multiaddr, tail: Sequence[bytes]) -> bool:
+    """Whether the last components of ``addr`` are ``tail`` (binary, component by component)."""
+    if not tail:
+        return True
+    ending = addr.components[-len(tail) :]
+    return len(ending) == len(tail) and [c.to_bytes() for c in ending] == list(tail)
 
 
 def _with_ip(ip: str, rest: Sequence[Component]) -> Multiaddr:
