@@ -151,6 +151,10 @@ class _Owner(Enum):
     SWEEP = "sweep"
     """A batch of ADD_PROVIDER sent by the reprovide sweep."""
 
+    # Members are singletons: identity hashing (in C) is exact, and Enum's own __hash__
+    # is a Python call on the path of every request.
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class _Request:
@@ -186,7 +190,8 @@ class Coordinator:
         )
         self._admission = Admission(self.config.network)
         self._requests: dict[RequestID, _Request] = {}
-        self._request_ids: dict[_Request, RequestID] = {}
+        self._request_ids: dict[tuple[_Owner, QueryID, int], RequestID] = {}
+        """Request ids by owner, query and node (the node's int value: hashed in C)."""
         self._next_request_id = 1
         self._inbox: deque[CoordinatorInput] = deque()
         self._outbox: deque[CoordinatorOutput] = deque()
@@ -378,12 +383,13 @@ class Coordinator:
         self, req: _Request, target: Key | None, message: object, trace: Trace
     ) -> bool:
         """Emit a request; ``False`` when admission refused it."""
-        if req in self._request_ids or not self._admission.admit(req.node):
+        key = (req.owner, req.query_id, req.node.value)
+        if key in self._request_ids or not self._admission.admit(req.node):
             return False
         rid = self._next_request_id
         self._next_request_id += 1
         self._requests[rid] = req
-        self._request_ids[req] = rid
+        self._request_ids[key] = rid
         if target is not None:
             self._outbox.append(SendFindNode(rid, req.node, target, req.query_id, trace=trace))
         else:
@@ -391,7 +397,7 @@ class Coordinator:
         return True
 
     def _cancel(self, req: _Request, trace: Trace) -> None:
-        rid = self._request_ids.get(req)
+        rid = self._request_ids.get((req.owner, req.query_id, req.node.value))
         if rid is None:
             return
         del self._requests[rid]
@@ -399,7 +405,7 @@ class Coordinator:
         self._outbox.append(CancelRequest(rid, trace=trace))
 
     def _forget(self, req: _Request) -> None:
-        self._request_ids.pop(req, None)
+        self._request_ids.pop((req.owner, req.query_id, req.node.value), None)
         self._admission.release(req.node)
 
     # -- the query pool ----------------------------------------------------------------------

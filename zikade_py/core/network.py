@@ -43,27 +43,30 @@ class Admission:
         self.config.validate()
         self.in_flight = 0
         self.dropped = 0
-        self._per_node: dict[Key, int] = {}
+        self._per_node: dict[int, int] = {}
+        """Requests in flight by node (keyed by the key's int value: hashed in C)."""
 
     def admit(self, node: Key) -> bool:
         """Take a slot for a request to ``node``; ``False`` (and counted) when over a bound."""
-        count = self._per_node.get(node, 0)
+        value = node.value
+        count = self._per_node.get(value, 0)
         if self.in_flight >= self.config.max_in_flight or count >= self.config.max_per_node:
             self.dropped += 1
             return False
-        self._per_node[node] = count + 1
+        self._per_node[value] = count + 1
         self.in_flight += 1
         return True
 
     def release(self, node: Key) -> None:
         """Give back the slot of a request that ended; idle nodes are forgotten."""
-        count = self._per_node.get(node, 0)
+        value = node.value
+        count = self._per_node.get(value, 0)
         if count <= 1:
-            self._per_node.pop(node, None)
+            self._per_node.pop(value, None)
         else:
-            self._per_node[node] = count - 1
+            self._per_node[value] = count - 1
         self.in_flight = max(0, self.in_flight - 1)
 
     def in_flight_to(self, node: Key) -> int:
         """Requests in flight to ``node``."""
-        return self._per_node.get(node, 0)
+        return self._per_node.get(node.value, 0)

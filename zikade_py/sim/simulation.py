@@ -30,10 +30,12 @@ heap ties break by scheduling order; dicts are iterated in insertion order only.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from zikade_py.core.coordinator_events import (
@@ -76,6 +78,25 @@ _REFUSED = "connection refused"
 _STUCK_DELAY = 0.01
 """Seconds to wait before re-polling a coordinator whose next_due is already past."""
 _MAX_OUTPUTS_PER_DRAIN = 1_000_000
+
+
+@contextmanager
+def young_collections_only() -> Iterator[None]:
+    """Run the body without full garbage collections (the thresholds are restored after).
+
+    A simulation holds millions of long-lived objects (every node's table, queries,
+    the event heap), and each full collection walks all of them: the default
+    thresholds spent 12 % of the CPU of a 2,000-node join on it (60.7 -> 53.6 s)
+    and more as the heap grows. The core and the simulator make almost no
+    reference cycles (a 4,000-node join left about 200 objects to the collector),
+    and young collections still run, reclaiming short-lived ones.
+    """
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(young, middle, 1 << 30)
+    try:
+        yield
+    finally:
+        gc.set_threshold(young, middle, old)
 
 
 class SimulationError(RuntimeError):
@@ -610,6 +631,10 @@ class Simulation:
 
     def run(self) -> dict[str, object]:
         """Join, run the operations, judge; the report without machine-dependent fields."""
+        with young_collections_only():
+            return self._run()
+
+    def _run(self) -> dict[str, object]:
         cfg = self.config
         wall0 = time.perf_counter()
         if cfg.prefill:
