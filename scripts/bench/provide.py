@@ -221,6 +221,7 @@ async def main() -> None:
     results = {}
     for strategy in [s.strip() for s in args.strategies.split(",") if s.strip()]:
         results[strategy] = await run(strategy, args)
+        print(json.dumps(results[strategy]), file=sys.stderr, flush=True)  # partial results
     doc: dict[str, Any] = {"cids": args.cids, "nodes": args.nodes, "results": results}
     if "sweep" in results and "classic" in results:
         sweep, classic = results["sweep"], results["classic"]
