@@ -17,6 +17,7 @@ its CID; with a terminal on stderr it shows a progress bar.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -103,8 +104,9 @@ def add_command(
         click.echo(NOT_ANNOUNCED_NOTE, err=True)
 
 
-class _Sink:
-    """Where ``cat`` writes: stdout or a file, with an optional progress bar on stderr."""
+class Sink:
+    """Where ``cat`` and ``get`` write: stdout or a file, with an optional progress bar on
+    stderr (a pipe gets plain bytes, a person sees how far the transfer is)."""
 
     def __init__(self, output: Path | None, progress: bool | None) -> None:
         self.out: IO[bytes] = output.open("wb") if output else sys.stdout.buffer
@@ -143,7 +145,7 @@ class _Sink:
             self.out.close()
 
 
-def _check_complete(sink: _Sink, expected: int | None) -> None:
+def _check_complete(sink: Sink, expected: int | None) -> None:
     if expected is not None and sink.written != expected:
         raise CommandError(f"the transfer ended early: {sink.written} of {expected} bytes")
 
@@ -158,38 +160,48 @@ def _check_complete(sink: _Sink, expected: int | None) -> None:
 def cat_command(cid: str, output: Path | None, progress: bool | None, opts: QueryOptions) -> None:
     """Write the file CID to stdout (fetched through Bitswap if not local, every block
     checked against its CID)."""
-    repo = require_repo(opts.repo)
-    client = daemon_client(repo)
-    sink = _Sink(output, progress)
+    sink = Sink(output, progress)
     try:
-        if client is not None:
-            with one_line_errors():
-                headers, chunks = client.raw(
-                    "cat", [cid], timeout_options(opts.timeout), timeout=opts.timeout + GRACE
-                )
-                expected = int(headers.get("x-content-length", "-1"))
-                sink.start(expected if expected >= 0 else None)
-                for chunk in chunks:
-                    sink.write(chunk)
-                _check_complete(sink, expected if expected >= 0 else None)
-            return
-
-        async def go() -> None:
-            async with open_local(repo, timeout=opts.timeout, join=False, content=True) as node:
-                local = await _content(node).is_local(cid)
-            async with open_local(repo, bootstrap=opts.bootstrap, timeout=opts.timeout,
-                                  join=not local, content=True, verbose=opts.verbose) as node:
-                from zikade_py import session
-
-                files = _content(node)
-                async with session():  # the root's fetch and the rest share peers
-                    sink.start(await files.size_of_file(cid))
-                    async for chunk in files.cat(cid):
-                        sink.write(chunk)
-
-        run_command("cat", go, timeout=opts.timeout, trace=opts.trace)
+        fetch_file(cid, sink, opts, "cat")
     finally:
         sink.close()
+
+
+def fetch_file(cid: str, sink: Sink, opts: QueryOptions, name: str) -> None:
+    """Write the file ``cid`` into ``sink``: through the daemon's ``cat`` when one runs,
+    else an in-process node (local blocks first, the rest through Bitswap). The whole
+    transfer is bounded by ``--timeout``; a transfer cut short is an error."""
+    repo = require_repo(opts.repo)
+    client = daemon_client(repo)
+    if client is not None:
+        deadline = time.monotonic() + opts.timeout + GRACE
+        with one_line_errors():
+            headers, chunks = client.raw(
+                "cat", [cid], timeout_options(opts.timeout), timeout=opts.timeout + GRACE
+            )
+            expected = int(headers.get("x-content-length", "-1"))
+            sink.start(expected if expected >= 0 else None)
+            for chunk in chunks:
+                sink.write(chunk)
+                if time.monotonic() > deadline:  # the daemon bounds it too; belt and braces
+                    raise CommandError(f"timed out after {opts.timeout:g}s")
+            _check_complete(sink, expected if expected >= 0 else None)
+        return
+
+    async def go() -> None:
+        async with open_local(repo, timeout=opts.timeout, join=False, content=True) as node:
+            local = await _content(node).is_local(cid)
+        async with open_local(repo, bootstrap=opts.bootstrap, timeout=opts.timeout,
+                              join=not local, content=True, verbose=opts.verbose) as node:
+            from zikade_py import session
+
+            files = _content(node)
+            async with session():  # the root's fetch and the rest share peers
+                sink.start(await files.size_of_file(cid))
+                async for chunk in files.cat(cid):
+                    sink.write(chunk)
+
+    run_command(name, go, timeout=opts.timeout, trace=opts.trace)
 
 
 def _content(node: object) -> ContentNode:

@@ -34,8 +34,13 @@ COMMANDS: dict[str, Entry] = {
     "provide": Entry(
         ".provide_commands:provide_command", "Announce that the daemon provides CIDs."
     ),
-    "get": Entry(".routing_commands:get_command", "Get a value record (/ipns/…, /pk/…)."),
+    "get": Entry(
+        ".get_command:get_command", "Save a file by CID (-o PATH), or get a record (/ipns/…)."
+    ),
     "put": Entry(".routing_commands:put_command", "Store a value record in the DHT."),
+    "routing": Entry(
+        ".routing_commands:routing_group", "Get or put value records (/ipns/…, /pk/…)."
+    ),
     "closest-peers": Entry(
         ".routing_commands:closest_peers_command", "Find the peers closest to a key."
     ),

@@ -1,4 +1,5 @@
-"""The routing commands: find-peer, find-providers, provide, get, put, closest-peers.
+"""The routing commands: find-peer, find-providers, provide, put, closest-peers, and
+``routing get|put`` (``zikade get`` itself is in :mod:`.get_command`: files or records).
 
 Kubo's ``ipfs routing …`` (ECOSYSTEM.md A1) is the model: the daemon (or an
 in-process node) streams ``routing.QueryEvent`` objects; without ``--json``
@@ -168,17 +169,29 @@ def provide_cids(cids: tuple[str, ...], ephemeral: bool, opts: QueryOptions) -> 
     )  # fmt: skip
 
 
-@click.command("get", short_help=summary("get"))
-@click.argument("key")
-@verbose_option
-@network_options
-def get_command(key: str, opts: QueryOptions) -> None:
-    """Get the value record of KEY (/ipns/<peer-id>, /pk/<peer-id>); writes the raw value."""
+def get_record(key: str, opts: QueryOptions) -> None:
+    """Get the value record of KEY and write the raw value (``zikade get /ns/…`` and
+    ``zikade routing get``)."""
     run_query(
         "get", "routing/get", [key], opts,
         check=lambda: bytes(_args().parse_record_key(key)),
         nothing=f"no value found for {key}",
     )  # fmt: skip
+
+
+@click.group("routing", short_help=summary("routing"))
+def routing_group() -> None:
+    """Value records in the DHT (Kubo's 'ipfs routing get|put'); 'zikade get' also takes
+    these keys, and fetches files for a CID."""
+
+
+@routing_group.command("get")
+@click.argument("key")
+@verbose_option
+@network_options
+def routing_get_command(key: str, opts: QueryOptions) -> None:
+    """Get the value record of KEY (/ipns/<peer-id>, /pk/<peer-id>); writes the raw value."""
+    get_record(key, opts)
 
 
 @click.command("put", short_help=summary("put"))
@@ -192,6 +205,21 @@ def put_command(key: str, value_file: BinaryIO, opts: QueryOptions) -> None:
     KEY is /pk/<peer-id> (FILE: that peer's public key protobuf, e.g. the base64-decoded
     "PublicKey" of 'zikade id --json') or /ipns/<peer-id> (FILE: a signed IPNS record).
     """
+    put_record(key, value_file, opts)
+
+
+@routing_group.command("put")
+@click.argument("key")
+@click.argument("value_file", metavar="FILE|-", type=click.File("rb"))
+@verbose_option
+@network_options
+def routing_put_command(key: str, value_file: BinaryIO, opts: QueryOptions) -> None:
+    """Store the record in FILE (or stdin) under KEY (same as 'zikade put')."""
+    put_record(key, value_file, opts)
+
+
+def put_record(key: str, value_file: BinaryIO, opts: QueryOptions) -> None:
+    """Store the record read from ``value_file`` under ``key`` and print who stored it."""
     value = value_file.read()
     if not isinstance(value, bytes) or not value:
         raise click.UsageError("the value is empty")
@@ -237,8 +265,8 @@ COMMANDS = (
     find_peer_command,
     find_providers_command,
     provide_command,
-    get_command,
     put_command,
+    routing_group,
     closest_peers_command,
 )
 """What ``cli.main`` registers."""

@@ -6,6 +6,9 @@
 * ``cat?arg=CID`` and ``block/get?arg=CID`` — raw bytes
   (``application/octet-stream``, streamed; ``cat`` sends the file size in
   ``X-Content-Length`` first so a client can tell a complete file from one cut short);
+  ``timeout`` bounds the whole transfer, as Kubo's does;
+* ``get?arg=CID`` — Kubo's shape: a tar archive with one entry named after the
+  CID (the ``zikade get`` command reads ``cat`` instead: no archive to unpack);
 * ``block/put`` (body: the block; ``codec`` ``raw``|``dag-pb``, ``pin``) and
   ``block/stat?arg=CID`` — ``{"Key", "Size"}``;
 * ``bitswap/stat`` — wants, peers, sessions, blocks and bytes each way;
@@ -23,6 +26,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -99,26 +103,51 @@ async def add(request: web.Request, node: ContentNode) -> web.StreamResponse:
 
 
 async def cat(request: web.Request, node: ContentNode) -> web.StreamResponse:
-    """``cat``: the file's bytes, streamed."""
+    """``cat``: the file's bytes, streamed (``timeout`` bounds the whole transfer)."""
+    return await _stream_file(request, node, tar=False)
+
+
+async def get(request: web.Request, node: ContentNode) -> web.StreamResponse:
+    """``get``: the file as Kubo's ``/api/v0/get`` answers it, a tar archive holding one
+    entry named after the CID (``application/x-tar``)."""
+    return await _stream_file(request, node, tar=True)
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+async def _stream_file(request: web.Request, node: ContentNode, *, tar: bool) -> web.StreamResponse:
     root = _cid(request)
     timeout = _timeout(request)
-    async with session():  # the root's fetch and the rest share peers
-        async with asyncio.timeout(timeout):
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    response: web.StreamResponse | None = None
+    try:
+        async with asyncio.timeout_at(deadline), session():  # one session: shared peers
             size = await node.size_of_file(root)
-        response = web.StreamResponse(headers={
-            "Content-Type": "application/octet-stream", "X-Content-Length": str(size),
-        })
-        await response.prepare(request)
-        try:
-            async for chunk in node.cat(root, timeout=timeout):
+            headers = {"X-Content-Length": str(size)}
+            headers["Content-Type"] = "application/x-tar" if tar else "application/octet-stream"
+            response = web.StreamResponse(headers=headers)
+            await response.prepare(request)
+            if tar:
+                await response.write(_tar_header(request.query.getall("arg")[0], size))
+            async for chunk in node.cat(root):
                 await response.write(chunk)
-        except (ConnectionResetError, ConnectionError):
-            return response
-        except Exception as exc:  # after the headers: cut the stream short, the client sees it
-            log.info("cat %s failed mid-stream: %r", cids.to_str(root), exc)
-            if request.transport is not None:
-                request.transport.abort()
-            return response
+            if tar:
+                await response.write(b"\0" * (-size % tarfile.BLOCKSIZE + 2 * tarfile.BLOCKSIZE))
+    except (ConnectionResetError, ConnectionError):
+        return response if response is not None else web.Response(status=499)
+    except Exception as exc:
+        if response is None:
+            raise
+        # after the headers: cut the stream short, the client sees it
+        log.info("cat %s failed mid-stream: %r", cids.to_str(root), exc)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response
 
@@ -179,6 +208,7 @@ async def repo_stat(request: web.Request, node: ContentNode) -> web.StreamRespon
 ROUTES: Final[dict[str, Handler]] = {
     "add": add,
     "cat": cat,
+    "get": get,
     "block/get": block_get,
     "block/put": block_put,
     "block/stat": block_stat,
