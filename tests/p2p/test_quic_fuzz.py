@@ -31,7 +31,7 @@ PEER_ADDR = ("127.0.0.1", 40000)
 CERT = make_certificate(PrivateKey.generate()).der
 
 
-class FakeTransport:
+class FakeSocket:
     """Stands in for the UDP socket: keeps what would be sent."""
 
     def __init__(self) -> None:
@@ -40,8 +40,11 @@ class FakeTransport:
     def sendto(self, data: bytes, addr: object) -> None:
         self.sent.append((data, addr))
 
-    def get_extra_info(self, name: str) -> object:
+    def getsockname(self) -> tuple[str, int]:
         return ("127.0.0.1", 1)
+
+    def fileno(self) -> int:
+        return -1
 
     def close(self) -> None:
         pass
@@ -52,8 +55,8 @@ class Capture(QuicEndpoint):
 
     def __init__(self, key: PrivateKey, **kw: object) -> None:
         super().__init__(key, QuicConfig(), **kw)  # type: ignore[arg-type]
-        self.fake = FakeTransport()
-        self._transport = self.fake  # type: ignore[assignment]
+        self.fake = FakeSocket()
+        self._sock = self.fake  # type: ignore[assignment]
 
     @property
     def sent(self) -> list[tuple[bytes, object]]:

@@ -7,6 +7,12 @@ datagrams go to a session by destination connection id (every id a session issue
 routed), a long-header Initial for an unknown id from a big enough datagram starts an
 inbound connection if the host admits it, an unsupported version gets a Version
 Negotiation, and everything else is dropped after a header parse (garbage costs little).
+
+The socket is read directly (``loop.add_reader``), up to :data:`READ_BATCH` datagrams
+per wake-up, and each connection that received some is processed and transmits once
+after the batch: asyncio's datagram transport hands over one datagram per loop
+iteration, and a connection then answers every datagram on its own (an ACK-only packet
+and a timer re-arm per datagram received), which doubled the CPU per MiB.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from aioquic._buffer import Buffer
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
@@ -36,6 +43,9 @@ from zikade_py.p2p.tls import ALPN, make_certificate
 
 log = logging.getLogger(__name__)
 
+READ_BATCH: Final = 64
+"""Datagrams read per socket wake-up before the connections concerned are processed."""
+
 CID_LENGTH: Final = 8
 """Length of the connection ids we issue (how short headers are parsed)."""
 
@@ -47,7 +57,7 @@ Admit = Callable[[str], Callable[[], None] | None]
 when its handshake ends either way), or None to drop it."""
 
 
-class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
+class QuicEndpoint(Transmitter):
     """A UDP socket with its QUIC connections (see the module docstring)."""
 
     def __init__(
@@ -67,7 +77,8 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
         self._on_inbound = on_inbound
         self._admit = admit
         self._handshake_timeout = handshake_timeout
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._dirty: dict[QuicSession, None] = {}  # fed this batch, in arrival order
         self._routes: dict[bytes, QuicSession] = {}
         self._sessions: set[QuicSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,15 +89,23 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
     # -- socket -----------------------------------------------------------------------------
 
     async def open(self, host: str, port: int) -> None:
-        """Bind the UDP socket (port 0 picks one)."""
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        """Bind the UDP socket (port 0 picks one) and start reading it."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
 
     @property
     def local_address(self) -> tuple[str, int]:
         """The bound ``(ip, port)``."""
-        assert self._transport is not None, "endpoint not open"
-        sockname = self._transport.get_extra_info("sockname")
+        assert self._sock is not None, "endpoint not open"
+        sockname = self._sock.getsockname()
         return str(sockname[0]), int(sockname[1])
 
     @property
@@ -94,25 +113,35 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
         """Live connections on this socket."""
         return frozenset(self._sessions)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """asyncio: the socket is bound."""
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def error_received(self, exc: Exception) -> None:
-        """asyncio: an ICMP error for something we sent (port unreachable): nothing to do,
-        the handshake or idle timer of the connection concerned ends it."""
-        log.debug("quic endpoint: %r", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """asyncio: the socket closed."""
-        self._transport = None
+    def _on_readable(self) -> None:
+        """Read what the socket holds (bounded), then let each connection concerned act."""
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # an ICMP error for something we sent: timers handle it
+                log.debug("quic endpoint: %r", exc)
+                continue
+            self._receive(data, addr)
+        self._flush()
 
     # -- Transmitter ------------------------------------------------------------------------
 
     def sendto(self, data: bytes, addr: NetworkAddress) -> None:
-        """Send one datagram (silently nothing once the socket is closed)."""
-        if self._transport is not None:
-            self._transport.sendto(data, addr)
+        """Send one datagram (nothing once the socket is closed; a full socket buffer
+        drops it, and QUIC's loss recovery sends it again)."""
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            log.debug("quic endpoint: sendto %s: %r", addr, exc)
 
     def route(self, cid: bytes, session: QuicSession) -> None:
         """Deliver datagrams for ``cid`` to ``session``."""
@@ -132,12 +161,24 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
     # -- receiving --------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        """asyncio: route one datagram (never raises: a bad one is dropped)."""
+        """Route one datagram and let its connection act at once (never raises)."""
+        self._receive(data, addr)
+        self._flush()
+
+    def _receive(self, data: bytes, addr: NetworkAddress) -> None:
         try:
             self._datagram(data, addr)
         except Exception:  # a bug or an aioquic surprise: this datagram is lost, not the loop
             self.dropped += 1
             log.exception("quic: datagram from %s dropped", addr)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for session in dirty:
+            try:
+                session.flush()
+            except Exception:
+                log.exception("quic: processing %r failed", session)
 
     def _datagram(self, data: bytes, addr: NetworkAddress) -> None:
         try:
@@ -147,7 +188,8 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
             return
         session = self._routes.get(header.destination_cid)
         if session is not None:
-            session.datagram_received(data, addr)
+            session.feed(data, addr)
+            self._dirty[session] = None
             return
         if (
             header.version is not None
@@ -186,7 +228,8 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
         self._sessions.add(session)
         self.route(header.destination_cid, session)
         self.route(quic.host_cid, session)
-        session.datagram_received(data, addr)
+        session.feed(data, addr)
+        self._dirty[session] = None
         self._spawn(self._await_inbound(session, release))
 
     async def _await_inbound(self, session: QuicSession, release: Callable[[], None]) -> None:
@@ -213,7 +256,7 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
         peer if None). Raises :class:`HandshakeError` (its ``__cause__`` a
         ``CertificateError`` when the certificate was refused) or ``TimeoutError``; a
         failed or cancelled dial's connection is closed."""
-        if self._closed or self._transport is None:
+        if self._closed or self._sock is None:
             raise HandshakeError("endpoint closed")
         quic = Libp2pQuicConnection(
             configuration=self._configuration(is_client=True),
@@ -267,8 +310,11 @@ class QuicEndpoint(asyncio.DatagramProtocol, Transmitter):
             with contextlib.suppress(Exception):
                 await session.close()
         self._routes.clear()
-        if self._transport is not None:
-            self._transport.close()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
 
 
 def _nothing() -> None:

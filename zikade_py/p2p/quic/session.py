@@ -218,10 +218,21 @@ class QuicSession:
         self._transmit()
 
     def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        """Feed one datagram from the endpoint."""
+        """Feed one datagram and act on it at once (:meth:`feed` + :meth:`flush`)."""
+        self.feed(data, addr)
+        self.flush()
+
+    def feed(self, data: bytes, addr: NetworkAddress) -> None:
+        """Hand one datagram to aioquic; nothing is sent until :meth:`flush` (the endpoint
+        feeds a whole batch first, so one transmit answers them all)."""
         if self.is_closed:
             return
         self.quic.receive_datagram(data, addr, now=self._loop.time())
+
+    def flush(self) -> None:
+        """Handle aioquic's events, send what it wants sent, re-arm the timer."""
+        if self.is_closed:
+            return
         self._process()
         self._wake_writers()
 
