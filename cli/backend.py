@@ -180,10 +180,11 @@ async def open_local(
     from zikade_py.p2p.host import HostConfig
 
     peers = bootstrap_peers(repo, bootstrap) if join else []
+    repo_cfg = load_config(repo)
     config = NodeConfig(
         listen_addrs=["/ip4/127.0.0.1/tcp/0"],
         bootstrap=list(peers),
-        host=HostConfig(dns_resolvers=load_config(repo).dns_resolvers),
+        host=HostConfig(dns_resolvers=repo_cfg.dns_resolvers),
         mode="client",
         repo=repo,
         query_timeout=timeout,
@@ -193,7 +194,11 @@ async def open_local(
     if content:
         from zikade_py.files import ContentNode
 
-        node: Node = ContentNode(config)
+        try:  # the repo's Datastore.StorageMax / StorageGCWatermark hold here too
+            storage = repo_cfg.storage_limits()
+        except ValueError as exc:
+            raise CommandError(f"config Datastore: {exc}") from None
+        node: Node = ContentNode(config, storage=storage)
     else:
         node = Node(config)
     await node.start()

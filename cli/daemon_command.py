@@ -140,6 +140,21 @@ def _report_bootstrap(outcome: BootstrapResult | BaseException) -> None:
     metavar="SECONDS",
     help="Seconds between two announcements of a CID (the sweep's cycle).",
 )
+@click.option(
+    "--storage-max",
+    "storage_max",
+    metavar="SIZE",
+    help="Cap of the blockstore, e.g. 10GB, 512MiB (default: the config's "
+    "Datastore.StorageMax, 10GB).",
+)
+@click.option(
+    "--storage-gc-watermark",
+    "storage_gc_watermark",
+    type=click.IntRange(1, 100),
+    metavar="PERCENT",
+    help="Collect unpinned blocks once the blockstore passes this percent of its cap "
+    "(default: the config's Datastore.StorageGCWatermark, 90).",
+)
 @click.option("--init", "init", is_flag=True, help="Initialise the repo first if it has none.")
 @click.option(
     "--no-bootstrap",
@@ -162,6 +177,8 @@ def daemon_command(
     routing_hosts: tuple[str, ...],
     reprovide: str,
     reprovide_interval: float,
+    storage_max: str | None,
+    storage_gc_watermark: int | None,
     init: bool,
     no_bootstrap: bool,
     repo: str,
@@ -191,6 +208,12 @@ def daemon_command(
             init_repo(repo_dir, bootstrap=[] if no_bootstrap else None)
             click.echo(f"initialized zikade repo at {repo_dir}")
         cfg = load_config(repo_dir)
+        cfg.storage_max = storage_max or cfg.storage_max
+        cfg.storage_gc_watermark = storage_gc_watermark or cfg.storage_gc_watermark
+        try:
+            storage = cfg.storage_limits()
+        except ValueError as exc:
+            raise ArgumentError(f"storage limit: {exc}") from None
         node_cfg = NodeConfig(
             listen_addrs=list(listen or cfg.swarm),
             bootstrap=list(dict.fromkeys([*bootstrap, *([] if no_bootstrap else cfg.bootstrap)])),
@@ -209,6 +232,7 @@ def daemon_command(
                 api_allowed_origins=api_origins,
                 api_allowed_hosts=api_hosts,
                 routing_allowed_hosts=routing_hosts or None,
+                storage=storage,
             )
         )
         daemon.on_bootstrap = _report_bootstrap

@@ -367,8 +367,13 @@ def _repo_call(name: str, opts: QueryOptions) -> JSONObj:
 
     async def go() -> None:
         from zikade_py.blocks import BLOCKS_DIRNAME, FileBlockstore
+        from zikade_py.http.repo import load_config
 
-        store = await FileBlockstore.open(repo / BLOCKS_DIRNAME)
+        try:
+            limits = load_config(repo).storage_limits()
+        except ValueError as exc:
+            raise CommandError(f"config Datastore: {exc}") from None
+        store = await FileBlockstore.open(repo / BLOCKS_DIRNAME, limits.max_bytes)
         try:
             if name == "gc":
                 result = await store.gc()
@@ -377,7 +382,8 @@ def _repo_call(name: str, opts: QueryOptions) -> JSONObj:
                 st = store.stat()
                 docs.append({"NumObjects": st.blocks, "RepoSize": st.bytes,
                              "PinnedBlocks": st.pinned_blocks, "Pins": st.pins,
-                             "StorageMax": st.max_bytes})
+                             "StorageMax": st.max_bytes,
+                             "StorageGCWatermark": limits.gc_watermark})
         finally:
             await store.close()
 
@@ -399,10 +405,14 @@ def repo_gc_command(opts: QueryOptions) -> None:
 @repo_group.command("stat")
 @network_options
 def repo_stat_command(opts: QueryOptions) -> None:
-    """Blocks, bytes and pins in the repo's blockstore."""
+    """Blocks, bytes and pins in the repo's blockstore, its cap (Datastore.StorageMax) and
+    the percent of it past which unpinned blocks are collected (StorageGCWatermark)."""
     doc = _repo_call("stat", opts)
     if opts.as_json:
         print_json(doc)
     else:
+        cap = doc.get("StorageMax")
         click.echo(f"NumObjects: {doc['NumObjects']}\nRepoSize: {doc['RepoSize']}\n"
+                   f"StorageMax: {'unlimited' if cap is None else cap}\n"
+                   f"StorageGCWatermark: {doc.get('StorageGCWatermark')}%\n"
                    f"PinnedBlocks: {doc['PinnedBlocks']}\nPins: {doc['Pins']}")

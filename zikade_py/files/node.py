@@ -34,6 +34,8 @@ from zikade_py import telemetry
 from zikade_py.bitswap import Bitswap, BitswapConfig, ExchangeSession
 from zikade_py.blocks import BLOCKS_DIRNAME, Blockstore, FileBlockstore, MemoryBlockstore
 from zikade_py.blocks import cid as cids
+from zikade_py.blocks.limits import StorageLimits
+from zikade_py.blocks.store import GcResult
 from zikade_py.dht.config import BroadcastResult, NodeConfig
 from zikade_py.dht.node import Node
 from zikade_py.p2p.multiaddr import Multiaddr
@@ -83,12 +85,19 @@ class ContentNode(Node):
         *,
         blockstore: Blockstore | None = None,
         max_blockstore_bytes: int | None = None,
+        storage: StorageLimits | None = None,
         bitswap: BitswapConfig | None = None,
         announce_pins: bool = False,
     ) -> None:
         super().__init__(config)
         self._given_store = blockstore
-        self._max_bytes = max_blockstore_bytes
+        if storage is None:
+            storage = StorageLimits(max_bytes=max_blockstore_bytes)
+        self.storage = storage
+        """The blockstore's cap and GC watermark (``Datastore.StorageMax`` and
+        ``StorageGCWatermark`` of the repo's config for the daemon)."""
+        self._max_bytes = storage.max_bytes
+        self._gc_lock = asyncio.Lock()
         self._bitswap_config = bitswap
         self._announce_pins = announce_pins
         self._blockstore: Blockstore | None = None
@@ -122,6 +131,8 @@ class ContentNode(Node):
             config=self._bitswap_config,
         )
         await self._bitswap.start()
+        if self.storage.max_bytes is not None:
+            self._spawn(self._gc_loop(), "files-gc-watermark")
         if self._announce_pins:
             self._spawn(self._provide_pins(), "files-announce-pins")
 
@@ -132,6 +143,31 @@ class ContentNode(Node):
         await super().close()
         if self._blockstore is not None and self._given_store is None:
             await self._blockstore.close()
+
+    # -- storage limit ----------------------------------------------------------------------
+
+    async def collect_if_over(self) -> GcResult | None:
+        """Collect unpinned blocks, oldest first, when the store is over the GC watermark
+        (down to ten points below it); ``None`` when it was not over. Runs after every
+        add, put and fetch through this node, and every ``storage.gc_period``."""
+        trigger, target = self.storage.trigger_bytes, self.storage.target_bytes
+        if trigger is None or target is None or self.blockstore.stat().bytes <= trigger:
+            return None
+        async with self._gc_lock:
+            if self.blockstore.stat().bytes <= trigger:
+                return None
+            result = await self.blockstore.gc(target)
+        log.info("blockstore over its GC watermark: collected %d blocks (%d bytes)",
+                 result.blocks, result.bytes)
+        return result
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.storage.gc_period)
+            try:
+                await self.collect_if_over()
+            except Exception:
+                log.exception("blockstore collection failed")
 
     async def _providers(self, cid: bytes) -> AsyncIterator[tuple[PeerID, Sequence[Multiaddr]]]:
         async for info in self.find_providers(CID.decode(cid), count=0):
@@ -181,6 +217,7 @@ class ContentNode(Node):
             if pin:
                 await store.pin(last, written)
             await store.unpin(pending)
+            await self.collect_if_over()
             provided = None
             if provide and self.self_info().addrs:
                 provided = await self.provide(CID.decode(last), timeout=timeout)
@@ -212,6 +249,7 @@ class ContentNode(Node):
                 if ephemeral:
                     session.stop()
                     await session.wait_stopped()
+                await self.collect_if_over()
 
     async def size_of_file(self, cid: str | bytes | CID) -> int:
         """A file's size from its root block (fetched if not local)."""
@@ -245,12 +283,15 @@ class ContentNode(Node):
     async def get_block(self, cid: str | bytes | CID, *, timeout: float | None = None) -> bytes:
         """One block, from the store or the network (checked against its CID)."""
         async with asyncio.timeout(timeout):
-            return await self.bitswap.get_block(cids.to_bytes(cid))
+            data = await self.bitswap.get_block(cids.to_bytes(cid))
+        await self.collect_if_over()
+        return data
 
     async def put_block(self, data: bytes, *, codec: int = cids.RAW, pin: bool = False) -> str:
         """Store ``data`` as a block (CIDv1, sha2-256) and return its CID."""
         cid = cids.make(data, codec)
         await self.bitswap.put_blocks([(cid, data)], pin=cid if pin else None)
+        await self.collect_if_over()
         return cids.to_str(cid)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from zikade_py.blocks.limits import UNLIMITED, StorageLimits
 from zikade_py.dht.config import BootstrapResult, NodeConfig
 from zikade_py.dht.node import Node
 from zikade_py.files import ContentNode
@@ -67,6 +68,8 @@ class DaemonConfig:
     """The same Host check for a separate ``routing_api`` server: None leaves it open
     to any Host (it is public and read-only); a tuple accepts its bound address,
     ``localhost`` and these names."""
+    storage: StorageLimits | None = None
+    """The blockstore's cap and GC watermark (the repo's ``Datastore``; ``None``: unlimited)."""
 
 
 def is_loopback_host(host: str) -> bool:
@@ -109,7 +112,9 @@ class Daemon:
         self.config = config
         # a ContentNode is a Node that also stores and serves blocks (Bitswap); it
         # announces what is pinned in the repo once it runs
-        self.node: Node = ContentNode(config.node, announce_pins=True)
+        self.node: Node = ContentNode(
+            config.node, announce_pins=True, storage=config.storage or UNLIMITED
+        )
         self._runners: list[web.AppRunner] = []
         self._api_addr: str | None = None
         self._routing_url: str | None = None

@@ -202,7 +202,8 @@ async def repo_stat(request: web.Request, node: ContentNode) -> web.StreamRespon
     st = node.blockstore.stat()
     return web.json_response({"NumObjects": st.blocks, "RepoSize": st.bytes,
                               "PinnedBlocks": st.pinned_blocks, "Pins": st.pins,
-                              "StorageMax": st.max_bytes})
+                              "StorageMax": st.max_bytes,
+                              "StorageGCWatermark": node.storage.gc_watermark})
 
 
 ROUTES: Final[dict[str, Handler]] = {

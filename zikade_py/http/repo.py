@@ -18,8 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from zikade_py.p2p.bootstrap_peers import DEFAULT_BOOTSTRAP_PEERS
 
+DEFAULT_STORAGE_MAX = "10GB"
+"""Kubo's ``Datastore.StorageMax`` (the same as ``zikade_py.blocks.limits``)."""
+DEFAULT_GC_WATERMARK = 90
+"""Kubo's ``Datastore.StorageGCWatermark``."""
+
 if TYPE_CHECKING:  # the p2p stack is imported where it is used: the command line reads the
     # repo (is there one? is a daemon's API file there?) before it knows it needs any of it
+    from zikade_py.blocks.limits import StorageLimits
     from zikade_py.p2p.multiaddr import Multiaddr
     from zikade_py.p2p.peer_id import PeerID
 
@@ -60,6 +66,19 @@ class RepoConfig:
     dns_resolvers: dict[str, str] = field(default_factory=dict)
     """``DNS.Resolvers`` (Kubo): domain suffix (``"."``: all) → ``<ip>[:<port>]`` of the
     DNS server to ask; empty: the system's. ``ZIKADE_DNS_RESOLVER`` overrides it."""
+    storage_max: str = DEFAULT_STORAGE_MAX
+    """``Datastore.StorageMax`` (Kubo): the blockstore's cap, e.g. ``10GB``, ``512MiB``."""
+    storage_gc_watermark: int = DEFAULT_GC_WATERMARK
+    """``Datastore.StorageGCWatermark``: percent of the cap past which unpinned blocks
+    are collected (zikade_py/blocks/limits.py)."""
+
+    def storage_limits(self) -> StorageLimits:
+        """The blockstore limits this config asks for (raises ``ValueError`` when malformed)."""
+        from zikade_py.blocks.limits import StorageLimits, parse_size  # not at CLI start-up
+
+        return StorageLimits(
+            max_bytes=parse_size(self.storage_max), gc_watermark=self.storage_gc_watermark
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The Kubo-shaped JSON document."""
@@ -69,6 +88,10 @@ class RepoConfig:
             "Bootstrap": list(self.bootstrap),
             "Routing": {"Mode": self.mode},
             "DNS": {"Resolvers": dict(self.dns_resolvers)},
+            "Datastore": {
+                "StorageMax": self.storage_max,
+                "StorageGCWatermark": self.storage_gc_watermark,
+            },
         }
 
     @classmethod
@@ -78,6 +101,7 @@ class RepoConfig:
             raise RepoError("config is not a JSON object")
         try:
             addresses = doc.get("Addresses") or {}
+            datastore = doc.get("Datastore") or {}
             cfg = cls(
                 peer_id=str((doc.get("Identity") or {}).get("PeerID", "")),
                 swarm=[str(a) for a in addresses.get("Swarm", DEFAULT_SWARM)],
@@ -88,8 +112,12 @@ class RepoConfig:
                     str(k): str(v)
                     for k, v in ((doc.get("DNS") or {}).get("Resolvers") or {}).items()
                 },
+                storage_max=str(datastore.get("StorageMax", DEFAULT_STORAGE_MAX)),
+                storage_gc_watermark=int(
+                    datastore.get("StorageGCWatermark", DEFAULT_GC_WATERMARK)
+                ),
             )
-        except (AttributeError, TypeError) as exc:
+        except (AttributeError, TypeError, ValueError) as exc:
             raise RepoError(f"malformed config: {exc}") from None
         return cfg
 
