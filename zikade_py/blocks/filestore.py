@@ -247,6 +247,10 @@ class FileBlockstore:
         """See :class:`~.store.Blockstore`."""
         return self._pins.roots()
 
+    def pinned_multihashes(self) -> list[bytes]:
+        """See :class:`~.store.Blockstore`."""
+        return self._pins.members()
+
     def is_pinned(self, cid: bytes) -> bool:
         """See :class:`~.store.Blockstore`."""
         return self._pins.pinned(multihash_of(cid))

@@ -91,6 +91,10 @@ class Blockstore(Protocol):
         """Root CIDs of the pins."""
         ...
 
+    def pinned_multihashes(self) -> list[bytes]:
+        """Every multihash some pin covers (the blocks a node announces as provider)."""
+        ...
+
     def is_pinned(self, cid: bytes) -> bool:
         """Whether some pin covers the block."""
         ...
@@ -145,6 +149,11 @@ class PinIndex:
     def roots(self) -> list[bytes]:
         """Every pin's root CID."""
         return list(self._pins)
+
+    def members(self) -> list[bytes]:
+        """Every multihash some pin covers (what a node provides under the ``pinned``
+        strategy)."""
+        return list(self._counts)
 
     def pinned(self, mh: bytes) -> bool:
         """Whether a pin covers multihash ``mh``."""
@@ -296,6 +305,10 @@ class MemoryBlockstore:
     def pins(self) -> list[bytes]:
         """See :class:`Blockstore`."""
         return self._pins.roots()
+
+    def pinned_multihashes(self) -> list[bytes]:
+        """See :class:`Blockstore`."""
+        return self._pins.members()
 
     def is_pinned(self, cid: bytes) -> bool:
         """See :class:`Blockstore`."""

@@ -7,7 +7,8 @@ find providers through this node's own ``find_providers``. It adds the Python
 API of issue 13:
 
 * ``await node.add(path_or_bytes)`` — import as UnixFS (a profile decides the
-  CID), store, pin, and provide the root through the DHT;
+  CID), store, pin, provide the root through the DHT at once and hand every block
+  to the reprovide sweep (:data:`PROVIDE_STRATEGIES`);
 * ``node.cat(cid)`` — the file's bytes as an async iterator, local blocks first,
   the rest through Bitswap, every block checked against its CID;
 * ``await node.get_block(cid)`` / ``await node.put_block(data)``.
@@ -49,6 +50,18 @@ READ_SIZE = 1024 * 1024
 """Bytes read from a file at a time while adding (off the event loop)."""
 PUT_BATCH = 32
 """Blocks stored per write while adding."""
+PROVIDE_STRATEGIES = ("pinned", "roots")
+"""What a node announces of the files it adds (Kubo's ``Provide.Strategy``).
+
+``pinned`` (default): every block of every pinned file, so any block or sub-DAG
+of it can be found through the DHT, as with Kubo's default ``all`` (which also
+announces every cached block; we do not: a fetched block is unpinned cache the
+GC may drop at any time, and a provider record for it would send peers to a
+block we no longer have). With the reprovide sweep the extra keys cost little:
+they are announced in region batches, not one lookup each. Under the classic
+reprovider every key is its own lookup, so only the roots are provided there.
+``roots``: only the root CIDs (Kubo's ``roots``), for very large files on
+nodes that want few provider records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +101,14 @@ class ContentNode(Node):
         storage: StorageLimits | None = None,
         bitswap: BitswapConfig | None = None,
         announce_pins: bool = False,
+        provide_strategy: str = "pinned",
     ) -> None:
         super().__init__(config)
+        if provide_strategy not in PROVIDE_STRATEGIES:
+            raise ValueError(f"provide_strategy must be one of {PROVIDE_STRATEGIES}")
+        self.provide_strategy = provide_strategy
+        """What ``add`` hands the reprovider: ``pinned`` (every block of what we add and
+        pin, the default) or ``roots`` (the root CIDs only); see :data:`PROVIDE_STRATEGIES`."""
         self._given_store = blockstore
         if storage is None:
             storage = StorageLimits(max_bytes=max_blockstore_bytes)
@@ -174,9 +193,19 @@ class ContentNode(Node):
             yield info.peer_id, info.addrs
 
     async def _provide_pins(self) -> None:
-        """Announce every pinned root once after start (a daemon serving what was added
-        while it was not running)."""
-        for root in self.blockstore.pins():
+        """Provide what is pinned once after start (a daemon serving what was added
+        while it was not running). With the sweep the keys it already has change
+        nothing and new ones go out in its next burst; classic announces each root."""
+        store = self.blockstore
+        if self.reprovider is not None:
+            if not self.self_info().addrs:
+                return
+            keys = [cids.multihash_of(r) for r in store.pins()]
+            if self.provide_strategy == "pinned":
+                keys.extend(store.pinned_multihashes())
+            await self.reprovider.provide(list(dict.fromkeys(keys)))
+            return
+        for root in store.pins():
             try:
                 await self.provide(CID.decode(root))
             except Exception as exc:
@@ -220,7 +249,13 @@ class ContentNode(Node):
             await self.collect_if_over()
             provided = None
             if provide and self.self_info().addrs:
+                # the root now (a reader can find it at once), and into the reprovider's
+                # keys; under "pinned" the other blocks join the sweep's next burst
                 provided = await self.provide(CID.decode(last), timeout=timeout)
+                if pin and self.provide_strategy == "pinned" and self.reprovider is not None:
+                    await self.reprovider.provide(
+                        [cids.multihash_of(c) for c in written if c != last]
+                    )
             return AddResult(cids.to_str(last), size, len(written), provided)
 
     async def cat(
@@ -311,4 +346,4 @@ async def _reads(source: Any) -> AsyncIterator[bytes]:
         yield chunk
 
 
-__all__ = ["AddResult", "ContentNode", "SessionSource"]
+__all__ = ["PROVIDE_STRATEGIES", "AddResult", "ContentNode", "SessionSource"]
