@@ -34,7 +34,7 @@ from zikade_py.dht.node import Node
 from zikade_py.dht.records import make_pk_record
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.events import Direction
-from zikade_py.p2p.host import DialError, Host
+from zikade_py.p2p.host import DialError, Host, HostConfig
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 from zikade_py.p2p.quic.endpoint import QuicEndpoint
@@ -396,3 +396,14 @@ async def test_js_refuses_a_bad_server_of_ours(
     while not inbound.empty():
         session = inbound.get_nowait()
         await asyncio.wait_for(session.wait_closed(), 10.0)
+
+
+async def test_js_passes_our_retry_address_validation(net: Network) -> None:
+    host = Host(PrivateKey.generate(), HostConfig(quic=QuicConfig(retry_above=0)))
+    await host.start([Multiaddr.parse(OUR_QUIC)])
+    try:
+        addr = str(host.listen_addrs[0].with_peer_id(host.peer_id))
+        assert len(await net.js[1].ping(addr, count=2, timeout_ms=OP_TIMEOUT_MS)) == 2
+        assert sum(ep.retries for ep in host._quic.endpoints) == 1
+    finally:
+        await host.close()

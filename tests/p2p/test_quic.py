@@ -487,3 +487,25 @@ async def test_a_stream_beyond_the_memory_budget_is_reset_and_its_bytes_released
     await other.close()
     nxt = await server.accept_stream()
     assert await nxt.read() == b"still here"
+
+
+async def test_retry_validates_the_client_address_before_any_state(
+    keys: tuple[PrivateKey, PrivateKey],
+) -> None:
+    inbound: asyncio.Queue[QuicSession] = asyncio.Queue()
+    a = endpoint(keys[0], inbound, retry_above=0)  # always ask for a Retry
+    b = endpoint(keys[1])
+    await a.open("127.0.0.1", 0)
+    await b.open("127.0.0.1", 0)
+    try:
+        client = await b.dial(a.local_address, pid(keys[0]), timeout=TIMEOUT)
+        server = await asyncio.wait_for(inbound.get(), TIMEOUT)
+        assert a.retries == 1
+        assert client.remote_peer == pid(keys[0]) and server.remote_peer == pid(keys[1])
+        stream = await client.open_stream()
+        await stream.write(b"after retry")
+        await stream.close()
+        assert await (await server.accept_stream()).read() == b"after retry"
+    finally:
+        await a.close()
+        await b.close()

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.peer_id import PeerID
 from zikade_py.p2p.quic.endpoint import QuicEndpoint
+from zikade_py.p2p.quic.hooks import Libp2pQuicConnection
 from zikade_py.p2p.quic.session import QuicConfig, QuicSession
 from zikade_py.p2p.tls import CertificateError, SignedKey, make_certificate, verify_certificate
 
@@ -184,3 +185,24 @@ def test_signed_key_parser_raises_only_certificate_error(data: bytes) -> None:
     except CertificateError:
         return
     assert parsed.to_der() == data  # strict DER: what parses re-encodes identically
+
+
+async def test_under_load_an_initial_gets_a_stateless_retry() -> None:
+    initial = (await client_initial())[0]
+    ep = Capture(SERVER_KEY, on_inbound=lambda s: None)
+    ep._config = QuicConfig(retry_above=0)
+    try:
+        ep.datagram_received(initial, PEER_ADDR)
+        assert not ep.sessions and ep.retries == 1
+        (retry, _), *_ = ep.sent
+        assert retry[0] & 0xF0 == 0xF0  # long header, type Retry
+        assert len(retry) < len(initial)  # no amplification
+        config = Capture(CLIENT_KEY)._configuration(is_client=True)
+        config.token = b"\x07" * 40  # a token we never issued
+        forged = Libp2pQuicConnection(configuration=config)
+        forged.connect(PEER_ADDR, now=asyncio.get_running_loop().time())
+        (first, _), *_ = forged.datagrams_to_send(now=asyncio.get_running_loop().time())
+        ep.datagram_received(first, PEER_ADDR)
+        assert not ep.sessions and ep.retries == 1  # dropped: no session, no second Retry
+    finally:
+        await ep.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
@@ -31,9 +32,11 @@ from aioquic.quic.connection import NetworkAddress
 from aioquic.quic.packet import (
     QuicPacketType,
     QuicProtocolVersion,
+    encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
 )
+from aioquic.quic.retry import QuicRetryTokenHandler
 
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.peer_id import PeerID
@@ -83,8 +86,12 @@ class QuicEndpoint(Transmitter):
         self._sessions: set[QuicSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._retry = QuicRetryTokenHandler()
+        self._handshaking = 0
         self.dropped = 0
         """Datagrams dropped without a session (garbage, unknown ids, refused Initials)."""
+        self.retries = 0
+        """Retry packets sent (address validation under load)."""
 
     # -- socket -----------------------------------------------------------------------------
 
@@ -215,13 +222,48 @@ class QuicEndpoint(Transmitter):
         ):
             self.dropped += 1
             return
+        now = asyncio.get_running_loop().time()
+        original_dcid, retry_scid = header.destination_cid, None
+        if header.token:  # we issue no NEW_TOKEN: only our Retry tokens are valid
+            try:
+                original_dcid = self._retry.validate_token(
+                    address=addr,
+                    destination_cid=header.destination_cid,
+                    token=header.token,
+                    now=now,
+                )
+            except ValueError:
+                self.dropped += 1
+                return
+            retry_scid = header.destination_cid
+        elif self._handshaking >= self._config.retry_above:
+            scid = os.urandom(CID_LENGTH)
+            token = self._retry.create_token(
+                address=addr,
+                original_destination_connection_id=header.destination_cid,
+                retry_source_connection_id=scid,
+                now=now,
+            )
+            self.sendto(
+                encode_quic_retry(
+                    version=header.version or QuicProtocolVersion.VERSION_1,
+                    source_cid=scid,
+                    destination_cid=header.source_cid,
+                    original_destination_cid=header.destination_cid,
+                    retry_token=token,
+                ),
+                addr,
+            )
+            self.retries += 1
+            return
         release = self._admit(str(addr[0])) if self._admit is not None else _nothing
         if release is None:
             self.dropped += 1
             return
         quic = Libp2pQuicConnection(
             configuration=self._configuration(is_client=False),
-            original_destination_connection_id=header.destination_cid,
+            original_destination_connection_id=original_dcid,
+            retry_source_connection_id=retry_scid,
             stream_window=self._config.max_stream_data,
         )
         session = QuicSession(self, quic, addr, config=self._config)
@@ -230,6 +272,7 @@ class QuicEndpoint(Transmitter):
         self.route(quic.host_cid, session)
         session.feed(data, addr)
         self._dirty[session] = None
+        self._handshaking += 1  # until _await_inbound ends, either way
         self._spawn(self._await_inbound(session, release))
 
     async def _await_inbound(self, session: QuicSession, release: Callable[[], None]) -> None:
@@ -241,6 +284,7 @@ class QuicEndpoint(Transmitter):
             session.abort("handshake failed")
             return
         finally:
+            self._handshaking -= 1
             release()
         if self._on_inbound is None or self._closed:
             await session.close()

@@ -54,6 +54,11 @@ class QuicConfig:
     """Initial per-stream flow-control window we grant."""
     max_data: int = 4 << 20
     """Initial connection flow-control window we grant."""
+    retry_above: int = 16
+    """With this many inbound handshakes under way on a socket, a new client must first
+    prove its address with a Retry round trip (RFC 9000 §8.1): a spoofed source then
+    costs a stateless token, not a connection, a TLS signature and a handshake slot.
+    0: always."""
 
     def validate(self) -> None:
         """Refuse settings that cannot work."""
@@ -63,8 +68,8 @@ class QuicConfig:
             0 < self.keepalive_interval < self.idle_timeout
         ):
             raise ValueError("keepalive_interval must be positive and below idle_timeout")
-        if self.high_water < 1 or self.max_unaccepted_streams < 0:
-            raise ValueError("high_water must be positive, max_unaccepted_streams >= 0")
+        if self.high_water < 1 or self.max_unaccepted_streams < 0 or self.retry_above < 0:
+            raise ValueError("high_water must be positive, the counts >= 0")
 
 
 class HandshakeError(Exception):
