@@ -227,25 +227,27 @@ class ContentNode(Node):
         with telemetry.tracer().start_as_current_span("Files.Add"):
             pending = b"pending:" + secrets.token_bytes(8)
             written: list[bytes] = []
-            batch: list[tuple[bytes, bytes]] = []
             size = 0
             last: bytes | None = None
-            async for block in import_stream(_reads(source), profile):
-                batch.append((block.cid, block.data))
-                written.append(block.cid)
-                if cids.codec_of(block.cid) == cids.RAW:
-                    size += len(block.data)
-                last = block.cid
-                if len(batch) >= PUT_BATCH:
-                    await self.bitswap.put_blocks(batch, pin=pending)
-                    batch = []
-            if batch:
-                await self.bitswap.put_blocks(batch, pin=pending)
-            assert last is not None
             store = self.blockstore
-            if pin:
-                await store.pin(last, written)
-            await store.unpin(pending)
+            try:
+                batch: list[tuple[bytes, bytes]] = []
+                async for block in import_stream(_reads(source), profile):
+                    batch.append((block.cid, block.data))
+                    written.append(block.cid)
+                    if cids.codec_of(block.cid) == cids.RAW:
+                        size += len(block.data)
+                    last = block.cid
+                    if len(batch) >= PUT_BATCH:
+                        await self.bitswap.put_blocks(batch, pin=pending)
+                        batch = []
+                if batch:
+                    await self.bitswap.put_blocks(batch, pin=pending)
+                assert last is not None
+                if pin:
+                    await store.pin(last, written)
+            finally:  # a cancelled or failed add leaves no pin behind: its blocks are GC-able
+                await asyncio.shield(store.unpin(pending))
             await self.collect_if_over()
             provided = None
             if provide and self.self_info().addrs:
