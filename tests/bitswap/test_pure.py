@@ -284,3 +284,15 @@ def test_engine_skips_peers_still_sending() -> None:
     assert eng.pending_except({slow}) is False and eng.pending
     [task] = eng.poll()
     assert task.peer == slow and task.blocks == (C1,)
+
+
+def test_engine_serves_by_ledger_debt_ratio() -> None:
+    eng, taker, giver, new = Engine(lambda c: 10), peer(), peer(), peer()
+    eng.ledger.sent(taker, 10, 10_000_000)  # we gave it 10 MB, it gave us nothing
+    eng.ledger.sent(giver, 1, 1_000_000)
+    eng.ledger.received(giver, 2, 2_000_000)  # it gave more than it took
+    eng.receive(taker, Message(wants=(WantEntry(C1),)))  # asked first
+    eng.receive(giver, Message(wants=(WantEntry(C2),)))
+    eng.receive(new, Message(wants=(WantEntry(C3),)))
+    assert [t.peer for t in eng.poll()] == [new, giver, taker]
+    assert eng.ledger.debt_ratio(new) == 0.0 and eng.ledger.debt_ratio(taker) > 1

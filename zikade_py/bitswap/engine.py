@@ -11,7 +11,11 @@ from what the blockstore holds (``size_of``, which never waits):
 
 Work is planned per peer, round-robin, at most ``max_bytes_per_task`` of blocks
 per task, so one peer's big want list does not starve the others. The
-:class:`Ledger` counts bytes and blocks sent and received per peer.
+:class:`Ledger` counts bytes and blocks sent and received per peer, and orders
+each round: peers are served by their debt ratio (bytes we sent them over bytes
+they sent us, the old boxo ledger's score), lowest first, so a peer that gives
+as much as it takes is served before one that only takes; new peers (ratio 0)
+come first. The exchange limits what stays queued per peer (``skip``).
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ class Ledger:
         for e in (self.peers.setdefault(peer, LedgerEntry()), self.total):
             e.blocks_received += blocks
             e.bytes_received += nbytes
+
+    def debt_ratio(self, peer: PeerID) -> float:
+        """Bytes sent to ``peer`` over bytes received from it (+1): the serving order."""
+        e = self.peers.get(peer)
+        return 0.0 if e is None else e.bytes_sent / (e.bytes_received + 1)
 
     def forget(self, peer: PeerID) -> None:
         """Drop the peer's entry (the totals stay)."""
@@ -152,7 +161,7 @@ class Engine:
         """One task per peer with something to answer, each under the byte budget;
         call again while it returns tasks. Peers in ``skip`` (still sending) wait."""
         tasks = []
-        for peer in list(self._dirty):
+        for peer in sorted(self._dirty, key=self.ledger.debt_ratio):  # stable: ties keep order
             if peer in skip:
                 continue
             dirty = self._dirty[peer]
