@@ -403,6 +403,7 @@ async def test_js_passes_our_retry_address_validation(net: Network) -> None:
     await host.start([Multiaddr.parse(OUR_QUIC)])
     try:
         addr = str(host.listen_addrs[0].with_peer_id(host.peer_id))
+        # js[1] has talked QUIC with other js nodes: quinn brings their NEW_TOKEN tokens
         assert len(await net.js[1].ping(addr, count=2, timeout_ms=OP_TIMEOUT_MS)) == 2
         assert sum(ep.retries for ep in host._quic.endpoints) == 1
     finally:

@@ -224,7 +224,10 @@ class QuicEndpoint(Transmitter):
             return
         now = asyncio.get_running_loop().time()
         original_dcid, retry_scid = header.destination_cid, None
-        if header.token:  # we issue no NEW_TOKEN: only our Retry tokens are valid
+        if header.token:
+            # ours are Retry tokens only; a client may also bring a NEW_TOKEN token another
+            # server gave it (quinn keeps them per server name, and every libp2p server
+            # has the same one): RFC 9000 §8.1.3, such a token is as good as none
             try:
                 original_dcid = self._retry.validate_token(
                     address=addr,
@@ -232,11 +235,10 @@ class QuicEndpoint(Transmitter):
                     token=header.token,
                     now=now,
                 )
+                retry_scid = header.destination_cid
             except ValueError:
-                self.dropped += 1
-                return
-            retry_scid = header.destination_cid
-        elif self._handshaking >= self._config.retry_above:
+                pass
+        if retry_scid is None and self._handshaking >= self._config.retry_above:
             scid = os.urandom(CID_LENGTH)
             token = self._retry.create_token(
                 address=addr,
