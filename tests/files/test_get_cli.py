@@ -5,6 +5,7 @@ the daemon's ``/api/v0/get`` (a tar archive, Kubo's shape) and ``--timeout`` on 
 from __future__ import annotations
 
 import io
+import json
 import random
 import tarfile
 import time
@@ -88,6 +89,9 @@ def test_get_through_daemons_tar_rpc_and_timeout(tmp_path: Path, daemons: Daemon
     (tmp_path / "f.bin").write_bytes(data)
     cid = zikade("add", "-q", str(tmp_path / "f.bin"), repo=a.repo).ok().out.strip()
     assert cid == cids.to_str(import_bytes(data)[-1].cid)
+    # add provided through the sweep: the root and its 3 leaves are the daemon's keys
+    provide_stat = json.loads(zikade("provide", "stat", "--json", repo=a.repo).ok().out)
+    assert provide_stat["strategy"] == "sweep" and provide_stat["keys"] == 4
     out = tmp_path / "got.bin"
     zikade("get", f"/ipfs/{cid}", "-o", str(out), repo=b.repo).ok()
     assert out.read_bytes() == data
