@@ -24,6 +24,18 @@ MiB = 1024 * 1024
 TRIM_THRESHOLD = 4 * MiB
 """Free bytes in the heap above which :meth:`HeapTrimmer.maybe_trim` trims."""
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss() -> int:
+    """Resident bytes of this process (Linux: /proc/self/statm, one read)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 MIN_SPACING = 20.0
 """Seconds after a trim before a smaller growth than the threshold justifies another."""
 
@@ -49,13 +61,14 @@ class _MallInfo2(ctypes.Structure):
 class HeapTrimmer:
     """Trims glibc's heap when it holds more than ``threshold`` free bytes."""
 
-    __slots__ = ("_libc", "_rss_after", "_trimmed_at", "threshold", "trims")
+    __slots__ = ("_free_after", "_libc", "_rss_after", "_trimmed_at", "threshold", "trims")
 
     def __init__(self, threshold: int = TRIM_THRESHOLD) -> None:
         self.threshold = threshold
         self.trims = 0
         """Times the heap was trimmed."""
-        self._rss_after = 0  # resident bytes after the last trim
+        self._free_after = 0  # free heap bytes right after the last trim
+        self._rss_after = 0  # resident bytes right after the last trim
         self._trimmed_at = float("-inf")
         self._libc: ctypes.CDLL | None = None
         if sys.platform.startswith("linux"):
@@ -82,33 +95,26 @@ class HeapTrimmer:
 
     def maybe_trim(self, now: float) -> bool:
         """Trim if more than ``threshold`` bytes are free in the heap and the process has
-        grown since the last trim: by ``threshold``, or by a MiB if that trim is
-        :data:`MIN_SPACING` old (freed pages touched again during a burst are resident
-        again, and the burst may end below the level of a trim made during it). A trimmed
-        chunk still counts as free, so without the growth test a fragmented heap would be
-        trimmed at every look. Returns whether it trimmed."""
-        if self._libc is None or self.free_bytes() <= self.threshold:
+        been busy since the last trim: the free bytes grew by ``threshold``, or the free
+        bytes or the resident size moved by a MiB and that trim is :data:`MIN_SPACING` old
+        (chunks reused and freed again after a trim are resident again, whatever the
+        totals say). A trimmed chunk still counts as free, so without the activity test an
+        idle fragmented heap would be trimmed at every look. Returns whether it trimmed."""
+        if self._libc is None:
             return False
-        grown = _rss() - self._rss_after
-        if grown <= self.threshold and (grown <= MiB or now - self._trimmed_at < MIN_SPACING):
+        free = self.free_bytes()
+        if free <= self.threshold:
+            return False
+        grown = free - self._free_after
+        busy = abs(grown) > MiB or abs(_rss() - self._rss_after) > MiB
+        if grown <= self.threshold and not (busy and now - self._trimmed_at >= MIN_SPACING):
             return False
         self._libc.malloc_trim(0)
+        self._free_after = self.free_bytes()
         self._rss_after = _rss()
         self._trimmed_at = now
         self.trims += 1
         return True
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _rss() -> int:
-    """Resident bytes of this process (Linux: /proc/self/statm, one read)."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 TRIM_INTERVAL = 10.0
