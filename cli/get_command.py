@@ -9,7 +9,7 @@ argument's shape (``zikade routing get`` is the record command on its own):
   CID as the file name, or a directory to save it into), a progress bar on
   stderr when it is a terminal (or ``--progress``); written to ``PATH.part``
   and renamed once complete and verified, so an interrupted transfer never
-  leaves a file that looks whole;
+  leaves a file that looks whole; ``--json`` prints ``{"Hash", "Path", "Size"}``;
 * ``/<namespace>/<name>`` — the value record, written raw to stdout, exactly as
   before (``-o`` and ``--progress`` are refused there);
 * anything else — one line saying which shapes are accepted.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import click
 
-from .common import QueryOptions, fail, network_options, verbose_option
+from .common import QueryOptions, fail, network_options, print_json, verbose_option
 from .registry import summary
 
 IPFS_PREFIX = "/ipfs/"
@@ -102,6 +102,8 @@ def save_file(cid: str, output: Path | None, progress: bool | None, opts: QueryO
         sink.close()
         if ok:
             partial.replace(target)
+            if opts.as_json:
+                print_json({"Hash": cid, "Path": str(target), "Size": sink.written})
         else:
             with contextlib.suppress(OSError):
                 partial.unlink()

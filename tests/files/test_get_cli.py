@@ -93,8 +93,8 @@ def test_get_through_daemons_tar_rpc_and_timeout(tmp_path: Path, daemons: Daemon
     provide_stat = json.loads(zikade("provide", "stat", "--json", repo=a.repo).ok().out)
     assert provide_stat["strategy"] == "sweep" and provide_stat["keys"] == 4
     out = tmp_path / "got.bin"
-    zikade("get", f"/ipfs/{cid}", "-o", str(out), repo=b.repo).ok()
-    assert out.read_bytes() == data
+    doc = json.loads(zikade("get", f"/ipfs/{cid}", "-o", str(out), "--json", repo=b.repo).ok().out)
+    assert out.read_bytes() == data and doc == {"Hash": cid, "Path": str(out), "Size": len(data)}
     # Kubo's /api/v0/get: a tar archive with the file named after the CID
     body = _api_post(b.api_addr, f"get?arg={cid}")
     with tarfile.open(fileobj=io.BytesIO(body)) as archive:
