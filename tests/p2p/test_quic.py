@@ -509,3 +509,49 @@ async def test_retry_validates_the_client_address_before_any_state(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_stream_that_comes_with_the_handshake_end_waits_for_accept(
+    keys: tuple[PrivateKey, PrivateKey],
+) -> None:
+    # The server's first stream often shares a read batch with its HANDSHAKE_DONE (the
+    # dialer becomes ready while the same batch is processed): the stream must wait in
+    # the backlog, not be refused as "before the connection is up". Datagrams are
+    # carried by hand between two socketless endpoints so that they do share one batch.
+    from .test_quic_fuzz import Capture
+
+    greeted: list[asyncio.Task[None]] = []
+
+    async def greet(session: QuicSession) -> None:
+        stream = await session.open_stream()
+        await stream.write(b"hello first")
+        await stream.close()
+
+    def on_inbound(session: QuicSession) -> None:
+        greeted.append(asyncio.get_running_loop().create_task(greet(session)))
+
+    server, client = Capture(keys[0], on_inbound=on_inbound), Capture(keys[1])
+    server_addr, client_addr = ("127.0.0.1", 50002), ("127.0.0.1", 50001)
+    dial = asyncio.create_task(client.dial(server_addr, pid(keys[0]), timeout=TIMEOUT))
+    try:
+        for _ in range(100):  # bounded: a handshake takes a few exchanges
+            for src, dst, addr in ((client, server, client_addr), (server, client, server_addr)):
+                await asyncio.sleep(0.02)  # tasks (the server's greet) run, output piles up
+                batch, src.fake.sent[:] = list(src.fake.sent), []
+                for data, _ in batch:
+                    dst._receive(data, addr)
+                dst._flush()  # one batch: HANDSHAKE_DONE and the stream data together
+            if dial.done() and greeted and greeted[0].done():
+                break
+        session = await dial
+        await asyncio.sleep(0.01)
+        for data, _ in server.fake.sent:
+            client._receive(data, server_addr)
+        client._flush()
+        stream = await asyncio.wait_for(session.accept_stream(), 1.0)
+        assert await stream.read() == b"hello first"
+    finally:
+        dial.cancel()
+        await asyncio.gather(dial, *greeted, return_exceptions=True)
+        await server.close()
+        await client.close()

@@ -335,11 +335,13 @@ class QuicSession:
             self._seen_remote.discard(self._remote_floor)
             self._remote_floor += 4
         stream = QuicStream(self, stream_id)
-        if not self._ready.done() or len(self._accept) >= self.config.max_unaccepted_streams:
-            # before authentication (0.5-RTT data cannot happen with our server, but be
-            # strict) or beyond the backlog: refused
-            self.abort_stream(stream_id, send=True, receive=True)
+        if len(self._accept) >= self.config.max_unaccepted_streams:
+            self.abort_stream(stream_id, send=True, receive=True)  # beyond the backlog
             return None
+        # A stream may come before the connection is ready: the peer's first streams often
+        # share a datagram with the handshake's end (its HANDSHAKE_DONE, or our client's
+        # Finished), and a server may send before it confirmed us. It waits in the backlog:
+        # nothing accepts it before the connection is handed over as ready.
         self._streams[stream_id] = stream
         self._accept.append(stream)
         self._accept_ready.set()
