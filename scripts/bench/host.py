@@ -1,15 +1,26 @@
 #!/usr/bin/env python3
-"""Benchmark of the libp2p host on loopback; prints one JSON object.
+"""Benchmark of the libp2p host on loopback, TCP beside QUIC; prints one JSON object.
 
-Measures, between two of our hosts and between our host and a real js-libp2p
-node (tests/interop/bench_sink.mjs, pinned npm packages):
+For each transport (``tcp``: TCP + mss + Noise XX + mss + yamux; ``quic``: QUIC v1 with
+the libp2p TLS certificates, up once the handshake is confirmed), between two of our
+hosts and from our host to a real js-libp2p node (tests/interop/bench_sink.mjs with
+@chainsafe/libp2p-quic, pinned npm packages):
 
-* ``handshakes_per_s``: sequential dial-to-ready rate (TCP + mss + Noise XX +
-  mss + yamux start; the connection is closed again right after);
-* ``throughput_mib_s``: one yamux stream, ``--mib`` MiB written by us to a sink
-  that counts the bytes and answers with the total (the time includes that answer).
+* ``handshakes_per_s``: sequential dial-to-ready rate over ``--dials`` fresh
+  connections (each closed, and gone on our side(s), before the next), with the
+  dial's median/p90 (``dial_ms``) and this process's CPU per dial;
+* ``throughput``: one stream, ``--mib`` MiB written by us to a sink that counts the
+  bytes and answers with the total (the time includes that answer); MiB/s and this
+  process's CPU per MiB.
 
-Usage: ``.venv/bin/python scripts/bench/host.py [--dials N] [--mib M] [--no-js]``.
+``find_peer_fresh``: two networks of ``--network`` of our DHT servers, one TCP-only and
+one QUIC-only; a querier that knows only the bootstrap node runs ``--lookups``
+find_peer lookups, closing all its connections before each, so every hop is a fresh
+dial (scripts/bench/quic.py has more QUIC rows: dial + RPC, emulated RTT, js → js).
+
+CPU figures are this process's (``resource``); ``js_cpu_s`` is the js sink's whole
+life. Usage: ``.venv/bin/python scripts/bench/host.py [--dials N] [--mib M]
+[--network N] [--lookups M] [--transports tcp,quic] [--no-js]``.
 Everything runs on 127.0.0.1; loops are bounded by the arguments.
 """
 
@@ -18,7 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -27,119 +39,96 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from zikade_py.p2p.connection import Stream  # noqa: E402
-from zikade_py.p2p.crypto import PrivateKey  # noqa: E402
-from zikade_py.p2p.host import Host, HostConfig  # noqa: E402
-from zikade_py.p2p.multiaddr import Multiaddr  # noqa: E402
-from zikade_py.p2p.peer_id import PeerID  # noqa: E402
-
-SINK = "/zikade/bench/sink/1.0.0"
-JS_SINK_SCRIPT = ROOT / "tests" / "interop" / "bench_sink.mjs"
-CHUNK = 1 << 20
-BENCH_CONFIG = HostConfig(
-    inbound_per_ip_rate=1e6, inbound_per_ip_burst=1_000_000, max_connections=10_000
+from hostbench import (  # noqa: E402
+    BENCH_HOST,
+    LISTEN,
+    SINK,
+    TRANSPORTS,
+    cpu_seconds,
+    find_peer_fresh,
+    handshake_row,
+    js_missing,
+    js_sink,
+    pick,
+    sink,
+    throughput,
 )
 
-
-async def sink(stream: Stream) -> None:
-    """Our side of the sink protocol: count bytes to EOF, answer with the count."""
-    n = 0
-    while data := await stream.read():
-        n += len(data)
-    await stream.write(n.to_bytes(8, "big"))
-    await stream.close()
+from zikade_py.p2p.crypto import PrivateKey  # noqa: E402
+from zikade_py.p2p.host import Host  # noqa: E402
+from zikade_py.p2p.multiaddr import Multiaddr  # noqa: E402
 
 
-async def handshakes(dialer: Host, peer: PeerID, addr: Multiaddr, count: int) -> float:
-    """Sequential dial-to-ready connections per second."""
-    start = time.perf_counter()
-    for _ in range(count):
-        conn = await dialer.connect(peer, [addr], timeout=10)
-        await conn.close()
-        for _ in range(1000):  # let the host drop it so the next dial is a fresh one
-            if dialer.connmgr.get(peer) is None:
-                break
-            await asyncio.sleep(0)
-    return count / (time.perf_counter() - start)
-
-
-async def throughput(dialer: Host, peer: PeerID, addr: Multiaddr, mib: int) -> float:
-    """MiB/s through one stream to the peer's sink, including its final count."""
-    await dialer.connect(peer, [addr], timeout=10)
-    stream = await dialer.new_stream(peer, [SINK], timeout=10)
-    chunk = bytes(CHUNK)
-    start = time.perf_counter()
-    for _ in range(mib):
-        await stream.write(chunk)
-    await stream.close()
-    reply = await stream.reader.read_exactly(8)
-    elapsed = time.perf_counter() - start
-    if int.from_bytes(reply, "big") != mib * CHUNK:
-        raise RuntimeError(f"sink counted {int.from_bytes(reply, 'big')} bytes")
-    return mib / elapsed
-
-
-async def bench_python(dials: int, mib: int) -> dict[str, Any]:
-    server, client = Host(PrivateKey.generate(), BENCH_CONFIG), Host(PrivateKey.generate())
+async def bench_python(dials: int, mib: int, transports: tuple[str, ...]) -> dict[str, Any]:
+    """Ours → ours: handshakes and one sink stream per transport."""
+    server, client = Host(PrivateKey.generate(), BENCH_HOST), Host(PrivateKey.generate())
     server.set_stream_handler(SINK, sink)
-    await server.start([Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
+    await server.start([Multiaddr.parse(LISTEN[t]) for t in transports])
     await client.start([])
+    out: dict[str, Any] = {}
     try:
-        addr = server.listen_addrs[0]
-        rate = await handshakes(client, server.peer_id, addr, dials)
-        mib_s = await throughput(client, server.peer_id, addr, mib)
+        for transport in transports:
+            addr = pick(server.listen_addrs, transport)
+            row = await handshake_row(client, server.peer_id, addr, dials, server)
+            row["throughput"] = await throughput(client, server.peer_id, addr, mib)
+            out[transport] = row
     finally:
         await client.close()
         await server.close()
-    return {"handshakes_per_s": round(rate, 1), "throughput_mib_s": round(mib_s, 1)}
+    return out
 
 
-async def bench_js(dials: int, mib: int) -> dict[str, Any]:
-    node = shutil.which("node")
-    if node is None or not (ROOT / "tests" / "interop" / "node_modules" / "libp2p").is_dir():
-        return {"skipped": "node or tests/interop/node_modules missing (npm ci in tests/interop)"}
-    proc = await asyncio.create_subprocess_exec(
-        node,
-        str(JS_SINK_SCRIPT),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None and proc.stdin is not None
+async def bench_js(dials: int, mib: int, transports: tuple[str, ...]) -> dict[str, Any]:
+    """Ours → js: the same rows against bench_sink.mjs listening on every transport."""
+    if (why := js_missing()) is not None:
+        return {"skipped": why}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out: dict[str, Any] = {}
     client = Host(PrivateKey.generate())
     await client.start([])
     try:
-        async with asyncio.timeout(60):
-            ready = json.loads(await proc.stdout.readline())
-        addr = Multiaddr.parse(ready["addrs"][0])
-        peer = PeerID.from_string(ready["peerId"])
-        rate = await handshakes(client, peer, addr, dials)
-        mib_s = await throughput(client, peer, addr, mib)
+        async with js_sink(transports) as (peer, addrs):
+            for transport in transports:
+                addr = pick(addrs, transport)
+                row = await handshake_row(client, peer, addr, dials, None)
+                row["throughput"] = await throughput(client, peer, addr, mib)
+                out[transport] = row
     finally:
         await client.close()
-        proc.stdin.close()
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-    return {"handshakes_per_s": round(rate, 1), "throughput_mib_s": round(mib_s, 1)}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["js_cpu_s"] = round(
+        after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime, 2
+    )
+    return out
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--dials", type=int, default=200, help="connections per handshake run")
-    parser.add_argument("--mib", type=int, default=64, help="MiB through the stream")
+    parser.add_argument("--dials", type=int, default=100, help="connections per handshake run")
+    parser.add_argument("--mib", type=int, default=16, help="MiB through the stream")
+    parser.add_argument("--network", type=int, default=12, help="nodes per find_peer network")
+    parser.add_argument("--lookups", type=int, default=10, help="fresh-dial find_peer lookups")
+    parser.add_argument(
+        "--transports", default=",".join(TRANSPORTS), help="comma-separated: tcp,quic"
+    )
     parser.add_argument("--no-js", action="store_true", help="skip the js-libp2p peer")
     args = parser.parse_args()
+    transports = tuple(t for t in args.transports.split(",") if t)
+    if not transports or any(t not in TRANSPORTS for t in transports):
+        parser.error(f"--transports: a comma-separated subset of {','.join(TRANSPORTS)}")
+    wall, cpu = time.perf_counter(), cpu_seconds()
     result: dict[str, Any] = {
         "dials": args.dials,
         "stream_mib": args.mib,
-        "python_to_python": await bench_python(args.dials, args.mib),
+        "python_to_python": await bench_python(args.dials, args.mib, transports),
     }
     if not args.no_js:
-        result["python_to_js"] = await bench_js(args.dials, args.mib)
+        result["python_to_js"] = await bench_js(args.dials, args.mib, transports)
+    if args.lookups > 0:
+        result["find_peer_fresh"] = await find_peer_fresh(args.network, args.lookups, transports)
+    result["total_wall_s"] = round(time.perf_counter() - wall, 2)
+    result["total_cpu_s"] = round(cpu_seconds() - cpu, 2)
+    result["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
 
 

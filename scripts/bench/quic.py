@@ -30,6 +30,10 @@ from here around the js ``ping`` command on a fresh connection; ``ipc_ms`` is th
 command path's own cost, measured with a no-op command, to subtract when comparing).
 Medians and 90th percentiles in ms, plus this process's CPU time per run.
 
+``scripts/bench/host.py`` gives the headline QUIC vs TCP rows in one run (handshakes/s
+and stream throughput to ours and to js, find_peer over fresh dials); this script adds
+dial + RPC, the emulated RTT and js → js. Both measure through ``hostbench.py``.
+
 Usage: ``.venv/bin/python scripts/bench/quic.py [--dials N] [--mib M] [--network N]
 [--lookups M] [--rtt-ms R] [--no-js]``.
 Everything runs on 127.0.0.1; loops are bounded by the arguments.
@@ -40,11 +44,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
-import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,45 +53,29 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from hostbench import (  # noqa: E402
+    BENCH_HOST,
+    LISTEN,
+    SINK,
+    cpu_seconds,
+    find_peer_fresh,
+    fresh_dials,
+    gone,
+    pick,
+    sink,
+    summary,
+    throughput,
+)
+
 from zikade_py.dht import Node, NodeConfig  # noqa: E402
 from zikade_py.dht.messages import encode_message, find_node, read_message  # noqa: E402
 from zikade_py.dht.protocol import KAD_PROTOCOL  # noqa: E402
-from zikade_py.p2p.connection import Stream  # noqa: E402
 from zikade_py.p2p.crypto import PrivateKey  # noqa: E402
-from zikade_py.p2p.host import Host, HostConfig  # noqa: E402
+from zikade_py.p2p.host import Host  # noqa: E402
 from zikade_py.p2p.multiaddr import Multiaddr  # noqa: E402
 from zikade_py.p2p.peer_id import PeerID  # noqa: E402
 
-BENCH_HOST = HostConfig(inbound_per_ip_rate=1e6, inbound_per_ip_burst=1_000_000)
-LISTEN = ["/ip4/127.0.0.1/udp/0/quic-v1", "/ip4/127.0.0.1/tcp/0"]
-SINK = "/zikade/bench/sink/1.0.0"
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return {"median": round(statistics.median(ordered) * 1000, 2), "p90": round(p90 * 1000, 2)}
-
-
-def pick(addrs: list[Multiaddr], transport: str) -> Multiaddr:
-    for addr in addrs:
-        if (addr.quic_endpoint() if transport == "quic" else addr.tcp_endpoint()) is not None:
-            return addr.without_peer_id()
-    raise RuntimeError(f"no {transport} address in {addrs}")
-
-
-async def gone(host: Host, peer: PeerID) -> None:
-    """Wait (bounded) until ``host`` holds no connection to ``peer``."""
-    for _ in range(2000):
-        if not host.connmgr.connections(peer):
-            return
-        await asyncio.sleep(0.001)
-    raise RuntimeError("connection did not go away")
+LISTEN_BOTH = [LISTEN["quic"], LISTEN["tcp"]]
 
 
 async def ping_once(host: Host, peer: PeerID) -> None:
@@ -104,29 +89,6 @@ async def find_node_once(host: Host, peer: PeerID) -> None:
     await stream.close()
     if answer is None:
         raise RuntimeError("no FIND_NODE answer")
-
-
-async def fresh_dials(
-    dialer: Host,
-    peer: PeerID,
-    addr: Multiaddr,
-    count: int,
-    after: Callable[[Host, PeerID], Awaitable[None]] | None,
-    wait_remote_gone: Callable[[], Awaitable[None]] | None = None,
-) -> tuple[list[float], float]:
-    samples: list[float] = []
-    cpu = cpu_seconds()
-    for _ in range(count):
-        start = time.perf_counter()
-        conn = await dialer.connect(peer, [addr], timeout=10)
-        if after is not None:
-            await after(dialer, peer)
-        samples.append(time.perf_counter() - start)
-        await conn.close()
-        await gone(dialer, peer)
-        if wait_remote_gone is not None:
-            await wait_remote_gone()
-    return samples, cpu_seconds() - cpu
 
 
 async def rows_to(
@@ -152,34 +114,6 @@ async def rows_to(
         row["cpu_s_per_dial"] = round(cpu_total / (3 * count), 5)
         out[transport] = row
     return out
-
-
-async def sink(stream: Stream) -> None:
-    """Count bytes to EOF, answer with the count (scripts/bench/host.py's sink)."""
-    n = 0
-    while data := await stream.read():
-        n += len(data)
-    await stream.write(n.to_bytes(8, "big"))
-    await stream.close()
-
-
-async def throughput(dialer: Host, peer: PeerID, addr: Multiaddr, mib: int) -> dict[str, float]:
-    """MiB/s through one stream to the peer's sink, and this process's CPU per MiB."""
-    await dialer.connect(peer, [addr], timeout=10)
-    stream = await dialer.new_stream(peer, [SINK], timeout=10)
-    chunk = bytes(1 << 20)
-    cpu, start = cpu_seconds(), time.perf_counter()
-    for _ in range(mib):
-        await stream.write(chunk)
-    await stream.close()
-    reply = await stream.reader.read_exactly(8)
-    elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    if int.from_bytes(reply, "big") != mib << 20:
-        raise RuntimeError(f"sink counted {int.from_bytes(reply, 'big')} bytes")
-    for conn in list(dialer.connmgr.connections(peer)):
-        await conn.close()
-    await gone(dialer, peer)
-    return {"mib_s": round(mib / elapsed, 1), "cpu_s_per_mib": round(cpu / mib, 4)}
 
 
 class UdpRelay(asyncio.DatagramProtocol):
@@ -241,7 +175,9 @@ async def tcp_relay(target: tuple[str, int], delay: float) -> asyncio.Server:
 
 async def bench_rtt(count: int, rtt_ms: float) -> dict[str, Any]:
     """Fresh dial and dial + FIND_NODE through relays adding ``rtt_ms`` of round trip."""
-    target = Node(NodeConfig(mode="server", listen_addrs=LISTEN, bootstrap=[], host=BENCH_HOST))
+    target = Node(
+        NodeConfig(mode="server", listen_addrs=LISTEN_BOTH, bootstrap=[], host=BENCH_HOST)
+    )
     await target.start()
     dialer = Host(PrivateKey.generate(), BENCH_HOST)
     await dialer.start([])
@@ -279,7 +215,9 @@ async def bench_rtt(count: int, rtt_ms: float) -> dict[str, Any]:
 
 
 async def bench_ours(count: int, mib: int) -> dict[str, Any]:
-    target = Node(NodeConfig(mode="server", listen_addrs=LISTEN, bootstrap=[], host=BENCH_HOST))
+    target = Node(
+        NodeConfig(mode="server", listen_addrs=LISTEN_BOTH, bootstrap=[], host=BENCH_HOST)
+    )
     await target.start()
     target.host.set_stream_handler(SINK, sink)
     dialer = Host(PrivateKey.generate(), BENCH_HOST)
@@ -293,54 +231,6 @@ async def bench_ours(count: int, mib: int) -> dict[str, Any]:
     finally:
         await dialer.close()
         await target.close()
-
-
-async def find_peer_fresh(size: int, lookups: int) -> dict[str, Any]:
-    """Median/p90 of a find_peer whose every hop is a fresh dial, per transport."""
-    from dataclasses import replace
-
-    from zikade_py.core.coordinator import CoordinatorConfig
-    from zikade_py.core.routing.behaviour import RoutingConfig
-
-    base = NodeConfig(
-        mode="server",
-        bootstrap=[],
-        host=BENCH_HOST,
-        republish=False,
-        coordinator=CoordinatorConfig(routing=RoutingConfig(enable_explore=False)),
-    )
-    out: dict[str, Any] = {"nodes": size, "lookups": lookups}
-    for transport, listen in (("tcp", LISTEN[1]), ("quic", LISTEN[0])):
-        boot = Node(replace(base, listen_addrs=[listen]))
-        await boot.start()
-        seed = [str(a) for a in boot.multiaddrs]
-        nodes = [Node(replace(base, listen_addrs=[listen], bootstrap=seed)) for _ in range(size)]
-        querier = Node(replace(base, listen_addrs=[listen], bootstrap=seed))
-        try:
-            await asyncio.gather(*(n.start() for n in nodes))
-            for node in nodes:
-                await node.bootstrap()
-            await querier.start()
-            await querier.bootstrap()
-            samples: list[float] = []
-            cpu = cpu_seconds()
-            for i in range(lookups):
-                for conn in list(querier.host.connmgr.connections()):
-                    await conn.close()
-                target = nodes[(i * 7) % size]
-                start = time.perf_counter()
-                info = await querier.find_peer(target.peer_id, local_first=False, timeout=30)
-                samples.append(time.perf_counter() - start)
-                assert info.peer_id == target.peer_id
-            out[transport] = {
-                "find_peer_ms": summary(samples),
-                "cpu_s_per_lookup": round((cpu_seconds() - cpu) / lookups, 4),
-            }
-        finally:
-            await querier.close()
-            await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
-            await boot.close()
-    return out
 
 
 async def bench_js(count: int) -> dict[str, Any]:
