@@ -38,7 +38,7 @@ HOST_CONFIG = HostConfig(inbound_per_ip_burst=1000, inbound_per_ip_rate=1000)
 def random_peer(n_addrs: int = 1) -> PeerInfo:
     """A peer with a fresh identity and ``n_addrs`` distinct loopback addresses."""
     pid = PeerID.from_public_key(PrivateKey.generate().public_key)
-    port = int.from_bytes(os.urandom(2), "big") | 1024
+    port = 1024 + int.from_bytes(os.urandom(2), "big") % (65536 - 1024 - n_addrs)  # all valid
     return PeerInfo(pid, tuple(Multiaddr.from_tcp("127.0.0.1", port + i) for i in range(n_addrs)))
 
 
