@@ -104,8 +104,8 @@ async def bench_js(dials: int, mib: int, transports: tuple[str, ...]) -> dict[st
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--dials", type=int, default=100, help="connections per handshake run")
-    parser.add_argument("--mib", type=int, default=16, help="MiB through the stream")
+    parser.add_argument("--dials", type=int, default=200, help="connections per handshake run")
+    parser.add_argument("--mib", type=int, default=32, help="MiB through the stream")
     parser.add_argument("--network", type=int, default=12, help="nodes per find_peer network")
     parser.add_argument("--lookups", type=int, default=10, help="fresh-dial find_peer lookups")
     parser.add_argument(
