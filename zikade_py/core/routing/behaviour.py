@@ -124,7 +124,6 @@ from zikade_py.core.routing.probe import (
     ProbeEvent,
     ProbeIdle,
     ProbeNodeFailure,
-    ProbeNotifyConnectivity,
     ProbeNotifyNonConnectivity,
     ProbePoll,
     ProbeState,
@@ -210,7 +209,8 @@ class _Slot(Generic[_E]):
     machine: RoutingMachine
     advance: Callable[[_E, float], _State]
     machine_due: Callable[[], float | None]
-    poll: Callable[[], _E]
+    poll: _E
+    """The machine's poll event (fieldless and immutable: one instance serves every drive)."""
     answered: Callable[[Key, tuple[Key, ...]], _E]
     failed: Callable[[Key, str], _E]
     dropped: Callable[[Key], _E]
@@ -223,11 +223,6 @@ class _Slot(Generic[_E]):
         """Queue ``event`` for the next drive (a disabled machine hears nothing)."""
         if self.enabled:
             self.events.append(event)
-
-    def ready(self, now: float) -> bool:
-        """Whether the machine has events queued or its due time has come."""
-        due = self.due
-        return self.enabled and (bool(self.events) or (due is not None and due <= now))
 
     def answer(self, node: Key, closer: tuple[Key, ...]) -> None:
         """The machine's request to ``node`` was answered."""
@@ -278,22 +273,22 @@ class RoutingBehaviour:
         )
         self._bootstrap: _Slot[BootstrapEvent] = _Slot(
             RoutingMachine.BOOTSTRAP, self.bootstrap.advance, self.bootstrap.next_due,
-            poll=BootstrapPoll, answered=BootstrapFindCloserResponse,
+            poll=BootstrapPoll(), answered=BootstrapFindCloserResponse,
             failed=BootstrapFindCloserFailure, dropped=BootstrapFindCloserDropped, enabled=True,
         )
         self._include: _Slot[IncludeEvent] = _Slot(
             RoutingMachine.INCLUDE, self.include.advance, self.include.next_due,
-            poll=IncludePoll, answered=lambda n, c: IncludeCheckSuccess(n, len(c)),
+            poll=IncludePoll(), answered=lambda n, c: IncludeCheckSuccess(n, len(c)),
             failed=IncludeCheckFailure, dropped=IncludeCheckDropped, enabled=True,
         )
         self._probe: _Slot[ProbeEvent] = _Slot(
             RoutingMachine.PROBE, self.probe.advance, self.probe.next_due,
-            poll=ProbePoll, answered=lambda n, c: ProbeCheckSuccess(n, len(c)),
+            poll=ProbePoll(), answered=lambda n, c: ProbeCheckSuccess(n, len(c)),
             failed=ProbeCheckFailure, dropped=ProbeCheckDropped, enabled=cfg.enable_probe,
         )
         self._explore: _Slot[ExploreEvent] = _Slot(
             RoutingMachine.EXPLORE, self.explore.advance, self.explore.next_due,
-            poll=ExplorePoll, answered=ExploreFindCloserResponse,
+            poll=ExplorePoll(), answered=ExploreFindCloserResponse,
             failed=ExploreFindCloserFailure, dropped=ExploreFindCloserDropped,
             enabled=cfg.enable_explore,
         )
@@ -315,7 +310,7 @@ class RoutingBehaviour:
             case NodeConnected(node=node):
                 self._candidates((node,))
                 if self.table.mark_seen(node, now):
-                    self._probe.push(ProbeNotifyConnectivity(node))
+                    self._seen(node, now)
             case NodeUnreachable(node=node):
                 self._probe.push(ProbeNotifyNonConnectivity(node))
             case _:
@@ -356,17 +351,20 @@ class RoutingBehaviour:
     def poll(self, now: float) -> RoutingOutput | None:
         """The next routing output, or ``None`` when nothing is due."""
         self._now = now
-        if not self._out:
-            # Tested before the call: poll runs after every answer, most machines idle.
-            if self._bootstrap.ready(now):
-                self._drive(self._bootstrap, now)
-            if self._include.ready(now):
-                self._drive(self._include, now)
-            if self._probe.ready(now):
-                self._drive(self._probe, now)
-            if self._explore.ready(now):
-                self._drive(self._explore, now)
-        return self._out.popleft() if self._out else None
+        out = self._out
+        if not out:
+            # Tested inline, not by a call: poll runs after every answer and most machines
+            # are idle. A disabled machine has no events and no due time.
+            b, i, p, e = self._slots
+            if b.events or (b.due is not None and b.due <= now):
+                self._drive(b, now)
+            if i.events or (i.due is not None and i.due <= now):
+                self._drive(i, now)
+            if p.events or (p.due is not None and p.due <= now):
+                self._drive(p, now)
+            if e.events or (e.due is not None and e.due <= now):
+                self._drive(e, now)
+        return out.popleft() if out else None
 
     def next_due(self) -> float | None:
         """When :meth:`poll` must run next: the latest ``now`` seen if work waits already.
@@ -396,10 +394,10 @@ class RoutingBehaviour:
                 assert_never(machine)
 
     def _drive(self, slot: _Slot[_E], now: float) -> None:
-        """Advance a :meth:`~_Slot.ready` machine through its events until it waits."""
+        """Advance a machine with events queued or due through its events until it waits."""
         events = slot.events
         for _ in range(100_000):
-            state = slot.advance(events.popleft() if events else slot.poll(), now)
+            state = slot.advance(events.popleft() if events else slot.poll, now)
             if not self._act(slot.machine, state, now) and not events:
                 slot.due = slot.machine_due()
                 return
@@ -408,6 +406,21 @@ class RoutingBehaviour:
     def _act(self, machine: RoutingMachine, state: _State, now: float) -> bool:
         """Carry out a machine's state; ``True`` for action states (advance it again)."""
         match state:
+            # Most frequent first: every drive ends in one of these.
+            case (
+                BootstrapWaiting()
+                | BootstrapIdle()
+                | ExploreWaiting()
+                | ExploreIdle()
+                | IncludeWaitingAtCapacity()
+                | IncludeWaitingWithCapacity()
+                | IncludeWaitingFull()
+                | IncludeIdle()
+                | ProbeWaitingAtCapacity()
+                | ProbeWaitingWithCapacity()
+                | ProbeIdle()
+            ):
+                return False
             case (
                 BootstrapFindCloser(node=node, target=target)
                 | ExploreFindCloser(node=node, target=target)
@@ -430,20 +443,6 @@ class RoutingBehaviour:
                 pass
             case ProbeNodeFailure(node=node):
                 self._evict(node)
-            case (
-                BootstrapWaiting()
-                | BootstrapIdle()
-                | ExploreWaiting()
-                | ExploreIdle()
-                | IncludeWaitingAtCapacity()
-                | IncludeWaitingWithCapacity()
-                | IncludeWaitingFull()
-                | IncludeIdle()
-                | ProbeWaitingAtCapacity()
-                | ProbeWaitingWithCapacity()
-                | ProbeIdle()
-            ):
-                return False
             case _:
                 assert_never(state)
         return True
@@ -473,13 +472,19 @@ class RoutingBehaviour:
         if not table.proves_useful(closer_count):
             return  # if seated, its probe applies the same rule and evicts it
         if table.mark_seen(node, now):
-            self._probe.push(ProbeNotifyConnectivity(node))
+            self._seen(node, now)
             return
         result = table.add(node, now)
         if result is AddResult.ADDED:
             self._announce_added(node, verified=True)
         elif result is AddResult.BUCKET_FULL:
             table.offer_replacement(node, now)
+
+    def _seen(self, node: Key, now: float) -> None:
+        # ProbeNotifyConnectivity applied directly (Probe.seen): it only pushes a check
+        # out, and queueing it cost an event and a probe drive per answer.
+        if self._probe.enabled:
+            self.probe.seen(node, now)
 
     def _evict(self, node: Key) -> None:
         if not self.table.remove(node):

@@ -40,7 +40,7 @@ from typing import assert_never
 from zikade_py.core.event import Event, State
 from zikade_py.core.key import Key
 from zikade_py.core.routing_table import AddResult, RoutingTable
-from zikade_py.core.trace import Trace, earliest
+from zikade_py.core.trace import NO_TRACE, Trace, earliest
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +182,12 @@ class IncludeWaitingFull(State):
 class IncludeIdle(State):
     """No check in flight and no candidate queued."""
 
+
+_FULL = IncludeWaitingFull()
+_AT_CAPACITY = IncludeWaitingAtCapacity()
+_WITH_CAPACITY = IncludeWaitingWithCapacity()
+_IDLE = IncludeIdle()
+"""The waiting states of untraced events (most are): immutable, so shared, not rebuilt."""
 
 IncludeState = (
     IncludeConnectivityCheck
@@ -329,10 +335,11 @@ class Include:
             self._checks[value] = (node, check_trace)
             self._stats.checks += 1
             return IncludeConnectivityCheck(node, node, trace=check_trace)
+        untraced = trace is NO_TRACE
         if len(self._checks) >= cfg.concurrency:
             if len(self._queue) >= cfg.queue_capacity:
-                return IncludeWaitingFull(trace=trace)
-            return IncludeWaitingAtCapacity(trace=trace)
+                return _FULL if untraced else IncludeWaitingFull(trace=trace)
+            return _AT_CAPACITY if untraced else IncludeWaitingAtCapacity(trace=trace)
         if self._checks or self._retry:
-            return IncludeWaitingWithCapacity(trace=trace)
-        return IncludeIdle(trace=trace)
+            return _WITH_CAPACITY if untraced else IncludeWaitingWithCapacity(trace=trace)
+        return _IDLE if untraced else IncludeIdle(trace=trace)

@@ -6,9 +6,11 @@ Rules of the machine (read top to bottom as a table):
   proved alive: :class:`ProbeAdd` schedules it (only if it is in the table); an
   unverified add (a replacement promoted from the cache, which may have gone
   stale while it waited) is due at once. A successful check or
-  :class:`ProbeNotifyConnectivity` (any useful answer from it) pushes the next
-  check out again. :class:`ProbeNotifyNonConnectivity` (a request to it failed)
-  brings its check forward to now instead of evicting it on one failure.
+  :class:`ProbeNotifyConnectivity` (any useful answer from it; or
+  :meth:`Probe.seen`, the same without an advance, since it never creates
+  work) pushes the next check out again. :class:`ProbeNotifyNonConnectivity`
+  (a request to it failed) brings its check forward to now instead of
+  evicting it on one failure.
 * Due checks start in order of due time (ties: higher CPL first, the buckets
   with fewest alternatives), at most ``concurrency`` at a time. A check is a
   FIND_NODE for the node's own key with a deadline of ``now + timeout``.
@@ -39,7 +41,7 @@ from typing import assert_never
 from zikade_py.core.event import Event, State
 from zikade_py.core.key import Key
 from zikade_py.core.routing_table import RoutingTable
-from zikade_py.core.trace import Trace, earliest
+from zikade_py.core.trace import NO_TRACE, Trace, earliest
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,11 @@ class ProbeIdle(State):
     """No check in flight; :meth:`Probe.next_due` tells when the next one is due."""
 
 
+_AT_CAPACITY = ProbeWaitingAtCapacity()
+_WITH_CAPACITY = ProbeWaitingWithCapacity()
+_IDLE = ProbeIdle()
+"""The waiting states of untraced events (most are): immutable, so shared, not rebuilt."""
+
 ProbeState = (
     ProbeConnectivityCheck
     | ProbeCancelCheck
@@ -220,6 +227,17 @@ class Probe:
         self._checks: dict[Key, Trace] = {}
         self._pending: deque[ProbeState] = deque()
 
+    def seen(self, node: Key, now: float) -> None:
+        """``node`` proved alive at ``now``: :class:`ProbeNotifyConnectivity` without an advance.
+
+        Pushing a check out never creates work (it cannot make a check due or a
+        deadline pass), so there is no state to return; the routing behaviour
+        applies it this way on its hottest path, every answer and every inbound
+        request from a seated node. Same effect as advancing with the event.
+        """
+        if node not in self._checks and self.table.contains(node):
+            self._schedule(node, now + self.config.check_interval)
+
     def scheduled(self, node: Key) -> float | None:
         """When ``node``'s next check is due; ``None`` if none is scheduled."""
         return self._due.get(node)
@@ -240,7 +258,9 @@ class Probe:
     def advance(self, event: ProbeEvent, now: float) -> ProbeState:
         """Apply ``event`` at ``now`` and return what the probe wants next."""
         cfg = self.config
-        match event:
+        match event:  # most frequent first: every answer from a seated node
+            case ProbeNotifyConnectivity(node=node):
+                self.seen(node, now)
             case ProbePoll():
                 pass
             case ProbeAdd(node=node, verified=verified):
@@ -263,9 +283,6 @@ class Probe:
             case ProbeCheckDropped(node=node):
                 if self._checks.pop(node, None) is not None and self.table.contains(node):
                     self._schedule(node, now + cfg.drop_retry_delay)
-            case ProbeNotifyConnectivity(node=node):
-                if node not in self._checks and self.table.contains(node):
-                    self._schedule(node, now + cfg.check_interval)
             case ProbeNotifyNonConnectivity(node=node):
                 if node in self._due:
                     self._schedule(node, min(now, self._due[node]))
@@ -275,11 +292,11 @@ class Probe:
         return self._next(now, event.trace)
 
     def _expire(self, now: float) -> None:
-        for node, trace in list(self._checks.items()):
-            if trace.expired(now):
-                del self._checks[node]
-                self._pending.append(ProbeCancelCheck(node, trace=trace))
-                self._fail(node, trace)
+        expired = [node for node, trace in self._checks.items() if trace.expired(now)]
+        for node in expired:
+            trace = self._checks.pop(node)
+            self._pending.append(ProbeCancelCheck(node, trace=trace))
+            self._fail(node, trace)
 
     def _fail(self, node: Key, trace: Trace) -> None:
         self._due.pop(node, None)
@@ -291,7 +308,7 @@ class Probe:
             return self._pending.popleft()
         cfg = self.config
         if len(self._checks) >= cfg.concurrency:
-            return ProbeWaitingAtCapacity(trace=trace)
+            return ProbeWaitingAtCapacity(trace=trace) if trace is not NO_TRACE else _AT_CAPACITY
         while True:
             due = self._peek_due()
             if due is None or due > now:
@@ -304,8 +321,10 @@ class Probe:
             self._checks[node] = check_trace
             return ProbeConnectivityCheck(node, node, trace=check_trace)
         if self._checks:
+            if trace is NO_TRACE:
+                return _WITH_CAPACITY
             return ProbeWaitingWithCapacity(trace=trace)
-        return ProbeIdle(trace=trace)
+        return ProbeIdle(trace=trace) if trace is not NO_TRACE else _IDLE
 
     def _schedule(self, node: Key, due: float) -> None:
         old = self._due.get(node)
