@@ -196,7 +196,7 @@ async def find_peer_fresh(
         listen = LISTEN[transport]
         boot = Node(replace(base, listen_addrs=[listen]))
         await boot.start()
-        seed = [str(a) for a in boot.multiaddrs]
+        seed: list[str | Multiaddr] = [str(a) for a in boot.multiaddrs]
         nodes = [Node(replace(base, listen_addrs=[listen], bootstrap=seed)) for _ in range(size)]
         querier = Node(replace(base, listen_addrs=[listen], bootstrap=seed))
         try:

@@ -75,7 +75,7 @@ from zikade_py.p2p.host import Host  # noqa: E402
 from zikade_py.p2p.multiaddr import Multiaddr  # noqa: E402
 from zikade_py.p2p.peer_id import PeerID  # noqa: E402
 
-LISTEN_BOTH = [LISTEN["quic"], LISTEN["tcp"]]
+LISTEN_BOTH: list[str | Multiaddr] = [LISTEN["quic"], LISTEN["tcp"]]
 
 
 async def ping_once(host: Host, peer: PeerID) -> None:
