@@ -180,6 +180,27 @@ def test_nearest_on_a_large_table_matches_brute_force() -> None:
     assert len(big) == 3000 and len(table) < 300
 
 
+def test_nearest_of_our_own_key_follows_every_change_of_the_table() -> None:
+    # The answer for our own key is kept between calls; adds, removals and
+    # promotions must each be seen by the next call, and callers may change the list.
+    table = RoutingTable(SELF, bucket_size=2)
+    deep, other, third = at_cpl(9, 1), at_cpl(9, 2), at_cpl(9, 3)
+    table.add(at_cpl(0, 4), 0.0)
+    assert table.nearest(SELF, 3) == brute_force(table, SELF, 3)
+    table.add(deep, 0.0)
+    first = table.nearest(SELF, 3)
+    assert first == brute_force(table, SELF, 3) and deep in first
+    first.clear()
+    assert table.nearest(SELF, 3) == brute_force(table, SELF, 3) != []
+    assert table.nearest(SELF, 1) == brute_force(table, SELF, 1)
+    table.add(other, 0.0)
+    table.offer_replacement(third, 0.0)
+    assert table.nearest(SELF, 3) == brute_force(table, SELF, 3)
+    table.remove(deep)  # `third` is promoted into the freed seat
+    assert table.nearest(SELF, 3) == brute_force(table, SELF, 3)
+    assert third in table.nearest(SELF, 3) and deep not in table.nearest(SELF, 3)
+
+
 def groups(mapping: dict[Key, str | None]) -> GroupDiversityFilter:
     return GroupDiversityFilter(lambda k: mapping.get(k), max_per_bucket=2, max_per_table=3)
 

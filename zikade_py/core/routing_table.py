@@ -185,6 +185,9 @@ class RoutingTable:
         self._replacements: dict[int, dict[Key, float]] = {}
         self._promoted: list[Key] = []
         self._size = 0
+        self._own_nearest: tuple[int, list[Key]] = (0, [])
+        """:meth:`nearest` of our own key (n, result), kept until the table changes: every
+        probe and include check a peer sends us asks FIND_NODE for our own key."""
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -315,11 +318,22 @@ class RoutingTable:
         and farther when ``d_i = 0``. The exact order is therefore: buckets
         with ``d_i = 1`` by ascending ``i``, then buckets with ``d_i = 0`` by
         descending ``i``. Only the buckets whose nodes are returned are sorted.
+        The answer for our own key (what every peer's probe and include check
+        asks) is kept until the table changes.
         """
         if n <= 0 or self._size == 0:
             return []
         t = target.value
         d = t ^ self._self_value
+        if d == 0:
+            cached_n, cached = self._own_nearest
+            if cached_n != n:
+                cached = self._nearest(t, d, n)
+                self._own_nearest = (n, cached)
+            return list(cached)
+        return self._nearest(t, d, n)
+
+    def _nearest(self, t: int, d: int, n: int) -> list[Key]:
         top = KEY_BITS - 1
         buckets = self._buckets
         nonempty = self._nonempty
@@ -400,6 +414,7 @@ class RoutingTable:
             return False
         del bucket[node.value]
         self._size -= 1
+        self._own_nearest = (0, [])
         if self.node_filter is not None:
             self.node_filter.on_remove(self, node)
         self._promote(cpl)
@@ -432,6 +447,7 @@ class RoutingTable:
             bisect.insort(self._nonempty, cpl)
         bucket[node.value] = _Entry(node, now)
         self._size += 1
+        self._own_nearest = (0, [])
         cache = self._replacements.get(cpl)
         if cache is not None:
             cache.pop(node, None)
