@@ -44,6 +44,8 @@ class FakeNet:
     k: int = 20
     failing: set[Key] = field(default_factory=set)
     """Servers whose every batch fails."""
+    flaky: set[Key] = field(default_factory=set)
+    """Servers whose next batch fails (once each)."""
     offline: bool = False
     """Every lookup fails (no peer to start from)."""
 
@@ -98,7 +100,8 @@ def drive(
                 else:
                     inbox.append(SweepLookupDone(lid, net.closest(target)))
             case SweepSend(send_id=sid, to=to, keys=keys):
-                ok = to not in net.failing
+                ok = to not in net.failing and to not in net.flaky
+                net.flaky.discard(to)
                 if ok:
                     run.sends.append((now, to, keys))
                 inbox.append(SweepSendDone(sid, ok))

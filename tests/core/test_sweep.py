@@ -140,6 +140,17 @@ def test_a_region_whose_lookup_found_nobody_is_tried_again_soon() -> None:
     assert {d.ok for d in run.done} == {True}
 
 
+def test_a_failed_batch_is_sent_again_once() -> None:
+    sweep, net, keys = _setup(servers=300, keys=300)
+    net.flaky = set(net.servers)  # every server fails its first batch
+    run, _ = drive(sweep, net, keys, 0.0, 30.0, SweepAddKeys(tuple(keys)))
+    announced = run.announced()
+    for key in keys:
+        assert announced[key] == _true_closest(net, key)
+    assert all(d.ok for d in run.done)
+    assert max(at for at, _, _ in run.sends) >= sweep.config.send_retry_delay
+
+
 def test_failed_regions_are_retried_and_counted() -> None:
     sweep, net, keys = _setup(servers=300, keys=400, min_reachable_ratio=1.0)
     net.failing = set(net.servers[:40])

@@ -126,6 +126,11 @@ class SweepConfig:
     to provide, or restarted with overdue regions, before its routing table filled)."""
     drop_retry_delay: float = 0.5
     """Seconds before a batch refused by our own admission control is offered again."""
+    send_retries: int = 1
+    """Times a server's failed batches are sent again within one region (go: none; a
+    server that misses its batch misses the keys until the next cycle)."""
+    send_retry_delay: float = 5.0
+    """Seconds before a failed batch is sent again."""
     preimage_targets: bool = True
     """Synthesised lookup targets get real preimages (the wire needs them; the simulator
     turns this off)."""
@@ -138,7 +143,9 @@ class SweepConfig:
             raise ValueError("reprovide_interval must be positive")
         if not 0 <= self.max_prefix_len <= KEY_BITS:
             raise ValueError(f"max_prefix_len must be within 0..{KEY_BITS}")
-        for name in ("burst_delay", "drop_retry_delay"):
+        if self.send_retries < 0:
+            raise ValueError("send_retries must not be negative")
+        for name in ("burst_delay", "drop_retry_delay", "send_retry_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         for name in ("retry_interval", "send_timeout", "calibration_retry"):
@@ -196,6 +203,8 @@ class _Job:
     retries: list[tuple[float, Key, tuple[Key, ...]]] = field(default_factory=list)
     in_flight: dict[int, tuple[Key, tuple[Key, ...]]] = field(default_factory=dict)
     peer_ok: dict[Key, bool] = field(default_factory=dict)
+    send_failures: dict[Key, int] = field(default_factory=dict)
+    """Batches to each server that failed and were offered again."""
     holders: int = 0
     """Records taken (key × server)."""
 
@@ -800,6 +809,10 @@ class Sweep:
             job.holders += len(keys)
             self._cycle.messages += len(keys)
             self._total.messages += len(keys)
+        elif job.send_failures.get(peer, 0) < self.config.send_retries:
+            # One failure is often the moment (a busy peer, a reset): offer it again.
+            job.send_failures[peer] = job.send_failures.get(peer, 0) + 1
+            job.retries.append((now + self.config.send_retry_delay, peer, keys))
         else:
             job.peer_ok[peer] = False
         self._pump(job, now)
