@@ -555,3 +555,35 @@ async def test_a_stream_that_comes_with_the_handshake_end_waits_for_accept(
         await asyncio.gather(dial, *greeted, return_exceptions=True)
         await server.close()
         await client.close()
+
+
+async def test_every_connection_id_we_announce_is_routed_before_it_leaves(pair: Pair) -> None:
+    """A peer may switch to a connection id the moment it reads our NEW_CONNECTION_ID
+    (quinn does when the handshake completes): the id must already be routed when the
+    datagram announcing it is sent. aioquic reports new ids only as events queued while
+    sending, so js's HANDSHAKE_DONE to our new id was dropped as unroutable and the dial
+    waited for quinn's PTO (~35 ms), a third of back-to-back dials to js."""
+    unrouted: list[bytes] = []
+
+    def checking(ep: QuicEndpoint) -> None:
+        send = ep.sendto
+
+        def sendto(data: bytes, addr: tuple[str, int]) -> None:
+            for session in ep.sessions:
+                for cid in session.quic._host_cids:
+                    if cid.was_sent and cid.cid not in ep._routes:
+                        unrouted.append(cid.cid)
+            send(data, addr)
+
+        ep.sendto = sendto  # type: ignore[method-assign]
+
+    checking(pair.a)
+    checking(pair.b)
+    client, server = await pair.dial(None)
+    stream = await client.open_stream()
+    await stream.write(b"x")
+    await stream.close()
+    got = await server.accept_stream()
+    assert await got.read() == b"x"
+    assert len(client.quic._host_cids) > 1  # the client did announce new ids
+    assert unrouted == []

@@ -14,6 +14,12 @@ client believes the handshake is done). aioquic 1.x has none of these as options
   with ``CRYPTO_ERROR + bad_certificate`` exactly as for any other certificate failure;
 - ``Context._server_handle_finished`` is wrapped so a client that sent an empty
   Certificate is refused with ``certificate_required`` before the handshake completes;
+- ``QuicConnection._replenish_connection_ids`` is wrapped to report each connection id
+  we issue the moment it is made (``cid_issued``): aioquic announces it only as an
+  event queued while the NEW_CONNECTION_ID frame is *sent*, after the driver drained
+  its events, and a peer that moves to the new id at once (quinn does, when the
+  handshake completes) had its HANDSHAKE_DONE dropped as unroutable until its PTO
+  (~35 ms with our 25 ms max_ack_delay);
 - ``QuicConnection._handshake_confirmed`` (HANDSHAKE_DONE received) and the stream
   sender's ``_buffer`` (bytes not yet acknowledged) are read;
 - ``QuicConnection._close_event`` / ``_state`` tell that the peer closed (DRAINING):
@@ -57,6 +63,8 @@ KEY_SHARE_GROUPS: Final = (tls.Group.X25519, tls.Group.SECP256R1)
 _CONTEXT_METHODS: Final = ("_set_peer_certificate", "_server_handle_finished")
 _CONNECTION_ATTRS: Final = (
     "_handshake_confirmed",
+    "_host_cids",
+    "_replenish_connection_ids",
     "_streams",
     "_write_stream_limits",
     "_close_event",
@@ -118,7 +126,16 @@ class Libp2pQuicConnection(QuicConnection):
         self.remote_peer: PeerID | None = None
         self.remote_public_key: PublicKey | None = None
         self.certificate_error: CertificateError | None = None
+        self.cid_issued: Callable[[bytes], None] | None = None
+        """Called with each connection id we issue, when it is made (before it is sent)."""
         super().__init__(**kwargs)
+
+    def _replenish_connection_ids(self) -> None:
+        known = len(self._host_cids)
+        super()._replenish_connection_ids()
+        if self.cid_issued is not None:
+            for connection_id in self._host_cids[known:]:  # appended at the end
+                self.cid_issued(connection_id.cid)
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)

@@ -131,6 +131,8 @@ class QuicSession:
         self._seen_remote: set[int] = set()
         self._granted: dict[int, int] = {}  # consumed bytes at the last window update
         self._processing = False
+        # routed when made, not when aioquic reports them after sending (see hooks.py)
+        quic.cid_issued = lambda cid: endpoint.route(cid, self)
 
     # -- state ------------------------------------------------------------------------------
 
