@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,24 @@ def test_provide_many_needs_a_daemon(tmp_path: Path) -> None:
     result = zikade("provide", "-", repo=repo, stdin=cids(1, "x")[0].encode())
     result.one_error("needs a running daemon")
     assert zikade("provide", "stat", "--json", repo=repo).ok()
+
+
+def test_a_daemon_killed_mid_cycle_keeps_keys_and_schedule(daemons: Daemons) -> None:
+    seed = daemons.start("seed")
+    provider = daemons.start("p", "--bootstrap", seed.swarm_addr, "--reprovide-interval", "600")
+    wait_table(provider, seed)
+    zikade("provide", "-", repo=provider.repo, stdin="\n".join(cids(60, "kill")).encode()).ok()
+    before = wait_settled(provider.repo)
+    assert before["keys"] == 60 and before["streams_total"] > 0
+    time.sleep(1.0)  # the schedule write of the burst's region commits (group commit)
+    provider.stop(signal.SIGKILL)
+    again = daemons.start("p", "--bootstrap", seed.swarm_addr, "--reprovide-interval", "600")
+    wait_table(again, seed)
+    time.sleep(3.0)
+    after = stat(again.repo)
+    assert after["keys"] == 60, "keys were lost"
+    assert after["regions"] == before["regions"]
+    assert after["cycle_start"] == pytest.approx(before["cycle_start"], abs=1.0)
+    assert after["next_region_at"] == pytest.approx(before["next_region_at"], abs=1.0)
+    # Nothing was due: the restarted daemon announced nothing again (no burst either).
+    assert after["streams_total"] == 0 and after["burst_keys"] == 0
