@@ -257,3 +257,20 @@ async def test_dns6_asks_for_aaaa_and_dns_takes_both(stub: DnsStub) -> None:
     stub.records[("only6.test", "AAAA")].append("::1")
     with pytest.raises(DnsError, match=r"resolving only6\.test: no A records"):
         await r.resolve(Multiaddr.parse("/dns4/only6.test/tcp/7"))
+
+
+def test_dnspython_is_imported_only_when_a_name_is_resolved() -> None:
+    """A node, and every CLI command, starts without dnspython (~0.1 s of CPU to import
+    in each process); it comes in with the first name resolved."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import zikade_py.dht.node, zikade_py.p2p.host, zikade_py.dht.messages\n"
+        "print(sorted(m for m in sys.modules if m == 'dns' or m.startswith('dns.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

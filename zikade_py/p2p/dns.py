@@ -28,15 +28,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
-
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.nameserver
-import dns.rdata
-import dns.rdatatype
-import dns.resolver
+from typing import TYPE_CHECKING, Final
 
 from zikade_py.p2p.dial_guard import DialGuard, DialRefusedError
 from zikade_py.p2p.multiaddr import (
@@ -45,6 +37,10 @@ from zikade_py.p2p.multiaddr import (
     InvalidMultiaddrError,
     Multiaddr,
 )
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.rdata
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +258,10 @@ class DnsResolver:
         server = self.server_for(name)
         where = _server_text(server) if server else "the system resolver"
         client = self._client(server, name)
+        import dns.exception  # imported late: see _client
+        import dns.name
+        import dns.resolver
+
         try:
             qname = dns.name.from_text(name)
             answer = await client.resolve(
@@ -292,6 +292,13 @@ class DnsResolver:
             )
         client = self._clients.get(server)
         if client is None:
+            # dnspython is imported at the first name resolved, not with the host: most
+            # processes (every CLI command, a node dialing IP addresses) never resolve one
+            import dns.asyncresolver
+            import dns.exception
+            import dns.nameserver
+            import dns.resolver
+
             if server is None:
                 try:
                     client = dns.asyncresolver.Resolver()
