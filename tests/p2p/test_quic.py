@@ -587,3 +587,29 @@ async def test_every_connection_id_we_announce_is_routed_before_it_leaves(pair: 
     assert await got.read() == b"x"
     assert len(client.quic._host_cids) > 1  # the client did announce new ids
     assert unrouted == []
+
+
+async def test_writes_made_in_one_step_share_a_datagram(pair: Pair) -> None:
+    """A task's writes without an await between them (multistream header, protocol,
+    message, FIN) leave together: one datagram, not one each (and one ACK each back)."""
+    client, server = await pair.dial(None)
+    await asyncio.sleep(0.05)  # the handshake's last ACKs are out
+    sent: list[int] = []
+    send = pair.b.sendto
+
+    def sendto(data: bytes, addr: tuple[str, int]) -> None:
+        sent.append(len(data))
+        send(data, addr)
+
+    pair.b.sendto = sendto  # type: ignore[method-assign]
+    stream = await client.open_stream()
+    for part in (b"/multistream/1.0.0\n", b"/ipfs/id/1.0.0\n", b"hello"):
+        await stream.write(part)
+    await stream.close()
+    got = await server.accept_stream()
+    data = b""
+    while chunk := await got.read():
+        data += chunk
+    assert data == b"/multistream/1.0.0\n/ipfs/id/1.0.0\nhello"
+    assert len(sent) >= 1 and sent[0] < 200  # the stream's bytes and FIN in the first one
+    assert len(sent) <= 2  # at most an ACK of the server's ACK besides

@@ -131,6 +131,7 @@ class QuicSession:
         self._seen_remote: set[int] = set()
         self._granted: dict[int, int] = {}  # consumed bytes at the last window update
         self._processing = False
+        self._transmit_soon: asyncio.Handle | None = None
         # routed when made, not when aioquic reports them after sending (see hooks.py)
         quic.cid_issued = lambda cid: endpoint.route(cid, self)
 
@@ -269,6 +270,9 @@ class QuicSession:
         self._transmit()
 
     def _transmit(self) -> None:
+        if self._transmit_soon is not None:  # this transmit sends what it would have
+            self._transmit_soon.cancel()
+            self._transmit_soon = None
         for data, addr in self.quic.datagrams_to_send(now=self._loop.time()):
             self._endpoint.sendto(data, addr)
         if self._timer is not None:
@@ -352,9 +356,17 @@ class QuicSession:
     # -- called by streams ------------------------------------------------------------------
 
     def send(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
-        """Queue stream data and send what can go now."""
+        """Queue stream data; it leaves at the end of this loop iteration, so the writes a
+        task makes in one step (multistream header, protocol, message, FIN) share packets
+        instead of one datagram, one ACK and one timer re-arm each."""
         self.quic.send_stream_data(stream_id, data, end_stream=end_stream)
-        self._transmit()
+        if self._transmit_soon is None:
+            self._transmit_soon = self._loop.call_soon(self._deferred_transmit)
+
+    def _deferred_transmit(self) -> None:
+        self._transmit_soon = None
+        if not self.is_closed:
+            self._transmit()
 
     def send_buffered(self, stream_id: int) -> int:
         """Bytes aioquic still holds for the stream (unsent or unacknowledged)."""
