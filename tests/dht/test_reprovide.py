@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from multiformats import CID, multihash
 
 from zikade_py.core.sweep import SweepConfig
 from zikade_py.dht import Node, NodeConfig
+from zikade_py.dht.pb.dht_pb2 import Message
 from zikade_py.dht.reprovide import SweepReprovider
 from zikade_py.dht.reprovide_send import BatchSender
+from zikade_py.p2p.multiaddr import Multiaddr
+from zikade_py.p2p.peer_id import PeerID
 
 from .conftest import LOOPBACK_COORDINATOR, loopback_config, start_network, wait_for
+from .test_mode_addrs import HOST, fake_at, private_ip, public_ip
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -151,3 +158,44 @@ async def test_keys_and_schedule_persist_in_the_repo(tmp_path: Path) -> None:
             assert sender.messages == 0
         finally:
             await again.close()
+
+
+@pytest_asyncio.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as s:
+        yield s
+
+
+async def test_batches_carry_only_addresses_the_receiver_can_use(stack: AsyncExitStack) -> None:
+    """As for a single ADD_PROVIDER (dht/router.py): a public server's batch names only our
+    public address, a LAN server's names both."""
+    received: dict[str, list[list[Multiaddr]]] = {"public": [], "lan": []}
+
+    def recorder(name: str) -> object:
+        async def answer(_peer: PeerID, request: Message) -> Message | None:
+            if request.type == Message.ADD_PROVIDER:
+                addrs = [Multiaddr.from_bytes(a) for a in request.providerPeers[0].addrs]
+                received[name].append(addrs)
+                return None
+            return Message(type=request.type, key=request.key)
+
+        return answer
+
+    public_peer = await fake_at(stack, public_ip(), recorder("public"))
+    lan_peer = await fake_at(stack, private_ip(), recorder("lan"))
+    coord = replace(LOOPBACK_COORDINATOR, sweep=SWEEP)
+    node = Node(loopback_config(
+        mode="server", host=HOST, bootstrap=[], republish=True, coordinator=coord,
+        listen_addrs=[f"/ip4/{public_ip()}/tcp/0", f"/ip4/{private_ip()}/tcp/0"],
+    ))  # fmt: skip
+    await node.start()
+    stack.push_async_callback(node.close)
+    public_addr, private_addr = node.listen_addrs
+    for fake in (public_peer, lan_peer):
+        node.add_peer(str(fake.host.listen_addrs[0].with_peer_id(fake.peer_id)))
+    await wait_for(lambda: len(node.routing_table()) == 2)
+    await node.provide_many(cids(30, "scoped"))
+    await wait_for(lambda: len(received["public"]) >= 30 and len(received["lan"]) >= 30)
+    assert all(addrs == [public_addr] for addrs in received["public"])
+    both = sorted([str(public_addr), str(private_addr)])
+    assert all(sorted(map(str, addrs)) == both for addrs in received["lan"])

@@ -27,6 +27,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from zikade_py import telemetry
 from zikade_py.core.sweep_events import ProvideBatch
+from zikade_py.dht.addrfilter import for_destination
 from zikade_py.dht.messages import PeerInfo, add_provider, encode_message
 from zikade_py.dht.protocol import KAD_PROTOCOL
 from zikade_py.dht.router import DialFailedError, RequestError, RequestTimeoutError
@@ -94,6 +95,8 @@ class BatchSender:
     async def _send(self, peer: PeerID, batch: ProvideBatch, budget: float) -> None:
         if budget <= 0:
             raise RequestTimeoutError("deadline passed before the batch was sent")
+        if not batch.keys:
+            return
         me = self._self_info()
         stream: Stream | None = None
         try:
@@ -110,11 +113,19 @@ class BatchSender:
                     raise RequestError(f"cannot open a kad stream to {peer}: {exc}") from exc
                 self.streams += 1
                 keys = batch.keys
+                # Our addresses this peer can use (a public peer gets no loopback or private
+                # ones), worked out once: every message of the batch names the same provider.
+                template = for_destination(
+                    add_provider(keys[0].preimage, me), stream.connection.remote_addr,
+                    self._host.config.address_policy,
+                )
                 for i in range(0, len(keys), WRITE_KEYS):
                     chunk = keys[i : i + WRITE_KEYS]
-                    await stream.write(
-                        b"".join(encode_message(add_provider(k.preimage, me)) for k in chunk)
-                    )
+                    parts = []
+                    for key in chunk:
+                        template.key = key.preimage
+                        parts.append(encode_message(template))
+                    await stream.write(b"".join(parts))
                     self.messages += len(chunk)
                 await stream.close()
         except TimeoutError:
