@@ -44,7 +44,8 @@ from zikade_py.dht.messages import (  # noqa: E402
 from zikade_py.dht.node import Node  # noqa: E402
 from zikade_py.dht.protocol import KAD_PROTOCOL  # noqa: E402
 from zikade_py.dht.stores import PROVIDER_VALIDITY, SqliteDatastore  # noqa: E402
-from zikade_py.dht.stores.sqlite import DATASTORE_FILENAME, _pack_addrs  # noqa: E402
+from zikade_py.dht.stores.sqlite import DATASTORE_FILENAME  # noqa: E402
+from zikade_py.dht.stores.sqlite_providers import pack_addrs  # noqa: E402
 from zikade_py.p2p.crypto import PrivateKey  # noqa: E402
 from zikade_py.p2p.host import Host, HostConfig  # noqa: E402
 from zikade_py.p2p.multiaddr import Multiaddr  # noqa: E402
@@ -63,7 +64,7 @@ def fill(repo: Path, records: int, peers: int = 1000) -> dict[str, float]:
     SqliteDatastore(repo / DATASTORE_FILENAME).close()  # schema
     started = time.perf_counter()
     pids = [b"\x00\x24\x08\x01\x12\x20" + os.urandom(32) for _ in range(peers)]
-    blob = _pack_addrs([Multiaddr.parse("/ip4/127.0.0.1/tcp/4001")])
+    blob = pack_addrs([Multiaddr.parse("/ip4/127.0.0.1/tcp/4001")])
     now = time.time()
     old = now - PROVIDER_VALIDITY - 3600
     conn = sqlite3.connect(repo / DATASTORE_FILENAME)
