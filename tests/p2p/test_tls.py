@@ -340,3 +340,39 @@ def test_invalid_version_is_a_certificate_error() -> None:
     at = der.index(v3) + len(v3) - 1
     with pytest.raises(CertificateError):
         verify_certificate(der[:at] + b"\x03" + der[at + 1 :])
+
+
+def test_a_certificate_seen_again_is_not_verified_again_but_its_validity_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reconnecting to a peer brings the same certificate bytes: the parse and both
+    signature checks are remembered, the validity window is checked at every use, and a
+    refused certificate is never remembered."""
+    import zikade_py.p2p.tls as tls
+
+    calls: list[int] = []
+    verify = tls._verify
+
+    def counting(cert: x509.Certificate, now: datetime.datetime | None) -> tuple[PeerID, PublicKey]:
+        calls.append(1)
+        return verify(cert, now)
+
+    monkeypatch.setattr(tls, "_verify", counting)
+    me = PrivateKey.generate()
+    cert = make_certificate(me).der
+    first = verify_certificate(cert)
+    assert verify_certificate(cert) == first
+    assert first[0] == PeerID.from_public_key(me.public_key)
+    assert len(calls) == 1
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=365 * 101)
+    with pytest.raises(CertificateError, match="not valid now"):
+        verify_certificate(cert, now=later)
+    bad = make_certificate_for(me.public_key, PrivateKey.generate().sign).der
+    for _ in range(2):
+        with pytest.raises(CertificateError):
+            verify_certificate(bad)
+    assert len(calls) == 3  # the refused one was checked both times
+    monkeypatch.setattr(tls, "VERIFIED_CACHE_SIZE", 2)
+    for _ in range(3):  # bounded: the least recently used one goes
+        verify_certificate(make_certificate(PrivateKey.generate()).der)
+    assert len(tls._verified) <= 2 and cert not in tls._verified
