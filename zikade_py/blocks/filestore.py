@@ -29,13 +29,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from zikade_py.blocks.cid import multihash_of, verify
-from zikade_py.blocks.store import (
-    BlockstoreStat,
-    GcResult,
-    PinIndex,
-    SizeIndex,
-    plan_put,
-)
+from zikade_py.blocks.store import GcResult, IndexedBlockstore, plan_put
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +44,17 @@ class StoreClosedError(Exception):
     """The blockstore was closed."""
 
 
-class FileBlockstore:
+class FileBlockstore(IndexedBlockstore):
     """A persistent blockstore (see the module docstring); open with :meth:`open`."""
 
     def __init__(self, root: Path, max_bytes: int | None = None, *, sync: bool = True) -> None:
+        super().__init__(max_bytes)
         self.root = root
         """The folder holding the shard directories and ``pins.sqlite``."""
-        self.max_bytes = max_bytes
-        """Size limit in bytes (``None``: unlimited)."""
         self.sync = sync
         """fsync pinned blocks before they count as stored (off only for benchmarks/tests).
         Unpinned blocks (fetched for a ``cat``, a cache) are written without: losing one
         in a crash costs a refetch, and an fsync per block would bound the fetch speed."""
-        self._sizes = SizeIndex()
-        self._pins = PinIndex()
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -137,15 +128,7 @@ class FileBlockstore:
         """See :class:`~.store.Blockstore`."""
         return self._sizes.size(multihash_of(cid)) is not None
 
-    def size_of(self, cid: bytes) -> int | None:
-        """See :class:`~.store.Blockstore`."""
-        return self._sizes.size(multihash_of(cid))
-
     # -- writes -----------------------------------------------------------------------------
-
-    async def put(self, cid: bytes, data: bytes, *, pin: bytes | None = None) -> None:
-        """See :class:`~.store.Blockstore`."""
-        await self.put_many([(cid, data)], pin=pin)
 
     async def put_many(
         self, blocks: Sequence[tuple[bytes, bytes]], *, pin: bytes | None = None
@@ -243,18 +226,6 @@ class FileBlockstore:
             await asyncio.to_thread(write)
             return self._pins.remove(root)
 
-    def pins(self) -> list[bytes]:
-        """See :class:`~.store.Blockstore`."""
-        return self._pins.roots()
-
-    def pinned_multihashes(self) -> list[bytes]:
-        """See :class:`~.store.Blockstore`."""
-        return self._pins.members()
-
-    def is_pinned(self, cid: bytes) -> bool:
-        """See :class:`~.store.Blockstore`."""
-        return self._pins.pinned(multihash_of(cid))
-
     async def gc(self, target_bytes: int | None = None) -> GcResult:
         """See :class:`~.store.Blockstore`."""
         self._check()
@@ -262,16 +233,6 @@ class FileBlockstore:
             victims = self._sizes.victims(self._pins, target_bytes, keep=set())
             freed = await self._remove(victims)
             return GcResult(len(victims), freed)
-
-    def stat(self) -> BlockstoreStat:
-        """See :class:`~.store.Blockstore`."""
-        return BlockstoreStat(
-            blocks=len(self._sizes),
-            bytes=self._sizes.total,
-            pinned_blocks=self._pins.pinned_blocks,
-            pins=len(self._pins),
-            max_bytes=self.max_bytes,
-        )
 
     async def close(self) -> None:
         """Close the pin database; later calls raise :class:`StoreClosedError`."""

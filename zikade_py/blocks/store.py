@@ -19,6 +19,7 @@ blocks, oldest first; if that is not enough it raises
 
 from __future__ import annotations
 
+import abc
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -240,25 +241,18 @@ def plan_put(
     return victims
 
 
-class MemoryBlockstore:
-    """Blocks in a dict: for tests, the simulator and ephemeral nodes."""
+class IndexedBlockstore(abc.ABC):
+    """The answers a blockstore gives from its size and pin indexes alone, shared by
+    :class:`MemoryBlockstore` and :class:`~.filestore.FileBlockstore` so that the two
+    cannot drift apart; subclasses hold the bytes and implement the writes."""
 
-    __slots__ = ("_data", "_pins", "_sizes", "max_bytes")
+    __slots__ = ("_pins", "_sizes", "max_bytes")
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = max_bytes
         """Size limit in bytes (``None``: unlimited)."""
-        self._data: dict[bytes, bytes] = {}
         self._sizes = SizeIndex()
         self._pins = PinIndex()
-
-    async def get(self, cid: bytes) -> bytes | None:
-        """See :class:`Blockstore`."""
-        return self._data.get(multihash_of(cid))
-
-    def has(self, cid: bytes) -> bool:
-        """See :class:`Blockstore`."""
-        return multihash_of(cid) in self._data
 
     def size_of(self, cid: bytes) -> int | None:
         """See :class:`Blockstore`."""
@@ -267,6 +261,52 @@ class MemoryBlockstore:
     async def put(self, cid: bytes, data: bytes, *, pin: bytes | None = None) -> None:
         """See :class:`Blockstore`."""
         await self.put_many([(cid, data)], pin=pin)
+
+    @abc.abstractmethod
+    async def put_many(
+        self, blocks: Sequence[tuple[bytes, bytes]], *, pin: bytes | None = None
+    ) -> None:
+        """See :class:`Blockstore`."""
+
+    def pins(self) -> list[bytes]:
+        """See :class:`Blockstore`."""
+        return self._pins.roots()
+
+    def pinned_multihashes(self) -> list[bytes]:
+        """See :class:`Blockstore`."""
+        return self._pins.members()
+
+    def is_pinned(self, cid: bytes) -> bool:
+        """See :class:`Blockstore`."""
+        return self._pins.pinned(multihash_of(cid))
+
+    def stat(self) -> BlockstoreStat:
+        """See :class:`Blockstore`."""
+        return BlockstoreStat(
+            blocks=len(self._sizes),
+            bytes=self._sizes.total,
+            pinned_blocks=self._pins.pinned_blocks,
+            pins=len(self._pins),
+            max_bytes=self.max_bytes,
+        )
+
+
+class MemoryBlockstore(IndexedBlockstore):
+    """Blocks in a dict: for tests, the simulator and ephemeral nodes."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        super().__init__(max_bytes)
+        self._data: dict[bytes, bytes] = {}
+
+    async def get(self, cid: bytes) -> bytes | None:
+        """See :class:`Blockstore`."""
+        return self._data.get(multihash_of(cid))
+
+    def has(self, cid: bytes) -> bool:
+        """See :class:`Blockstore`."""
+        return multihash_of(cid) in self._data
 
     async def put_many(
         self, blocks: Sequence[tuple[bytes, bytes]], *, pin: bytes | None = None
@@ -302,33 +342,11 @@ class MemoryBlockstore:
         """See :class:`Blockstore`."""
         return self._pins.remove(root)
 
-    def pins(self) -> list[bytes]:
-        """See :class:`Blockstore`."""
-        return self._pins.roots()
-
-    def pinned_multihashes(self) -> list[bytes]:
-        """See :class:`Blockstore`."""
-        return self._pins.members()
-
-    def is_pinned(self, cid: bytes) -> bool:
-        """See :class:`Blockstore`."""
-        return self._pins.pinned(multihash_of(cid))
-
     async def gc(self, target_bytes: int | None = None) -> GcResult:
         """See :class:`Blockstore`."""
         victims = self._sizes.victims(self._pins, target_bytes, keep=set())
         freed = sum(self._drop(mh) for mh in victims)
         return GcResult(len(victims), freed)
-
-    def stat(self) -> BlockstoreStat:
-        """See :class:`Blockstore`."""
-        return BlockstoreStat(
-            blocks=len(self._sizes),
-            bytes=self._sizes.total,
-            pinned_blocks=self._pins.pinned_blocks,
-            pins=len(self._pins),
-            max_bytes=self.max_bytes,
-        )
 
     async def close(self) -> None:
         """Nothing to release."""
