@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from google.protobuf.message import DecodeError
 
@@ -178,18 +178,47 @@ async def request_dial_back(
 # --- server ------------------------------------------------------------------------------------
 
 
-class AutoNATServer:
+class ServedProtocol:
+    """Serving one protocol that can be switched on and off (the AutoNAT servers, v1 and
+    v2, answer only while we are publicly reachable): identify lists it while enabled."""
+
+    protocol: ClassVar[str]
+    """The protocol id served."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self.enabled = False
+
+    def enable(self) -> None:
+        """Serve the protocol (identify then lists it)."""
+        if not self.enabled:
+            self._host.set_stream_handler(self.protocol, self.handle_stream)
+            self.enabled = True
+
+    def disable(self) -> None:
+        """Stop serving it."""
+        if self.enabled:
+            self._host.remove_stream_handler(self.protocol)
+            self.enabled = False
+
+    async def handle_stream(self, stream: Stream) -> None:
+        """Serve one inbound stream of :attr:`protocol`."""
+        raise NotImplementedError
+
+
+class AutoNATServer(ServedProtocol):
     """Answers ``/libp2p/autonat/1.0.0`` dial-back requests (see the module docstring)."""
 
+    protocol = AUTONAT_PROTOCOL
+
     def __init__(self, host: Host, config: AutoNATConfig | None = None) -> None:
-        self._host = host
+        super().__init__(host)
         self.config = config or AutoNATConfig()
         self._dialer_key = PrivateKey.generate()
         self._window_start = time.monotonic()
         self._per_peer: dict[PeerID, int] = {}
         self._global = 0
         self._dialing = 0
-        self.enabled = False
         self.answered: dict[ResponseStatus, int] = {}
         """Answers sent, by status (for tests and the daemon's status)."""
 
@@ -197,18 +226,6 @@ class AutoNATServer:
     def policy(self) -> AddressPolicy:
         """The host's address policy (which IPs are public)."""
         return self._host.config.address_policy
-
-    def enable(self) -> None:
-        """Serve the protocol (identify then lists it)."""
-        if not self.enabled:
-            self._host.set_stream_handler(AUTONAT_PROTOCOL, self.handle_stream)
-            self.enabled = True
-
-    def disable(self) -> None:
-        """Stop serving it."""
-        if self.enabled:
-            self._host.remove_stream_handler(AUTONAT_PROTOCOL)
-            self.enabled = False
 
     async def handle_stream(self, stream: Stream) -> None:
         """Read one ``DIAL``, answer one ``DIAL_RESPONSE``, close."""

@@ -149,7 +149,9 @@ class DialBackHandler:
             fut.set_result(stream.connection.local_addr)
 
 
-async def _read(stream: Stream) -> pb.Message:
+async def read_message(stream: Stream) -> pb.Message:
+    """One length-prefixed v2 ``Message``, for the client and the server alike: whatever
+    the peer sent wrong (framing, size, protobuf) comes out as :class:`AutoNATError`."""
     try:
         body = await stream.reader.read_length_prefixed(MAX_MESSAGE_SIZE)
     except (IncompleteReadError, MessageTooLargeError, VarintError) as exc:
@@ -157,7 +159,7 @@ async def _read(stream: Stream) -> pb.Message:
     msg = pb.Message()
     try:
         msg.ParseFromString(body)
-    except (DecodeError, ValueError) as exc:
+    except Exception as exc:  # DecodeError and friends
         raise AutoNATError(f"undecodable autonat v2 message: {exc}") from None
     return msg
 
@@ -200,7 +202,7 @@ async def request_dial_back_v2(
                 ))
                 await stream.write(length_prefixed(request.SerializeToString()))
                 while True:
-                    msg = await _read(stream)
+                    msg = await read_message(stream)
                     kind = msg.WhichOneof("msg")
                     if kind == "dialDataRequest":
                         wanted = msg.dialDataRequest.numBytes

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from zikade_py.p2p.addrscope import Scope
-from zikade_py.p2p.autonat import AutoNATError, AutoNATServer
+from zikade_py.p2p.autonat import AutoNATError, AutoNATServer, ServedProtocol
 from zikade_py.p2p.autonat_v2 import (
     DIAL_BACK_PROTOCOL,
     DIAL_DATA_CHUNK,
@@ -30,13 +30,13 @@ from zikade_py.p2p.autonat_v2 import (
     MAX_MESSAGE_SIZE,
     DialStatus,
     ResponseStatusV2,
+    read_message,
 )
 from zikade_py.p2p.connection import Stream, upgrade_outbound
-from zikade_py.p2p.io import IncompleteReadError, MessageTooLargeError, TcpStream, length_prefixed
+from zikade_py.p2p.io import TcpStream, length_prefixed
 from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
 from zikade_py.p2p.pb import autonat_v2_pb2 as pb
 from zikade_py.p2p.peer_id import PeerID
-from zikade_py.p2p.varint import VarintError
 
 if TYPE_CHECKING:
     from zikade_py.p2p.host import Host
@@ -51,47 +51,24 @@ DIAL_DATA_MAX: Final = 100_000
 """The range of dial data asked for a different IP (spec: 30k..100k)."""
 
 
-class AutoNATv2Server:
+class AutoNATv2Server(ServedProtocol):
     """Serves ``/libp2p/autonat/2/dial-request`` (see the module docstring); ``limits`` is
     the v1 server, whose rate limits and configuration it shares."""
 
+    protocol = DIAL_REQUEST_PROTOCOL
+
     def __init__(self, host: Host, limits: AutoNATServer) -> None:
-        self._host = host
+        super().__init__(host)
         self._limits = limits
-        self.enabled = False
         self.answered: dict[DialStatus, int] = {}
         """Dials made, by outcome (for tests and status)."""
-
-    def enable(self) -> None:
-        """Serve the protocol."""
-        if not self.enabled:
-            self._host.set_stream_handler(DIAL_REQUEST_PROTOCOL, self.handle_stream)
-            self.enabled = True
-
-    def disable(self) -> None:
-        """Stop serving it."""
-        if self.enabled:
-            self._host.remove_stream_handler(DIAL_REQUEST_PROTOCOL)
-            self.enabled = False
-
-    async def _read(self, stream: Stream) -> pb.Message:
-        try:
-            body = await stream.reader.read_length_prefixed(MAX_MESSAGE_SIZE)
-        except (IncompleteReadError, MessageTooLargeError, VarintError) as exc:
-            raise AutoNATError(f"bad autonat v2 framing: {exc}") from None
-        msg = pb.Message()
-        try:
-            msg.ParseFromString(body)
-        except Exception as exc:  # DecodeError and friends
-            raise AutoNATError(f"undecodable autonat v2 message: {exc}") from None
-        return msg
 
     async def handle_stream(self, stream: Stream) -> None:
         """One request: choose, maybe charge, dial back, answer, close."""
         cfg = self._limits.config
         try:
             async with asyncio.timeout(cfg.dial_timeout + cfg.request_timeout):
-                request = await self._read(stream)
+                request = await read_message(stream)
                 if request.WhichOneof("msg") != "dialRequest":
                     raise AutoNATError("expected a DialRequest")
                 response = await self._serve(stream, request.dialRequest)
@@ -147,7 +124,7 @@ class AutoNATv2Server:
         ).SerializeToString()))
         got = 0
         while got < wanted:
-            msg = await self._read(stream)
+            msg = await read_message(stream)
             if msg.WhichOneof("msg") != "dialDataResponse":
                 raise AutoNATError("expected DialDataResponse")
             size = len(msg.dialDataResponse.data)
