@@ -80,6 +80,9 @@ class ThinClient:
             return False
         return True
 
+    def _lost(self, exc: BaseException) -> DaemonUnavailableError:
+        return DaemonUnavailableError(f"lost the daemon at {self.base_url}: {exc}")
+
     def _open(
         self,
         command: str,
@@ -112,7 +115,7 @@ class ThinClient:
             raise
         except (OSError, ValueError) as exc:
             sock.close()
-            raise DaemonUnavailableError(f"lost the daemon at {self.base_url}: {exc}") from None
+            raise self._lost(exc) from None
 
     def request(
         self,
@@ -154,9 +157,7 @@ class ThinClient:
             try:
                 yield from reply.body()
             except (OSError, ValueError) as exc:
-                raise DaemonUnavailableError(
-                    f"lost the daemon at {self.base_url}: {exc}"
-                ) from None
+                raise self._lost(exc) from None
             finally:
                 reply.file.close()
                 sock.close()
@@ -192,7 +193,7 @@ class ThinClient:
         except TimeoutError:
             raise
         except (OSError, ValueError) as exc:
-            raise DaemonUnavailableError(f"lost the daemon at {self.base_url}: {exc}") from None
+            raise self._lost(exc) from None
         finally:
             reply.file.close()
             sock.close()
