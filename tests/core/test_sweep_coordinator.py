@@ -16,6 +16,7 @@ from zikade_py.core.coordinator_events import (
     RequestSucceeded,
     SendFindNode,
     SendMessage,
+    StartBroadcast,
 )
 from zikade_py.core.key import Key
 from zikade_py.core.sweep import SweepConfig
@@ -129,3 +130,48 @@ def test_batches_refused_by_admission_are_offered_again() -> None:
     assert sent == set(keys)
     assert not [o for o in seen if isinstance(o, CancelRequest)]
     assert all(d.ok for d in seen if isinstance(d, SweepRegionDone))
+
+
+def _sweep_lookups(seen: list[CoordinatorOutput]) -> list[SendFindNode]:
+    return [
+        o for o in seen
+        if isinstance(o, SendFindNode) and str(o.query_id).startswith("sweep-lookup")
+    ]
+
+
+def test_single_provides_size_the_network_without_calibration_lookups() -> None:
+    """A node that provides key by key (provide: SweepAddKeys announced, then a follow-up
+    broadcast) learns the network size from those broadcasts' lookups: the sweep makes
+    no calibration lookups of its own (they cost 4 lookups per node, issue 9 acc. 6)."""
+    coord, servers = _network(300, seed=6)
+    keys = random_keys(3, random.Random(8))
+    now = 0.0
+    seen: list[CoordinatorOutput] = []
+    for i, key in enumerate(keys):
+        coord.notify(SweepAddKeys((key,), burst=False, announced=True), now)
+        coord.notify(StartBroadcast(f"provide-{i}", key, "ADD_PROVIDER"), now)
+        out, now = _run(coord, servers, keys, now + 1.0, now)
+        seen += out
+    out, _ = _run(coord, servers, keys, now + 60.0, now)
+    seen += out
+    assert not _sweep_lookups(seen), "no calibration lookups: the provides' lookups sized it"
+    sweep = coord.sweep
+    assert sweep is not None
+    size = sweep.network_size()
+    assert size is not None and 100 < size < 1000
+    assert sweep.regions >= 1, "the keys entered the schedule"
+
+
+def test_provided_keys_calibrate_after_calibration_delay_when_nothing_else_sizes() -> None:
+    """Without other lookups, keys that were just announced still get their regions:
+    calibration runs after calibration_delay (burst keys calibrate at once)."""
+    coord, servers = _network(300, seed=7)
+    keys = random_keys(1, random.Random(9))
+    coord.notify(SweepAddKeys(tuple(keys), burst=False, announced=True), 0.0)
+    delay = SweepConfig().calibration_delay
+    early, now = _run(coord, servers, keys, delay - 0.5)
+    assert not _sweep_lookups(early)
+    seen, _ = _run(coord, servers, keys, delay + 30.0, now)
+    assert _sweep_lookups(seen), "calibrated after the delay"
+    sweep = coord.sweep
+    assert sweep is not None and sweep.network_size() is not None and sweep.regions >= 1

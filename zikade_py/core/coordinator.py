@@ -106,6 +106,7 @@ from zikade_py.core.sweep_events import (
     SweepLoadKeys,
     SweepLookup,
     SweepLookupDone,
+    SweepLookupSeen,
     SweepPoll,
     SweepRegionDone,
     SweepReprovideNow,
@@ -202,6 +203,9 @@ class Coordinator:
         """Answers for the sweep, fed to it by the next poll (never re-entrantly)."""
         self._sweep_ids: dict[QueryID, int] = {}
         """Pool queries and requests of the sweep: query id → its lookup or send id."""
+        self._followup_targets: dict[QueryID, Key] = {}
+        """Targets of running follow-up broadcasts: their lookups size the network for the
+        sweep (SweepLookupSeen), which then makes no calibration lookups of its own."""
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -300,6 +304,7 @@ class Coordinator:
         match event.strategy:
             case BroadcastStrategy.FOLLOW_UP:
                 cls = FollowUp
+                self._followup_targets[event.query_id] = event.target
             case BroadcastStrategy.STATIC:
                 cls = Static
             case BroadcastStrategy.OPTIMISTIC:
@@ -467,6 +472,13 @@ class Coordinator:
                 )
                 return PoolPoll()
             case PoolBroadcastFinished():
+                if state.query_id in self._followup_targets:
+                    target = self._followup_targets.pop(state.query_id)
+                    if self._sweep is not None and state.reason is FinishReason.DONE:
+                        # a completed follow-up stored with the closest it found
+                        closest = dict.fromkeys(state.contacted)
+                        closest.update(dict.fromkeys(node for node, _ in state.errors))
+                        self._sweep_inbox.append(SweepLookupSeen(target, tuple(closest)))
                 self._outbox.append(
                     BroadcastFinished(
                         state.query_id, state.reason, state.contacted, state.errors,

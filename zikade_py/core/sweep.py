@@ -8,8 +8,10 @@ with the size of the network instead. Rules of the machine:
 * **Regions.** Keys are grouped by keyspace prefix (:class:`Region`). A new
   key joins the scheduled region that holds it, or a new region whose prefix
   length is sized from the estimated network size so that it holds ``k`` to
-  ``2k`` servers (:mod:`.sweep_netsize`; a few calibration lookups to random
-  targets run before the first new key can be placed).
+  ``2k`` servers (:mod:`.sweep_netsize`; the node's provide lookups feed it
+  through :class:`SweepLookupSeen`, and a few calibration lookups to random
+  targets run when nothing else sized it: at once for burst keys, after
+  ``calibration_delay`` for keys a ``provide`` just announced).
 * **Schedule.** Each region has a slot in the ``reprovide_interval`` cycle
   (its prefix XOR our key, evenly spread: :func:`slot_offset`); after a full
   reprovide at ``t`` its next one is its first slot after ``t + interval / 2``,
@@ -61,6 +63,7 @@ from zikade_py.core.sweep_events import (
     SweepLoadKeys,
     SweepLookup,
     SweepLookupDone,
+    SweepLookupSeen,
     SweepPoll,
     SweepRegionDone,
     SweepReprovideNow,
@@ -120,6 +123,10 @@ class SweepConfig:
     """Share of a region's servers that must take their records for it to count as done."""
     calibration_lookups: int = 4
     """Lookups to random targets that estimate the network size before placing new keys."""
+    calibration_delay: float = 5.0
+    """Seconds keys that were just announced (a single ``provide``) wait before calibration
+    lookups are made for them: the provides' own lookups (:class:`SweepLookupSeen`) usually
+    size the network meanwhile. Burst keys calibrate at once."""
     calibration_retry: float = 5.0
     """Seconds before calibrating again when every calibration lookup failed, or before a
     region is tried again when its lookup found nobody to ask (no peers yet: a node asked
@@ -145,7 +152,7 @@ class SweepConfig:
             raise ValueError(f"max_prefix_len must be within 0..{KEY_BITS}")
         if self.send_retries < 0:
             raise ValueError("send_retries must not be negative")
-        for name in ("burst_delay", "drop_retry_delay", "send_retry_delay"):
+        for name in ("burst_delay", "drop_retry_delay", "send_retry_delay", "calibration_delay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         for name in ("retry_interval", "send_timeout", "calibration_retry"):
@@ -294,6 +301,9 @@ class Sweep:
                     self._push(region, now)
             case SweepLookupDone(lookup_id=lid, closest=closest, ok=ok):
                 self._on_lookup(lid, closest, ok, now)
+            case SweepLookupSeen(target=target, closest=closest):
+                if closest:
+                    self._learn(target.value, closest)
             case SweepSendDone(send_id=sid, ok=ok, dropped=dropped):
                 job = self._job_of(self._sends.pop(sid, None))
                 if job is not None:
@@ -398,8 +408,9 @@ class Sweep:
         if length is None:
             # No size estimate yet: the keys wait for the calibration lookups.
             self._unassigned.append((keys, burst, announced))
-            if self._calibrate_after is None:
-                self._calibrate_after = now
+            at = now + self.config.calibration_delay if announced and not burst else now
+            if self._calibrate_after is None or at < self._calibrate_after:
+                self._calibrate_after = at
             return
         added: list[tuple[Region, float | None, float]] = []
         for key in keys:

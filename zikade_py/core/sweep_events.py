@@ -111,10 +111,20 @@ class SweepSendDone(Event):
     dropped: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SweepLookupSeen(Event):
+    """A lookup the node ran for another reason (a provide's follow-up) ended with
+    ``closest`` as the servers closest to ``target``: a network-size sample for free,
+    so a node that provides need not spend calibration lookups of its own."""
+
+    target: Key
+    closest: tuple[Key, ...]
+
+
 SweepInput = SweepAddKeys | SweepRestore | SweepClear | SweepKeys | SweepReprovideNow
 """What a driver feeds the coordinator for the sweep."""
 
-SweepEvent = SweepInput | SweepPoll | SweepLookupDone | SweepSendDone
+SweepEvent = SweepInput | SweepPoll | SweepLookupDone | SweepSendDone | SweepLookupSeen
 """Everything the sweep machine is advanced with."""
 
 
