@@ -348,3 +348,28 @@ def test_dispatch_emits_a_span_and_metrics_per_request(monkeypatch: pytest.Monke
     assert received == {"FIND_NODE": 1, "PING": 1, "PUT_VALUE": 1}
     (error,) = points["received_message_errors"]
     assert error.attributes["reason"] == "invalid_record" and error.value == 1
+
+
+async def test_find_node_builds_our_own_entry_only_when_asked_for_us() -> None:
+    """self_info builds our announced addresses (scopes, confirmations): a FIND_NODE for
+    another key must not pay for it per request (issue 9 acceptance 6), one for our id
+    still gets our current entry first."""
+    calls = 0
+
+    class CountingView(ListView):
+        def self_info(self) -> PeerInfo:
+            nonlocal calls
+            calls += 1
+            return super().self_info()
+
+    table = [random_peer() for _ in range(30)]
+    async with served(table=table) as s:
+        view = CountingView(s.view.me, s.view.table, s.view.book)
+        s.server._view = view  # the same routing knowledge, counted
+        kad = await s.open()
+        for _ in range(5):
+            resp = await kad.request(m.find_node(random_peer().peer_id.multihash))
+            assert len(m.closer_peers(resp)) == 20
+        assert calls <= 1, "our peer id is asked once, not our addresses per request"
+        resp = await kad.request(m.find_node(s.view.me.peer_id.multihash))
+        assert m.closer_peers(resp)[0] == s.view.me

@@ -239,6 +239,7 @@ class KadServer:
         self.stats = KadServerStats()
         self._attached = False
         self._closed = False
+        self._me: PeerID | None = None
         self._streams: set[Stream] = set()
         self._per_peer: dict[PeerID, int] = {}
         self._idle = asyncio.Event()
@@ -510,9 +511,16 @@ class KadServer:
     def _closer(self, remote: PeerID, key: bytes, skip: tuple[PeerID, ...] = ()) -> list[PeerInfo]:
         """The k closest dialable table peers to ``key``, never ourselves or the requester."""
         k = self.config.bucket_size
-        me = self._view.self_info().peer_id
+        me = self._self_id()
         candidates = self._view.closest_peers(kad_digest(key), k + 2 + len(skip))
         return distinct_peers(candidates, (me, remote, *skip))[:k]
+
+    def _self_id(self) -> PeerID:
+        """Our peer id, asked of the view once: ``self_info`` builds our announced
+        addresses (scopes, confirmations), work an answer needs only when it names us."""
+        if self._me is None:
+            self._me = self._view.self_info().peer_id
+        return self._me
 
     def _policy(self) -> AddressPolicy:
         config = getattr(self._host, "config", None)
@@ -543,10 +551,9 @@ class KadServer:
         key = request.key
         if not key:
             raise MalformedRequestError("empty_key", "FIND_NODE without a key")
-        me = self._view.self_info()
         first: list[PeerInfo] = []
-        if key == me.peer_id.multihash:
-            first.append(me)
+        if key == self._self_id().multihash:
+            first.append(self._view.self_info())
         else:
             with contextlib.suppress(ValueError):
                 target = self._view.peer_info(PeerID.from_bytes(key))
@@ -700,8 +707,8 @@ class KadServer:
         """Known providers (ourselves included, with current addresses) + closer peers."""
         key = self._provider_key(request)
         stored = self._providers.get(key, self._clock(), self.config.max_providers_per_response)
-        me = self._view.self_info()
-        local = any(p.peer_id == me.peer_id for p in stored) or self._providers.is_local(key)
+        me = self._self_id()
+        local = any(p.peer_id == me for p in stored) or self._providers.is_local(key)
         return self._providers_answer(remote, key, stored, local)
 
     async def _get_providers_async(self, remote: PeerID, request: Message) -> Message:
@@ -710,8 +717,8 @@ class KadServer:
         stored = await self._providers.get_async(
             key, self._clock(), self.config.max_providers_per_response
         )
-        me = self._view.self_info()
-        local = any(p.peer_id == me.peer_id for p in stored) or (
+        me = self._self_id()
+        local = any(p.peer_id == me for p in stored) or (
             await self._providers.is_local_async(key)
         )
         return self._providers_answer(remote, key, stored, local)
