@@ -16,9 +16,10 @@ its CID; with a terminal on stderr it shows a progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -189,13 +190,12 @@ def fetch_file(cid: str, sink: Sink, opts: QueryOptions, name: str) -> None:
         return
 
     async def go() -> None:
-        async with open_local(repo, timeout=opts.timeout, join=False, content=True) as node:
-            local = await _content(node).is_local(cid)
-        async with open_local(repo, bootstrap=opts.bootstrap, timeout=opts.timeout,
-                              join=not local, content=True, verbose=opts.verbose) as node:
+        async def have_locally(files: ContentNode) -> bool:
+            return await files.is_local(cid)
+
+        async with _local_first(repo, opts, have_locally, verbose=opts.verbose) as files:
             from zikade_py import session
 
-            files = _content(node)
             async with session():  # the root's fetch and the rest share peers
                 sink.start(await files.size_of_file(cid))
                 async for chunk in files.cat(cid):
@@ -209,6 +209,23 @@ def _content(node: object) -> ContentNode:
 
     assert isinstance(node, ContentNode)
     return node
+
+
+@contextlib.asynccontextmanager
+async def _local_first(
+    repo: Path,
+    opts: QueryOptions,
+    have_locally: Callable[[ContentNode], Awaitable[bool]],
+    *,
+    verbose: bool = False,
+) -> AsyncIterator[ContentNode]:
+    """A content node that joins the network only when ``have_locally`` says the repo
+    cannot answer alone: a command on local blocks then never waits for a bootstrap."""
+    async with open_local(repo, timeout=opts.timeout, join=False, content=True) as node:
+        local = await have_locally(_content(node))
+    async with open_local(repo, bootstrap=opts.bootstrap, timeout=opts.timeout,
+                          join=not local, content=True, verbose=verbose) as node:
+        yield _content(node)
 
 
 @click.group("block", short_help=summary("block"))
@@ -236,11 +253,12 @@ def block_get_command(cid: str, opts: QueryOptions) -> None:
         from zikade_py.blocks import cid as cids
 
         key = cids.to_bytes(cid)
-        async with open_local(repo, timeout=opts.timeout, join=False, content=True) as node:
-            local = _content(node).blockstore.has(key)
-        async with open_local(repo, bootstrap=opts.bootstrap, timeout=opts.timeout,
-                              join=not local, content=True) as node:
-            sys.stdout.buffer.write(await _content(node).get_block(key))
+
+        async def have_locally(files: ContentNode) -> bool:
+            return files.blockstore.has(key)
+
+        async with _local_first(repo, opts, have_locally) as files:
+            sys.stdout.buffer.write(await files.get_block(key))
             sys.stdout.buffer.flush()
 
     run_command("block get", go, timeout=opts.timeout, trace=opts.trace)
