@@ -4,7 +4,7 @@ server on 127.0.0.1 (tests/p2p/dns_stub.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -38,6 +38,23 @@ B = PeerID.from_public_key(PrivateKey.generate().public_key)
 def stub() -> Iterator[DnsStub]:
     with DnsStub() as s:
         yield s
+
+
+@pytest.fixture
+async def hosts(
+    stub: DnsStub, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Host, Host]]:
+    """A listening server host and a client host, both resolving names through ``stub``."""
+    monkeypatch.setenv(DNS_RESOLVER_ENV, stub.server)
+    server = Host(PrivateKey.generate())
+    await server.start([Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
+    client = Host(PrivateKey.generate())
+    await client.start([])
+    try:
+        yield server, client
+    finally:
+        await client.close()
+        await server.close()
 
 
 def resolver(stub: DnsStub, **kwargs: float) -> DnsResolver:
@@ -180,32 +197,24 @@ async def test_under_the_guard_dns_is_asked_only_of_an_allowed_resolver() -> Non
 
 
 async def test_host_dials_dnsaddr_and_dns4_addresses(
-    stub: DnsStub, monkeypatch: pytest.MonkeyPatch
+    stub: DnsStub, hosts: tuple[Host, Host]
 ) -> None:
-    monkeypatch.setenv(DNS_RESOLVER_ENV, stub.server)
-    server = Host(PrivateKey.generate())
-    await server.start([Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
-    client = Host(PrivateKey.generate())
-    await client.start([])
-    try:
-        port = server.listen_addrs[0].tcp_endpoint()[1]  # type: ignore[index]
-        stub.add_txt(
-            "_dnsaddr.boot.test",
-            f"dnsaddr=/ip4/127.0.0.1/tcp/{port}/p2p/{A}",  # another peer's entry
-            f"dnsaddr=/dns4/srv.boot.test/tcp/{port}/p2p/{server.peer_id}",
-        )
-        stub.add_a("srv.boot.test", "127.0.0.1")
-        conn = await client.connect(
-            server.peer_id, [Multiaddr.parse(f"/dnsaddr/boot.test/p2p/{server.peer_id}")]
-        )
-        assert conn.remote_peer == server.peer_id
-        with pytest.raises(DialError, match="no dialable TCP address"):
-            await client.connect(B, [Multiaddr.parse(f"/dnsaddr/boot.test/p2p/{B}")])
-        with pytest.raises(DialError, match="no such domain"):
-            await client.connect(B, [Multiaddr.parse(f"/dns4/nowhere.test/tcp/1/p2p/{B}")])
-    finally:
-        await client.close()
-        await server.close()
+    server, client = hosts
+    port = server.listen_addrs[0].tcp_endpoint()[1]  # type: ignore[index]
+    stub.add_txt(
+        "_dnsaddr.boot.test",
+        f"dnsaddr=/ip4/127.0.0.1/tcp/{port}/p2p/{A}",  # another peer's entry
+        f"dnsaddr=/dns4/srv.boot.test/tcp/{port}/p2p/{server.peer_id}",
+    )
+    stub.add_a("srv.boot.test", "127.0.0.1")
+    conn = await client.connect(
+        server.peer_id, [Multiaddr.parse(f"/dnsaddr/boot.test/p2p/{server.peer_id}")]
+    )
+    assert conn.remote_peer == server.peer_id
+    with pytest.raises(DialError, match="no dialable TCP address"):
+        await client.connect(B, [Multiaddr.parse(f"/dnsaddr/boot.test/p2p/{B}")])
+    with pytest.raises(DialError, match="no such domain"):
+        await client.connect(B, [Multiaddr.parse(f"/dns4/nowhere.test/tcp/1/p2p/{B}")])
 
 
 @settings(max_examples=300, deadline=None)
@@ -217,32 +226,24 @@ def test_any_txt_entry_parses_or_is_skipped(text: str) -> None:
 
 
 async def test_a_known_peer_resolves_only_its_own_records(
-    stub: DnsStub, monkeypatch: pytest.MonkeyPatch
+    stub: DnsStub, hosts: tuple[Host, Host]
 ) -> None:
     """A peer whose book holds a bare ``/dnsaddr/<name>`` (``bootstrap add``) is dialed
     through its own entries only: other peers' nested names are never looked up."""
-    monkeypatch.setenv(DNS_RESOLVER_ENV, stub.server)
-    server = Host(PrivateKey.generate())
-    await server.start([Multiaddr.parse("/ip4/127.0.0.1/tcp/0")])
-    client = Host(PrivateKey.generate())
-    await client.start([])
-    try:
-        port = server.listen_addrs[0].tcp_endpoint()[1]  # type: ignore[index]
-        stub.add_txt(
-            "_dnsaddr.multi.test",
-            f"dnsaddr=/dnsaddr/other.multi.test/p2p/{A}",
-            f"dnsaddr=/dnsaddr/mine.multi.test/p2p/{server.peer_id}",
-        )
-        stub.add_txt("_dnsaddr.other.multi.test", f"dnsaddr=/ip4/127.0.0.1/tcp/1/p2p/{A}")
-        stub.add_txt(
-            "_dnsaddr.mine.multi.test", f"dnsaddr=/ip4/127.0.0.1/tcp/{port}/p2p/{server.peer_id}"
-        )
-        conn = await client.connect(server.peer_id, [Multiaddr.parse("/dnsaddr/multi.test")])
-        assert conn.remote_peer == server.peer_id
-        assert ("_dnsaddr.other.multi.test", "TXT") not in stub.queries
-    finally:
-        await client.close()
-        await server.close()
+    server, client = hosts
+    port = server.listen_addrs[0].tcp_endpoint()[1]  # type: ignore[index]
+    stub.add_txt(
+        "_dnsaddr.multi.test",
+        f"dnsaddr=/dnsaddr/other.multi.test/p2p/{A}",
+        f"dnsaddr=/dnsaddr/mine.multi.test/p2p/{server.peer_id}",
+    )
+    stub.add_txt("_dnsaddr.other.multi.test", f"dnsaddr=/ip4/127.0.0.1/tcp/1/p2p/{A}")
+    stub.add_txt(
+        "_dnsaddr.mine.multi.test", f"dnsaddr=/ip4/127.0.0.1/tcp/{port}/p2p/{server.peer_id}"
+    )
+    conn = await client.connect(server.peer_id, [Multiaddr.parse("/dnsaddr/multi.test")])
+    assert conn.remote_peer == server.peer_id
+    assert ("_dnsaddr.other.multi.test", "TXT") not in stub.queries
 
 
 async def test_dns6_asks_for_aaaa_and_dns_takes_both(stub: DnsStub) -> None:
