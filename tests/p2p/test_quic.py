@@ -613,3 +613,22 @@ async def test_writes_made_in_one_step_share_a_datagram(pair: Pair) -> None:
     assert data == b"/multistream/1.0.0\n/ipfs/id/1.0.0\nhello"
     assert len(sent) >= 1 and sent[0] < 200  # the stream's bytes and FIN in the first one
     assert len(sent) <= 2  # at most an ACK of the server's ACK besides
+
+
+async def test_bytes_written_just_before_close_still_leave(pair: Pair) -> None:
+    """Writes leave at the end of the loop iteration; closing the connection in the same
+    step sends them (their own datagram) before CONNECTION_CLOSE, not never."""
+    client, _server = await pair.dial(None)
+    stream = await client.open_stream()
+    await asyncio.sleep(0.05)  # the handshake's last ACKs are out
+    sent: list[int] = []
+    send = pair.b.sendto
+
+    def sendto(data: bytes, addr: tuple[str, int]) -> None:
+        sent.append(len(data))
+        send(data, addr)
+
+    pair.b.sendto = sendto  # type: ignore[method-assign]
+    await stream.write(b"last words" * 10)
+    await client.close()
+    assert len(sent) == 2 and sent[0] > 100  # the stream's bytes, then the close

@@ -203,6 +203,8 @@ class QuicSession:
         """Close with NO_ERROR (CONNECTION_CLOSE goes out now) and end every stream."""
         if self.is_closed:
             return
+        if self._transmit_soon is not None:  # stream bytes written this step go first
+            self._transmit()
         self.quic.close(error_code=0, reason_phrase="")
         self._transmit()
         self._terminate(SessionClosedError("connection closed"))
