@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -36,12 +34,12 @@ from zikade_py.p2p.rcmgr import ResourceLimitError, ResourceLimits, ResourceMana
 from zikade_py.p2p.yamux import YamuxSession
 from zikade_py.p2p.yamux_frame import HEADER_SIZE, Flag, FrameType, encode_header
 
+from .host_helpers import FAST, LOOPBACK, running, until
+
 pytestmark = pytest.mark.timeout(60)
 
-LOOPBACK = Multiaddr.parse("/ip4/127.0.0.1/tcp/0")
 STRANGERS = ResourceLimits(allowlist=())
 """127.0.0.1 counts against its IP group like any other address."""
-FAST = dict(inbound_per_ip_rate=1000.0, inbound_per_ip_burst=1000)
 HOLD = "/test/hold/1.0.0"
 ZERO = {
     "handshakes": 0,
@@ -53,22 +51,6 @@ ZERO = {
     "peers": 0,
     "protocols": 0,
 }
-
-
-@asynccontextmanager
-async def running(config: HostConfig, listen: bool = True) -> AsyncIterator[Host]:
-    host = Host(PrivateKey.generate(), config)
-    await host.start([LOOPBACK] if listen else [])
-    try:
-        yield host
-    finally:
-        await host.close()
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 async def raw_socket(target: Host) -> TcpStream:

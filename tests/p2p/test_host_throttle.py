@@ -10,26 +10,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 
 from zikade_py.p2p.crypto import PrivateKey
-from zikade_py.p2p.host import Host, HostConfig
+from zikade_py.p2p.host import HostConfig
 from zikade_py.p2p.identify import IDENTIFY_PROTOCOL_ID
 from zikade_py.p2p.io import TcpStream
-from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 from zikade_py.p2p.rcmgr import ConnectionScope, ResourceLimits, ResourceManager
 from zikade_py.p2p.yamux import YamuxSession
 from zikade_py.p2p.yamux_frame import HEADER_SIZE, Flag, FrameType, encode_header
 
+from .host_helpers import FAST, running, until
+
 pytestmark = pytest.mark.timeout(60)
 
 KiB = 1024
-LOOPBACK = Multiaddr.parse("/ip4/127.0.0.1/tcp/0")
-FAST = dict(inbound_per_ip_rate=1000.0, inbound_per_ip_burst=1000)
 
 
 class Sink:
@@ -116,22 +113,6 @@ async def test_pause_reading_for_pauses_then_resumes_the_socket() -> None:
     finally:
         server.close()
         await server.wait_closed()
-
-
-@asynccontextmanager
-async def running(config: HostConfig, listen: bool = True) -> AsyncIterator[Host]:
-    host = Host(PrivateKey.generate(), config)
-    await host.start([LOOPBACK] if listen else [])
-    try:
-        yield host
-    finally:
-        await host.close()
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 async def test_streams_opened_to_fail_close_the_connection() -> None:
