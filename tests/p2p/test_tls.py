@@ -187,8 +187,8 @@ def test_chains_of_zero_or_two_certificates_are_refused() -> None:
 def _build(
     *,
     extensions: list[tuple[x509.ExtensionType, bool]],
-    key: ec.EllipticCurvePrivateKey | None = None,
-    signer: ec.EllipticCurvePrivateKey | None = None,
+    key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | None = None,
+    signer: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | None = None,
     not_before: datetime.datetime | None = None,
     not_after: datetime.datetime | None = None,
 ) -> bytes:
@@ -206,7 +206,9 @@ def _build(
     )
     for ext, critical in extensions:
         builder = builder.add_extension(ext, critical=critical)
-    return builder.sign(signer or key, hashes.SHA256()).public_bytes(DER)
+    signer = signer or key
+    digest = None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(signer, digest).public_bytes(DER)
 
 
 def _proof(identity: PrivateKey, key: ec.EllipticCurvePrivateKey) -> x509.UnrecognizedExtension:
@@ -296,20 +298,8 @@ def test_ed25519_certificate_key_is_verified_too() -> None:
     key = ed25519.Ed25519PrivateKey.generate()
     spki = key.public_key().public_bytes(DER, SPKI)
     signed = SignedKey(me.public_key.to_protobuf(), me.sign(SIGNATURE_PREFIX + spki))
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, "7")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.UnrecognizedExtension(EXTENSION_OID, signed.to_der()), critical=False)
-        .sign(key, None)
-    )
-    assert verify_certificate(cert.public_bytes(DER))[1] == me.public_key
+    ext = x509.UnrecognizedExtension(EXTENSION_OID, signed.to_der())
+    assert verify_certificate(_build(extensions=[(ext, False)], key=key))[1] == me.public_key
 
 
 def test_unknown_signature_algorithm_is_a_certificate_error() -> None:
