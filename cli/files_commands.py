@@ -118,6 +118,7 @@ class Sink:
         self._task: Any = None
 
     def start(self, total: int | None) -> None:
+        """The transfer begins: ``total`` bytes are expected (``None``: unknown, no bar)."""
         if self.show and total:
             from rich.console import Console
             from rich.progress import (
@@ -133,12 +134,14 @@ class Sink:
             self._task = self._bar.add_task("cat", total=total)
 
     def write(self, chunk: bytes) -> None:
+        """Write the next chunk; ``written`` counts it, so a short transfer is noticed."""
         self.out.write(chunk)
         self.written += len(chunk)
         if self._bar is not None:
             self._bar.update(self._task, completed=self.written)
 
     def close(self) -> None:
+        """Stop the bar and flush; closes the file if this sink opened it (never stdout)."""
         if self._bar is not None:
             self._bar.stop()
         self.out.flush()
