@@ -20,14 +20,10 @@ one of ours admits it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from multiformats import CID
 
 from zikade_py.dht.config import NodeConfig
 from zikade_py.dht.node import Node
@@ -36,6 +32,17 @@ from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 
+from .dht_network import (
+    ADMISSION_WAIT,
+    KAD,
+    OP_TIMEOUT,
+    OP_TIMEOUT_MS,
+    Network,
+    bare,
+    cid_of,
+    eventually,
+    running_network,
+)
 from .jsnode import JsNode, JsNodeOptions, js_available, sha256_multihash
 
 pytestmark = [
@@ -46,52 +53,11 @@ pytestmark = [
 
 JS_NODES = 10
 OUR_NODES = 3
-OP_TIMEOUT = 30.0
-OP_TIMEOUT_MS = 30_000
-ADMISSION_WAIT = 20.0
-KAD = "/ipfs/kad/1.0.0"
 JS_OPTIONS = JsNodeOptions(monitor=False)  # see the module docstring
-
-
-@dataclass
-class Network:
-    """The shared network: js nodes and ours, all servers on 127.0.0.1."""
-
-    js: list[JsNode]
-    ours: list[Node]
-
-    def js_ids(self) -> set[str]:
-        return {node.peer_id for node in self.js}
-
-    def our_ids(self) -> set[str]:
-        return {str(node.peer_id) for node in self.ours}
-
-
-def transport(addr: str | Multiaddr) -> str:
-    """``/ip4/127.0.0.1/tcp/N`` of an address that may end in ``/p2p/…``."""
-    return str(addr).split("/p2p/")[0]
 
 
 def our_addr(node: Node) -> str:
     return str(node.listen_addrs[0].with_peer_id(node.peer_id))
-
-
-def cid_of(mh: bytes) -> str:
-    """The CIDv1 (raw) string of a sha2-256 multihash, as a user would pass it."""
-    return str(CID("base32", 1, "raw", mh))
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float, interval: float = 0.2
-) -> bool:
-    """Poll ``check`` until true or ``timeout`` passes (bounded); the last result."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(interval)
-            return True
-    except TimeoutError:
-        return False
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -99,28 +65,16 @@ async def net() -> AsyncIterator[Network]:
     if not js_available():  # the conftest hook skips the tests; never start anything
         pytest.skip("js-libp2p unavailable")
     js = [JsNode(JS_OPTIONS) for _ in range(JS_NODES)]
-    ours: list[Node] = []
-    try:
-        await asyncio.gather(*(node.start() for node in js))
-        # js–js wiring is not under test: seed each table directly, all at once
-        await asyncio.gather(
-            *(js[i].add_peer(js[i - 1].addrs[0], timeout_ms=15_000) for i in range(1, JS_NODES))
-        )
+
+    def ours() -> list[NodeConfig]:
         # each of ours joins through a different js node
-        for i in range(OUR_NODES):
-            seed = js[(i * JS_NODES) // OUR_NODES].addrs[0]
-            node = Node(NodeConfig(mode="server", bootstrap=[seed]))
-            ours.append(node)
-            await node.start()
-        results = await asyncio.gather(*(node.bootstrap(timeout=OP_TIMEOUT) for node in ours))
-        for res in results:
-            assert res.connected, f"bootstrap reached no js seed: {res.failed}"
-        yield Network(js, ours)
-    finally:
-        for node in ours:
-            with contextlib.suppress(Exception):
-                await node.close()
-        await asyncio.gather(*(node.close() for node in js))
+        return [
+            NodeConfig(mode="server", bootstrap=[js[(i * JS_NODES) // OUR_NODES].addrs[0]])
+            for i in range(OUR_NODES)
+        ]
+
+    async with running_network(js, js_addr=lambda addrs: addrs[0], ours=ours) as nodes:
+        yield Network(js, nodes)
 
 
 # ------------------------------------------------------------------------------ routing tables
@@ -180,7 +134,7 @@ async def test_js_find_peer_finds_ours(net: Network) -> None:
         found = await js.find_peer(str(ours.peer_id), timeout_ms=OP_TIMEOUT_MS)
         assert found is not None, f"js {js.peer_id} did not find {ours.peer_id}"
         assert found["id"] == str(ours.peer_id)
-        assert transport(ours.listen_addrs[0]) in {transport(a) for a in found["addrs"]}
+        assert bare(ours.listen_addrs[0]) in {bare(a) for a in found["addrs"]}
 
 
 async def test_our_find_peer_finds_every_js_node(net: Network) -> None:
@@ -189,7 +143,7 @@ async def test_our_find_peer_finds_every_js_node(net: Network) -> None:
         # local_first=False: a FIND_NODE walk even when we hold a connection to it
         info = await ours.find_peer(js.peer_id, timeout=OP_TIMEOUT, local_first=False)
         assert info.peer_id == PeerID.from_string(js.peer_id)
-        assert transport(js.addrs[0]) in {transport(a) for a in info.addrs}
+        assert bare(js.addrs[0]) in {bare(a) for a in info.addrs}
 
 
 async def test_our_get_closest_peers_returns_js_nodes(net: Network) -> None:
@@ -213,7 +167,7 @@ async def test_js_find_providers_finds_what_we_provide(net: Network) -> None:
     for js in (net.js[0], net.js[JS_NODES - 1]):
         found = await js.find_providers(multihash=mh, count=1, timeout_ms=OP_TIMEOUT_MS)
         assert [p["id"] for p in found] == [str(ours.peer_id)]
-        assert transport(ours.listen_addrs[0]) in {transport(a) for a in found[0]["addrs"]}
+        assert bare(ours.listen_addrs[0]) in {bare(a) for a in found[0]["addrs"]}
 
 
 async def test_our_find_providers_finds_what_js_provides(net: Network) -> None:

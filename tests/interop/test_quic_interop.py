@@ -16,10 +16,8 @@ The js connection monitor is off (see test_dht_interop.py: it races kad's admiss
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -27,7 +25,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from multiformats import CID
 
 from zikade_py.dht.config import NodeConfig
 from zikade_py.dht.node import Node
@@ -47,6 +44,17 @@ from zikade_py.p2p.tls import (
     SignedKey,
 )
 
+from .dht_network import (
+    ADMISSION_WAIT,
+    KAD,
+    OP_TIMEOUT,
+    OP_TIMEOUT_MS,
+    Network,
+    bare,
+    cid_of,
+    eventually,
+    running_network,
+)
 from .jsnode import (
     JsCommandError,
     JsNode,
@@ -62,26 +70,14 @@ pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
-OP_TIMEOUT = 30.0
-OP_TIMEOUT_MS = 30_000
-ADMISSION_WAIT = 20.0
-KAD = "/ipfs/kad/1.0.0"
 QUIC_ONLY = JsNodeOptions(monitor=False, transports=("quic",))
 BOTH = JsNodeOptions(monitor=False, transports=("tcp", "quic"))
 OUR_QUIC = "/ip4/127.0.0.1/udp/0/quic-v1"
 OUR_TCP = "/ip4/127.0.0.1/tcp/0"
 
 
-@dataclass
-class Network:
-    js: list[JsNode]
-    ours: list[Node]
-
-    def js_ids(self) -> set[str]:
-        return {n.peer_id for n in self.js}
-
-    def our_ids(self) -> set[str]:
-        return {str(n.peer_id) for n in self.ours}
+class QuicNetwork(Network):
+    """The network, with js nodes that listen on QUIC only or on TCP and QUIC."""
 
     def quic_only_js(self) -> set[str]:
         return {n.peer_id for n in self.js if not any("/tcp/" in a for a in n.addrs)}
@@ -96,61 +92,34 @@ def our_quic_addr(node: Node) -> str:
     return str(Multiaddr.parse(quic_addr(node.listen_addrs)).with_peer_id(node.peer_id))
 
 
-def bare(addr: str | Multiaddr) -> str:
-    return str(addr).split("/p2p/")[0]
-
-
-def cid_of(mh: bytes) -> str:
-    return str(CID("base32", 1, "raw", mh))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float) -> bool:
-    try:
-        async with asyncio.timeout(timeout):
-            while not await check():
-                await asyncio.sleep(0.2)
-            return True
-    except TimeoutError:
-        return False
+def listens_on_quic(node: JsNode) -> None:
+    assert any("/quic-v1/" in a for a in node.addrs), node.addrs
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def net() -> AsyncIterator[Network]:
+async def net() -> AsyncIterator[QuicNetwork]:
     if not js_available():
         pytest.skip("js-libp2p unavailable")
     if not (node_modules_dir() / "@chainsafe" / "libp2p-quic").is_dir():
         # a skip here fails in CI (tests/conftest.py), like every interop skip
         pytest.skip("@chainsafe/libp2p-quic missing: run `npm ci` in tests/interop")
     js = [JsNode(QUIC_ONLY if i % 2 == 0 else BOTH) for i in range(6)]
-    ours: list[Node] = []
-    try:
-        await asyncio.gather(*(n.start() for n in js))
-        for n in js:
-            assert any("/quic-v1/" in a for a in n.addrs), n.addrs
-        # js–js wiring over QUIC, in a line, all at once
-        await asyncio.gather(
-            *(js[i].add_peer(quic_addr(js[i - 1].addrs), timeout_ms=15_000) for i in range(1, 6))
-        )
-        for listen, seed in (([OUR_QUIC], js[0]), ([OUR_QUIC, OUR_TCP], js[3])):
-            node = Node(
-                NodeConfig(mode="server", listen_addrs=listen, bootstrap=[quic_addr(seed.addrs)])
-            )
-            ours.append(node)
-            await node.start()
-        for res in await asyncio.gather(*(n.bootstrap(timeout=OP_TIMEOUT) for n in ours)):
-            assert res.connected, f"bootstrap reached no js seed: {res.failed}"
-        yield Network(js, ours)
-    finally:
-        for node in ours:
-            with contextlib.suppress(Exception):
-                await node.close()
-        await asyncio.gather(*(n.close() for n in js))
+
+    def ours() -> list[NodeConfig]:
+        return [
+            NodeConfig(mode="server", listen_addrs=[*listen], bootstrap=[quic_addr(seed.addrs)])
+            for listen, seed in (([OUR_QUIC], js[0]), ([OUR_QUIC, OUR_TCP], js[3]))
+        ]
+
+    # js–js wiring over QUIC, in a line
+    async with running_network(js, js_addr=quic_addr, ours=ours, started=listens_on_quic) as nodes:
+        yield QuicNetwork(js, nodes)
 
 
 # ------------------------------------------------------------------------------ connections
 
 
-async def test_our_quic_only_node_talks_quic_to_js(net: Network) -> None:
+async def test_our_quic_only_node_talks_quic_to_js(net: QuicNetwork) -> None:
     ours = net.ours[0]
     conns = list(ours.host.connmgr.connections())
     assert all(c.transport == "quic" for c in conns if c.direction is Direction.INBOUND)
@@ -159,7 +128,7 @@ async def test_our_quic_only_node_talks_quic_to_js(net: Network) -> None:
     assert js_conns and all(c["multiplexer"] == "quic" for c in js_conns), js_conns
 
 
-async def test_ping_and_identify_both_ways_over_quic(net: Network) -> None:
+async def test_ping_and_identify_both_ways_over_quic(net: QuicNetwork) -> None:
     js = net.js[5]  # offers TCP and QUIC: a fresh host of ours must pick QUIC
     peer = PeerID.from_string(js.peer_id)
     host = Host(PrivateKey.generate())
@@ -184,7 +153,7 @@ async def test_ping_and_identify_both_ways_over_quic(net: Network) -> None:
 # ------------------------------------------------------------------------------ routing tables
 
 
-async def test_js_quic_nodes_in_our_routing_tables(net: Network) -> None:
+async def test_js_quic_nodes_in_our_routing_tables(net: QuicNetwork) -> None:
     def js_in_table(node: Node) -> set[str]:
         return {str(e.peer.peer_id) for e in node.routing_table()} & net.js_ids()
 
@@ -199,7 +168,7 @@ async def test_js_quic_nodes_in_our_routing_tables(net: Network) -> None:
                 assert entry.peer.addrs and all(a.quic_endpoint() for a in entry.peer.addrs)
 
 
-async def test_ours_admitted_by_js_over_quic(net: Network) -> None:
+async def test_ours_admitted_by_js_over_quic(net: QuicNetwork) -> None:
     async def admitted() -> bool:
         tables = [set(await js.routing_table()) for js in net.js]
         return all(any(str(o.peer_id) in t for t in tables) for o in net.ours)
@@ -210,14 +179,14 @@ async def test_ours_admitted_by_js_over_quic(net: Network) -> None:
 # ------------------------------------------------------------------------------ FIND_NODE
 
 
-async def test_js_find_peer_finds_ours(net: Network) -> None:
+async def test_js_find_peer_finds_ours(net: QuicNetwork) -> None:
     for ours, js in ((net.ours[0], net.js[4]), (net.ours[1], net.js[1])):
         found = await js.find_peer(str(ours.peer_id), timeout_ms=OP_TIMEOUT_MS)
         assert found is not None and found["id"] == str(ours.peer_id)
         assert bare(quic_addr(ours.listen_addrs)) in {bare(a) for a in found["addrs"]}
 
 
-async def test_our_quic_only_node_finds_every_js_node(net: Network) -> None:
+async def test_our_quic_only_node_finds_every_js_node(net: QuicNetwork) -> None:
     ours = net.ours[0]
     for js in net.js:
         info = await ours.find_peer(js.peer_id, timeout=OP_TIMEOUT, local_first=False)
@@ -229,7 +198,7 @@ async def test_our_quic_only_node_finds_every_js_node(net: Network) -> None:
             assert conn.transport == "quic"
 
 
-async def test_our_get_closest_peers_returns_js_nodes(net: Network) -> None:
+async def test_our_get_closest_peers_returns_js_nodes(net: QuicNetwork) -> None:
     key = sha256_multihash(b"zikade quic interop closest peers")
     peers = await net.ours[0].get_closest_peers(key, timeout=OP_TIMEOUT)
     ids = {str(p.peer_id) for p in peers}
@@ -239,7 +208,7 @@ async def test_our_get_closest_peers_returns_js_nodes(net: Network) -> None:
 # ------------------------------------------------------------------------------ providers
 
 
-async def test_js_finds_what_we_provide_over_quic(net: Network) -> None:
+async def test_js_finds_what_we_provide_over_quic(net: QuicNetwork) -> None:
     mh = sha256_multihash(b"provided over quic by zikade-py")
     ours = net.ours[0]
     result = await ours.provide(cid_of(mh), timeout=OP_TIMEOUT)
@@ -249,7 +218,7 @@ async def test_js_finds_what_we_provide_over_quic(net: Network) -> None:
         assert [p["id"] for p in found] == [str(ours.peer_id)]
 
 
-async def test_we_find_what_js_provides_over_quic(net: Network) -> None:
+async def test_we_find_what_js_provides_over_quic(net: QuicNetwork) -> None:
     mh = sha256_multihash(b"provided over quic by js-libp2p")
     res = await net.js[2].provide(multihash=mh, timeout_ms=OP_TIMEOUT_MS)
     assert set(res["sentTo"]) & net.our_ids(), f"js sent ADD_PROVIDER to none of ours: {res}"
@@ -261,7 +230,7 @@ async def test_we_find_what_js_provides_over_quic(net: Network) -> None:
 # ------------------------------------------------------------------------------ /pk/ records
 
 
-async def test_js_reads_the_pk_record_we_put_over_quic(net: Network) -> None:
+async def test_js_reads_the_pk_record_we_put_over_quic(net: QuicNetwork) -> None:
     key, value = make_pk_record(PrivateKey.generate().public_key)
     result = await net.ours[0].put_value(key, value, timeout=OP_TIMEOUT)
     assert set(map(str, result.contacted)) & net.js_ids(), "no js node took PUT_VALUE"
@@ -269,7 +238,7 @@ async def test_js_reads_the_pk_record_we_put_over_quic(net: Network) -> None:
     assert got is not None and got.value == value
 
 
-async def test_we_read_the_pk_record_js_put_over_quic(net: Network) -> None:
+async def test_we_read_the_pk_record_js_put_over_quic(net: QuicNetwork) -> None:
     js = net.js[4]
     kp = await js.keygen()
     key = b"/pk/" + kp.multihash
@@ -333,7 +302,7 @@ def _js_target(js: JsNode) -> tuple[tuple[str, int], PeerID]:
     return endpoint, PeerID.from_string(js.peer_id)
 
 
-async def test_we_refuse_a_js_node_that_is_not_the_peer_we_dialled(net: Network) -> None:
+async def test_we_refuse_a_js_node_that_is_not_the_peer_we_dialled(net: QuicNetwork) -> None:
     stranger = PeerID.from_public_key(PrivateKey.generate().public_key)
     with pytest.raises(DialError) as info:
         await net.ours[0].host.connect(
@@ -398,7 +367,7 @@ async def test_js_refuses_a_bad_server_of_ours(
         await asyncio.wait_for(session.wait_closed(), 10.0)
 
 
-async def test_js_passes_our_retry_address_validation(net: Network) -> None:
+async def test_js_passes_our_retry_address_validation(net: QuicNetwork) -> None:
     host = Host(PrivateKey.generate(), HostConfig(quic=QuicConfig(retry_above=0)))
     await host.start([Multiaddr.parse(OUR_QUIC)])
     try:
