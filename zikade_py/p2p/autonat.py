@@ -36,7 +36,7 @@ from google.protobuf.message import DecodeError
 
 from zikade_py.p2p.addrscope import AddressPolicy, Scope
 from zikade_py.p2p.autonat_status import AutoNATConfig
-from zikade_py.p2p.connection import Stream, upgrade_outbound
+from zikade_py.p2p.connection import Connection, Stream, upgrade_outbound
 from zikade_py.p2p.crypto import PrivateKey
 from zikade_py.p2p.io import (
     IncompleteReadError,
@@ -365,8 +365,15 @@ class AutoNATServer(ServedProtocol):
         return ResponseStatus.E_DIAL_ERROR, error, None
 
     async def _dial_once(self, peer: PeerID, addr: Multiaddr, budget: float) -> None:
-        """A fresh TCP connection under a throw-away identity, upgraded (which proves the
-        peer id), then closed."""
+        """:meth:`dial_fresh`, then closed: the upgrade alone is the proof (v1)."""
+        conn = await self.dial_fresh(peer, addr, budget)
+        await conn.close()
+
+    async def dial_fresh(self, peer: PeerID, addr: Multiaddr, budget: float) -> Connection:
+        """A fresh TCP connection to ``addr`` (a TCP address) under the throw-away
+        :attr:`dialer_key`, upgraded within ``budget`` seconds (which proves the peer id):
+        a dial-back must not reuse, or be mistaken for, one of the host's connections.
+        Both versions dial back this way; the host's dial guard applies."""
         endpoint = addr.tcp_endpoint()
         assert endpoint is not None
         guard = getattr(self._host, "dial_guard", None)
@@ -376,11 +383,10 @@ class AutoNATServer(ServedProtocol):
             reader, writer = await asyncio.open_connection(endpoint[0], endpoint[1])
             tcp = TcpStream(reader, writer)
             try:
-                conn = await upgrade_outbound(
+                return await upgrade_outbound(
                     tcp, self._dialer_key, peer,
                     yamux_config=self._host.config.yamux_config(), timeout=budget,
                 )
             except BaseException:
                 tcp.abort()
                 raise
-        await conn.close()

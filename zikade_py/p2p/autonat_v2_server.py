@@ -32,8 +32,8 @@ from zikade_py.p2p.autonat_v2 import (
     ResponseStatusV2,
     read_message,
 )
-from zikade_py.p2p.connection import Stream, upgrade_outbound
-from zikade_py.p2p.io import TcpStream, length_prefixed
+from zikade_py.p2p.connection import Stream
+from zikade_py.p2p.io import length_prefixed
 from zikade_py.p2p.multiaddr import InvalidMultiaddrError, Multiaddr
 from zikade_py.p2p.pb import autonat_v2_pb2 as pb
 from zikade_py.p2p.peer_id import PeerID
@@ -133,24 +133,9 @@ class AutoNATv2Server(ServedProtocol):
             got += size
 
     async def _dial_back(self, peer: PeerID, addr: Multiaddr, nonce: int) -> DialStatus:
-        endpoint = addr.tcp_endpoint()
-        assert endpoint is not None
         budget = self._limits.config.dial_timeout
-        guard = getattr(self._host, "dial_guard", None)
         try:
-            if guard is not None:
-                guard.check(*endpoint)
-            async with asyncio.timeout(budget):
-                reader, writer = await asyncio.open_connection(endpoint[0], endpoint[1])
-                tcp = TcpStream(reader, writer)
-                try:
-                    conn = await upgrade_outbound(
-                        tcp, self._limits.dialer_key, peer,
-                        yamux_config=self._host.config.yamux_config(), timeout=budget,
-                    )
-                except BaseException:
-                    tcp.abort()
-                    raise
+            conn = await self._limits.dial_fresh(peer, addr, budget)
         except Exception as exc:
             log.debug("autonat v2 dial of %s at %s failed: %r", peer, addr, exc)
             return DialStatus.E_DIAL_ERROR
