@@ -1,5 +1,6 @@
 """What the host resource tests (test_host_limits.py, test_host_throttle.py) share:
-a host running on 127.0.0.1 for the length of a block, and a bounded wait."""
+a host running on 127.0.0.1 for the length of a block, a bounded wait, and a
+stand-in connection for yamux sessions driven by hand."""
 
 from __future__ import annotations
 
@@ -15,6 +16,26 @@ from zikade_py.p2p.multiaddr import Multiaddr
 LOOPBACK = Multiaddr.parse("/ip4/127.0.0.1/tcp/0")
 FAST: dict[str, Any] = dict(inbound_per_ip_rate=1000.0, inbound_per_ip_burst=1000)
 """Inbound rate limits high enough that a test's many dials from 127.0.0.1 pass."""
+
+
+class Sink:
+    """A connection under a push-mode yamux session (frames are fed to it by hand): reads
+    nothing, drops what is written, records the read pauses asked of it."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    async def read(self, max_bytes: int = 65536) -> bytes:
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def pause_reading_for(self, seconds: float) -> None:
+        self.pauses.append(seconds)
 
 
 @asynccontextmanager

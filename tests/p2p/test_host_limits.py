@@ -34,7 +34,7 @@ from zikade_py.p2p.rcmgr import ResourceLimitError, ResourceLimits, ResourceMana
 from zikade_py.p2p.yamux import YamuxSession
 from zikade_py.p2p.yamux_frame import HEADER_SIZE, Flag, FrameType, encode_header
 
-from .host_helpers import FAST, LOOPBACK, running, until
+from .host_helpers import FAST, LOOPBACK, Sink, running, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -216,16 +216,6 @@ def test_peerstore_is_bounded_and_keeps_protected_peers() -> None:
 def test_unknown_stream_data_is_discarded_as_it_arrives() -> None:
     """A Data frame for a stream that does not exist is dropped chunk by chunk, never
     buffered whole (it used to sit in the session's buffer up to 16 MiB)."""
-
-    class Sink:
-        async def read(self, max_bytes: int = 65536) -> bytes:
-            return b""
-
-        async def write(self, data: bytes) -> None:
-            return None
-
-        async def close(self) -> None:
-            return None
 
     async def run() -> None:
         session = YamuxSession(Sink(), is_client=True)  # type: ignore[arg-type]

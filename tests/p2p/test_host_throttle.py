@@ -22,30 +22,11 @@ from zikade_py.p2p.rcmgr import ConnectionScope, ResourceLimits, ResourceManager
 from zikade_py.p2p.yamux import YamuxSession
 from zikade_py.p2p.yamux_frame import HEADER_SIZE, Flag, FrameType, encode_header
 
-from .host_helpers import FAST, running, until
+from .host_helpers import FAST, Sink, running, until
 
 pytestmark = pytest.mark.timeout(60)
 
 KiB = 1024
-
-
-class Sink:
-    """A connection under a push-mode session that records requested read pauses."""
-
-    def __init__(self) -> None:
-        self.pauses: list[float] = []
-
-    async def read(self, max_bytes: int = 65536) -> bytes:
-        return b""
-
-    async def write(self, data: bytes) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def pause_reading_for(self, seconds: float) -> None:
-        self.pauses.append(seconds)
 
 
 def scope(**limits: int) -> ConnectionScope:
