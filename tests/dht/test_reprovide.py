@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -199,3 +200,21 @@ async def test_batches_carry_only_addresses_the_receiver_can_use(stack: AsyncExi
     assert all(addrs == [public_addr] for addrs in received["public"])
     both = sorted([str(public_addr), str(private_addr)])
     assert all(sorted(map(str, addrs)) == both for addrs in received["lan"])
+
+
+async def test_classic_reprovide_now_announces_everything_and_keeps_the_22h_rhythm() -> None:
+    def classic(i: int) -> NodeConfig:
+        return loopback_config(republish=i == 0, reprovide="classic")
+
+    async with start_network(4, config=classic, min_table=1) as net:
+        a = net.nodes[0]
+        assert a.reprovider is None and a.provider_republisher is not None
+        assert await a.provide_many(cids(3, "classic")) == 3
+        await a.reprovide_now()
+        assert a.provider_republisher.announced == 3
+        now = time.time()
+        interval = SWEEP.reprovide_interval
+        assert await a.providers.list_local_due_async(now + interval - 60) == []
+        assert len(await a.providers.list_local_due_async(now + interval + 60)) == 3
+        stat = await a.provide_stat()
+        assert stat["strategy"] == "classic" and stat["keys"] == 3

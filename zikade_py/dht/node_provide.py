@@ -96,7 +96,7 @@ class ProvideAPI(NodeCore):
                     "strategy": "sweep", "keys": count, "regions": len(rows),
                     "cycle_start": cycle_start, "running": False,
                 }
-        keys = len(await self.providers.list_local_due_async(time.time() + REPUBLISH_INTERVAL))
+        keys = len(await asyncio.to_thread(self.providers.list_local))
         out: dict[str, object] = {"strategy": "classic" if self.config.republish else "none"}
         out["keys"] = keys
         rep = self.provider_republisher
@@ -124,7 +124,7 @@ class ProvideAPI(NodeCore):
         if self.reprovider is not None:
             self.reprovider.reprovide_now()
         elif self.provider_republisher is not None:
-            await self.provider_republisher.run_once(time.time() + REPUBLISH_INTERVAL)
+            await self.provider_republisher.run_once(interval=0.0)
 
 
 __all__ = ["CLASSIC_CONCURRENCY", "ProvideAPI"]

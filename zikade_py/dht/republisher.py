@@ -163,11 +163,15 @@ class Republisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def run_once(self, now: float | None = None) -> int:
-        """Announce every key due at ``now`` (default: the clock); return how many were."""
+    async def run_once(self, now: float | None = None, *, interval: float | None = None) -> int:
+        """Announce every key due at ``now`` (default: the clock); return how many were.
+
+        ``interval`` overrides the republish interval for this pass (``0``: every key,
+        ``zikade provide reprovide``)."""
         at = self._clock() if now is None else now
         done = 0
-        for key in await self._keys.list_due_async(at, self._interval):
+        due = self._interval if interval is None else interval
+        for key in await self._keys.list_due_async(at, due):
             try:
                 result = await self._announce(key, at)
             except Exception as exc:
