@@ -298,6 +298,9 @@ class Query:
         self._settled_live = 0
         """SUCCEEDED nodes in that prefix (the only live ones a settled prefix holds)."""
         self._stats = QueryStats()
+        self._after_request: tuple[float, bool] | None = None
+        """Set by a walk that returned a request: when, and whether it saw another node it
+        could ask. A poll at the same time that follows needs no walk when it could not."""
         """The counters as last reported: every state carries them, most repeat the last."""
         self._waiting: deque[_Node] = deque()
         """WAITING nodes in the order their requests were sent: the oldest wait expires first."""
@@ -403,9 +406,15 @@ class Query:
         """Apply ``event`` at time ``now`` and return what the query wants next."""
         if self._finishing is not None:
             return self._continue_finishing()
+        after_request, self._after_request = self._after_request, None
         match event:
             case QueryPoll():
-                pass
+                if after_request is not None and after_request[0] == now:
+                    # The poll right after a request: only that node changed (it waits now).
+                    if self._in_flight >= self.config.concurrency:
+                        return QueryWaitingAtCapacity(self.query_id, self.stats, trace=self.trace)
+                    if not after_request[1]:
+                        return QueryWaitingWithCapacity(self.query_id, self.stats, trace=self.trace)
             case QueryCancel(reason=reason):
                 return self._finish(reason, now)
             case QueryNodeResponse():
@@ -537,6 +546,8 @@ class Query:
         """A candidate closer than the current position has not answered yet."""
         waiting_for_retry = False
         request: _Node | None = None
+        another = False
+        """A second node could be asked after ``request``."""
         for node in islice(self._order, settled_at, None):
             state = node.state
             if state is NodeState.FAILED or state is NodeState.SKIPPED:
@@ -560,8 +571,11 @@ class Query:
             if state is NodeState.NOT_CONTACTED:
                 if node.retry_at is not None:
                     waiting_for_retry = True
-                elif request is None and live <= window and self._in_flight < cfg.concurrency:
-                    request = node
+                elif live <= window and self._in_flight < cfg.concurrency:
+                    if request is None:
+                        request = node
+                    else:
+                        another = True
             if live >= window:
                 break  # nothing farther may be asked, and the query cannot be done
         if not unsettled:
@@ -569,6 +583,7 @@ class Query:
         if self._pending_cancels:
             return self._cancel_skipped()
         if request is not None:
+            self._after_request = (now, another)
             return self._request(request, now)
         if unsettled or waiting_for_retry or self._in_flight or self._slow_count:
             if self._in_flight >= cfg.concurrency:

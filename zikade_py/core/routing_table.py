@@ -286,12 +286,11 @@ class RoutingTable:
         out: list[Key] = []
         for node in nodes:
             value = node.value
-            if value == own:
-                continue
             bucket = buckets.get(KEY_BITS - (own ^ value).bit_length())
-            if bucket is not None and (value in bucket or len(bucket) >= size):
+            # A full bucket is the common case and the cheapest test (no int hash).
+            if bucket is not None and (len(bucket) >= size or value in bucket):
                 continue
-            if node_filter is None or node_filter.allow(self, node):
+            if value != own and (node_filter is None or node_filter.allow(self, node)):
                 out.append(node)
         return out
 

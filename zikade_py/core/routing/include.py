@@ -215,6 +215,9 @@ class Include:
         """Dropped checks waiting out ``drop_retry_delay`` (in due order: the delay is fixed)."""
         self._drops: dict[int, int] = {}
         self._pending: deque[IncludeCancelCheck] = deque()
+        self._deadline_floor: float | None = None
+        """No check deadline is earlier (checks that ended may have left it low): every
+        advance expires checks, and most need not look at them."""
         self._stats = IncludeStats()
 
     @property
@@ -304,10 +307,14 @@ class Include:
 
     def _expire(self, now: float) -> None:
         checks = self._checks
-        expired = [
-            value for value, (_, trace) in checks.items()
-            if trace.deadline is not None and now >= trace.deadline
-        ]
+        floor = self._deadline_floor
+        if floor is not None and now >= floor:
+            expired = [value for value, (_, trace) in checks.items() if trace.expired(now)]
+            self._deadline_floor = earliest(
+                *(trace.deadline for value, (_, trace) in checks.items() if value not in expired)
+            )
+        else:
+            expired = []
         for value in expired:
             node, trace = checks.pop(value)
             self._drops.pop(value, None)
@@ -331,8 +338,10 @@ class Include:
                 self._drops.pop(value, None)
                 self._stats.ignored += 1
                 continue
-            check_trace = Trace(queued_trace.span_context, now + cfg.check_timeout)
+            deadline = now + cfg.check_timeout
+            check_trace = Trace(queued_trace.span_context, deadline)
             self._checks[value] = (node, check_trace)
+            self._deadline_floor = earliest(self._deadline_floor, deadline)
             self._stats.checks += 1
             return IncludeConnectivityCheck(node, node, trace=check_trace)
         untraced = trace is NO_TRACE
