@@ -240,3 +240,23 @@ def test_stats_count_this_cycle() -> None:
     assert stats.next_region_at is not None and stats.next_region_at > now
     fresh = sweep.stats(now + INTERVAL)
     assert fresh.lookups_cycle <= stats.lookups_cycle
+
+
+def test_a_widened_exploration_does_not_announce_a_sibling_done_recently() -> None:
+    """A region too small for ``k`` servers explores its parent; when the parent also holds
+    a sibling region announced a moment ago (after a restart, say), only this region's keys
+    go out, and the sibling keeps its own slot."""
+    sweep, net, keys = _setup(servers=30, keys=200)
+    done, due = Region.parse("10"), Region.parse("11")
+    now = 2 * INTERVAL
+    restore = SweepRestore(0.0, ((done, now - 4.0, 0.0), (due, now - INTERVAL, 0.0)))
+    stored = [k for k in keys if done.contains(k.value) or due.contains(k.value)]
+    run, _ = drive(sweep, net, stored, now, now + 60.0, restore)
+    announced = run.announced()
+    mine = [k for k in stored if due.contains(k.value)]
+    assert mine and set(announced) == set(mine), "keys of the region done 4 s ago went out again"
+    for key in mine:
+        assert announced[key] == _true_closest(net, key)
+    assert [d.region for d in run.done] == [due]
+    regions = {region for region, _, _ in sweep.schedule()}
+    assert done in regions and due in regions

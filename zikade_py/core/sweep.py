@@ -574,8 +574,6 @@ class Sweep:
             del self._burst_at[region]
             self._start_job(region, True, sorted(keys, key=lambda k: k.value), now)
             return True
-        import heapq
-
         while self._heap:
             at, _, region = self._heap[0]
             if not self._valid(at, region):
@@ -739,6 +737,14 @@ class Sweep:
     def _explored(self, job: _Job, now: float) -> None:
         k = self.config.replication
         wide = job.target
+        if not job.burst and wide != job.region and self._recent_within(wide, job.region, now):
+            # The exploration went wide to find servers, but the wider region holds keys
+            # announced less than half an interval ago: announce only this region's keys
+            # (to their closest servers among all found) and keep the schedule as it is.
+            job.target = job.region
+            job.parts = []
+            self._plan_sends(job, now)
+            return
         job.parts = _split(wide, sorted(v for v in job.servers if wide.contains(v)), k)
         if not job.burst and wide != job.region:
             job.phase = _Phase.RELOAD
@@ -906,6 +912,18 @@ class Sweep:
         removed = [r for r in removed if r not in {p for p, _, _ in added}]
         self._changed(added, tuple(removed))
         return first
+
+    def _recent_within(self, wide: Region, own: Region, now: float) -> bool:
+        """Whether ``wide`` covers another scheduled region done less than half an interval
+        ago (merging with it would announce its keys again long before they are due)."""
+        half = self.config.reprovide_interval / 2
+        for region in self._covered_by(wide):
+            if own.covers(region):
+                continue
+            last = self._regions[region].last_done
+            if last is not None and now - last < half:
+                return True
+        return False
 
     def _covered_by(self, wide: Region) -> list[Region]:
         if self._ancestors.get(wide, 0):
