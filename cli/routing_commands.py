@@ -129,27 +129,6 @@ def find_providers_command(cid: str, num_providers: int, opts: QueryOptions) -> 
     )  # fmt: skip
 
 
-@click.command("provide", short_help=summary("provide"))
-@click.argument("cids", nargs=-1, required=True, metavar="CID...")
-@click.option(
-    "--ephemeral",
-    is_flag=True,
-    help="Without a daemon, provide from a temporary in-process node anyway. Its records "
-    "name an address that stops answering when the command exits, so others will find a "
-    "provider they cannot reach.",
-)
-@verbose_option
-@network_options
-def provide_command(cids: tuple[str, ...], ephemeral: bool, opts: QueryOptions) -> None:
-    """Announce that the daemon provides each CID (prints nothing on success).
-
-    Needs a running daemon ('zikade daemon'): a provider record tells others to
-    come to this node, so the node must stay up. Fails (exit 1) when the daemon
-    has no peers to announce to, or when no peer took the record.
-    """
-    provide_cids(cids, ephemeral, opts)
-
-
 def provide_cids(cids: tuple[str, ...], ephemeral: bool, opts: QueryOptions) -> None:
     """Announce each CID now through ``routing/provide`` (``zikade provide [once] CID...``)."""
 
@@ -264,7 +243,6 @@ def _validated(parse: Callable[[], T]) -> T:
 COMMANDS = (
     find_peer_command,
     find_providers_command,
-    provide_command,
     put_command,
     routing_group,
     closest_peers_command,
