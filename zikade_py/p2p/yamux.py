@@ -312,9 +312,9 @@ class YamuxSession:
         await future
 
     def _remove_stream(self, stream: YamuxStream) -> None:
+        """The stream has ended (both FINs or a reset): it no longer counts."""
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
-        stream._ended()
 
     # -- tasks ------------------------------------------------------------------------------
 
