@@ -259,11 +259,23 @@ class ConnectionManager(Generic[C]):
         self,
         accept: Callable[[C], bool] | None = None,
         crowd: Callable[[C], int] | None = None,
+        *,
+        incoming: int = 0,
+        young: Callable[[C], bool] | None = None,
     ) -> C | None:
         """The unheld idle connection to close first: a retired one, else (if ``crowd``
         is given) one of the most crowded (``crowd(conn)``: how many connections share its
         origin, so one source's many connections go before a lone peer's), else the least
-        recently used; ``None`` if there is none. Only among those ``accept`` allows."""
+        recently used; ``None`` if there is none. Only among those ``accept`` allows.
+
+        Fairness to the connection that needs the room (``incoming``: how crowded its own
+        origin is, itself included): it never evicts one of a less crowded origin, so a
+        flood from a few addresses cannot push out a lone peer. ``young(conn)`` marks
+        connections in their grace period (not yet had the chance to open a stream); they
+        are shielded, except from a newcomer of a less crowded origin when theirs is
+        crowded (more than one): a flood arriving faster than the grace period would
+        otherwise shut every newcomer out until it ages. Retired connections are
+        redundant and exempt from both rules."""
         best: tuple[bool, int, float, C] | None = None
         for entries in self._conns.values():
             for entry in entries:
@@ -272,10 +284,14 @@ class ConnectionManager(Generic[C]):
                 since = self._idle_since(entry)
                 if since is None:
                     continue
-                kept = entry.retired is None
-                size = -crowd(entry.conn) if crowd is not None else 0
-                if best is None or (kept, size, since) < best[:3]:
-                    best = (kept, size, since, entry.conn)
+                size = crowd(entry.conn) if crowd is not None else 0
+                kept = entry.retired is None  # a retired one is redundant: always fair game
+                if kept and size < incoming:
+                    continue
+                if kept and young is not None and size <= max(incoming, 1) and young(entry.conn):
+                    continue
+                if best is None or (kept, -size, since) < best[:3]:
+                    best = (kept, -size, since, entry.conn)
         return best[3] if best is not None else None
 
     def has_room(self) -> bool:

@@ -525,11 +525,13 @@ class Host:
         except ConnectionLimitError as exc:
             log.debug("inbound connection from %s refused: %s", conn.remote_peer, exc)
 
-    async def _make_room(self, direction: Direction) -> None:
+    async def _make_room(self, direction: Direction, crowd: int = 0) -> None:
         """Make room for one more connection in ``direction`` by closing the least recently
         used unheld idle one (of that direction when only the inbound share is full), the way
         a disconnect does: subscribers hear of it and the peer's addresses lose their
-        permanence. Raises :class:`ConnectionLimitError` if nothing can go."""
+        permanence. ``crowd``: connections of the newcomer's IP group, itself included (the
+        fairness rules of ``ConnectionManager.trim_candidate``). Raises
+        :class:`ConnectionLimitError` if nothing can go."""
         for _ in range(self.config.max_connections + 1):  # bounded: each round removes one
             total = len(self.connmgr)
             total_full = total >= self.config.max_connections
@@ -544,10 +546,15 @@ class Host:
             only = Direction.INBOUND if inbound_full and not total_full else None
             old = time.monotonic() - self.config.trim_grace
 
-            def trimmable(c: Connection, only: Direction | None = only, old: float = old) -> bool:
-                return c.opened_at <= old and (only is None or c.direction is only)
+            def trimmable(c: Connection, only: Direction | None = only) -> bool:
+                return only is None or c.direction is only
 
-            victim = self.connmgr.trim_candidate(trimmable, self._crowd)
+            def young(c: Connection, old: float = old) -> bool:
+                return c.opened_at > old
+
+            victim = self.connmgr.trim_candidate(
+                trimmable, self._crowd, incoming=crowd, young=young
+            )
             if victim is None:
                 kind = "inbound connections" if only else "connections"
                 raise ConnectionLimitError(f"{len(self.connmgr)} {kind}, all held or busy")
@@ -571,7 +578,7 @@ class Host:
             await conn.close()
             raise ConnectionLimitError(str(exc)) from None
         try:
-            await self._make_room(conn.direction)
+            await self._make_room(conn.direction, self.resources.crowd(scope))
         except BaseException:
             scope.close()
             await conn.close()
