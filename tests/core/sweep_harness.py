@@ -5,11 +5,13 @@ from __future__ import annotations
 import bisect
 import random
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from zikade_py.core.key import KEY_BITS, Key
 from zikade_py.core.sweep import Sweep
 from zikade_py.core.sweep_events import (
+    SweepAddKeys,
     SweepEvent,
     SweepKeys,
     SweepLoadKeys,
@@ -48,6 +50,8 @@ class FakeNet:
     """Servers whose next batch fails (once each)."""
     offline: bool = False
     """Every lookup fails (no peer to start from)."""
+    pending: set[Key] = field(default_factory=set)
+    """The driver's store: keys added in a burst and not announced yet."""
 
     def closest(self, target: Key) -> tuple[Key, ...]:
         t = target.value
@@ -73,6 +77,21 @@ class Run:
         return out
 
 
+def page(
+    stored: list[Key], values: list[int], load: SweepLoadKeys, pending: Container[Key]
+) -> tuple[Key, ...]:
+    """What a store answers to ``load``: a page of the region's (pending) keys in order."""
+    lo = bisect.bisect_left(values, max(load.start, load.region.lo))
+    hi = bisect.bisect_left(values, load.region.hi)
+    out: list[Key] = []
+    for key in stored[lo:hi]:
+        if len(out) >= load.limit:
+            break
+        if not load.pending or key in pending:
+            out.append(key)
+    return tuple(out)
+
+
 def drive(
     sweep: Sweep,
     net: FakeNet,
@@ -88,6 +107,8 @@ def drive(
     stored = sorted(stored, key=lambda k: k.value)
     values = [k.value for k in stored]
     inbox: deque[SweepEvent] = deque([first] if first is not None else [])
+    if isinstance(first, SweepAddKeys) and first.burst:
+        net.pending.update(first.keys)
     idle_polls = 0
     for _ in range(max_steps):
         event = inbox.popleft() if inbox else SweepPoll()
@@ -105,13 +126,13 @@ def drive(
                 if ok:
                     run.sends.append((now, to, keys))
                 inbox.append(SweepSendDone(sid, ok))
-            case SweepLoadKeys(request_id=rid, region=region):
+            case SweepLoadKeys(request_id=rid):
                 run.loads += 1
-                lo = bisect.bisect_left(values, region.lo)
-                hi = bisect.bisect_left(values, region.hi)
-                inbox.append(SweepKeys(rid, tuple(stored[lo:hi])))
+                inbox.append(SweepKeys(rid, page(stored, values, state, net.pending)))
             case SweepRegionDone():
                 run.done.append(state)
+                if state.burst and state.ok:
+                    net.pending.difference_update(state.keys)
             case SweepScheduleChanged():
                 run.changes.append(state)
             case SweepWaiting():

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import deque
 from dataclasses import replace
 
 import pytest
 
 from tests.core.sweep_harness import FakeNet, drive, random_keys
+from tests.core.sweep_harness import page as page_of
 from zikade_py.core.key import Key
 from zikade_py.core.sweep import Sweep, SweepConfig
 from zikade_py.core.sweep_events import (
     SweepAddKeys,
     SweepClear,
+    SweepEvent,
+    SweepKeys,
+    SweepLoadKeys,
+    SweepLookup,
+    SweepLookupDone,
+    SweepPoll,
+    SweepRegionDone,
     SweepReprovideNow,
     SweepRestore,
+    SweepSend,
+    SweepSendDone,
     SweepWaiting,
 )
 from zikade_py.core.sweep_region import Region
@@ -260,3 +271,80 @@ def test_a_widened_exploration_does_not_announce_a_sibling_done_recently() -> No
     assert [d.region for d in run.done] == [due]
     regions = {region for region, _, _ in sweep.schedule()}
     assert done in regions and due in regions
+
+
+class _Flags:
+    """Pending flags that never allocate when cleared (so they do not count as the
+    machine's memory)."""
+
+    def __init__(self, keys: list[Key]) -> None:
+        self._flags = dict.fromkeys(keys, True)
+        self.left = len(keys)
+
+    def __contains__(self, key: object) -> bool:
+        return self._flags.get(key, False)  # type: ignore[call-overload,no-any-return]
+
+    def clear(self, keys: tuple[Key, ...]) -> None:
+        for key in keys:
+            if self._flags[key]:
+                self._flags[key] = False
+                self.left -= 1
+
+
+def test_a_large_burst_is_read_back_from_the_store_a_page_at_a_time() -> None:
+    """A burst of many new keys is not held by the machine: it counts them per region, the
+    store keeps them (pending), and they are read back and announced ``page_keys`` at a
+    time. Memory the machine allocates stays at a page's worth however many keys there are
+    (before: every key in the burst queue, then every key in per-server lists at once)."""
+    import tracemalloc
+
+    page, n = 500, 60_000
+    rng = random.Random(11)
+    net = FakeNet(random_keys(8, rng))  # fewer than k: the whole keyspace is one region
+    keys = sorted(random_keys(n, rng), key=lambda k: k.value)
+    values = [k.value for k in keys]
+    pending = _Flags(keys)  # the store's pending flags, made before measuring
+    config = SweepConfig(preimage_targets=False, page_keys=page)
+    sweep = Sweep(net.servers[0], config, rng=random.Random(11))
+    sweep.advance(SweepLookupDone(0, ()), 0.0)  # nothing: an answer for no lookup is ignored
+    inbox: deque[SweepEvent] = deque([SweepAddKeys(tuple(keys))])
+    took = dict.fromkeys(keys, 0)  # made before measuring: the test's own bookkeeping
+    loads: list[SweepLoadKeys] = []
+    biggest = 0
+    now = 0.0
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(100_000):
+            state = sweep.advance(inbox.popleft() if inbox else SweepPoll(), now)
+            match state:
+                case SweepLookup(lookup_id=lid, target=target):
+                    inbox.append(SweepLookupDone(lid, net.closest(target)))
+                case SweepSend(send_id=sid, keys=batch):
+                    for key in batch:
+                        took[key] += 1
+                    inbox.append(SweepSendDone(sid, True))
+                case SweepLoadKeys():
+                    loads.append(state)
+                    answer = page_of(keys, values, state, pending)
+                    biggest = max(biggest, len(answer))
+                    inbox.append(SweepKeys(state.request_id, answer))
+                case SweepRegionDone(burst=True, ok=True, keys=announced):
+                    pending.clear(announced)
+                case SweepWaiting() if not inbox:
+                    due = sweep.next_due()
+                    if due is None or not pending.left:
+                        break
+                    now = max(now, due)
+                case _:
+                    pass
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert not pending.left, "every key had its first announcement"
+    assert took == dict.fromkeys(keys, len(net.servers))
+    assert loads and all(load.pending and load.limit == page for load in loads)
+    assert biggest == page and len(loads) >= n // page
+    # A page of 500 keys on 8 servers is some tens of kB; all 60,000 keys in the machine's
+    # queues and batch lists at once were well over 10 MB.
+    assert peak < 2_000_000, f"the machine allocated {peak} bytes for the burst"

@@ -3,11 +3,10 @@ driver (explicit time, a perfect in-memory network answering from global knowled
 
 from __future__ import annotations
 
-import bisect
 import random
 from dataclasses import replace
 
-from tests.core.sweep_harness import random_keys
+from tests.core.sweep_harness import page, random_keys
 from zikade_py.core.coordinator import Coordinator, CoordinatorConfig
 from zikade_py.core.coordinator_events import (
     CancelRequest,
@@ -44,9 +43,17 @@ def _network(n: int, seed: int = 1) -> tuple[Coordinator, list[Key]]:
 
 
 def _run(
-    coord: Coordinator, servers: list[Key], stored: list[Key], until: float, now: float = 0.0
+    coord: Coordinator,
+    servers: list[Key],
+    stored: list[Key],
+    until: float,
+    now: float = 0.0,
+    pending: set[Key] | None = None,
 ) -> tuple[list[CoordinatorOutput], float]:
-    """Answer every request at once from global knowledge; jump to next_due until ``until``."""
+    """Answer every request at once from global knowledge; jump to next_due until ``until``.
+
+    ``pending``: the keys stored as not announced yet (a burst's), cleared as bursts end."""
+    pending = set() if pending is None else pending
     stored = sorted(stored, key=lambda k: k.value)
     values = [k.value for k in stored]
     seen: list[CoordinatorOutput] = []
@@ -66,10 +73,10 @@ def _run(
                 coord.notify(RequestSucceeded(rid, closer, closer), now)
             case SendMessage(request_id=rid):
                 coord.notify(RequestSucceeded(rid), now)
-            case SweepLoadKeys(request_id=rid, region=region):
-                lo = bisect.bisect_left(values, region.lo)
-                hi = bisect.bisect_left(values, region.hi)
-                coord.notify(SweepKeys(rid, tuple(stored[lo:hi])), now)
+            case SweepLoadKeys(request_id=rid):
+                coord.notify(SweepKeys(rid, page(stored, values, out, pending)), now)
+            case SweepRegionDone(burst=True, ok=True, keys=announced):
+                pending.difference_update(announced)
             case _:
                 pass
     raise AssertionError("the coordinator never settled")
@@ -79,7 +86,7 @@ def test_a_burst_runs_through_the_pool_and_leaves_as_batches() -> None:
     coord, servers = _network(300)
     keys = random_keys(400, random.Random(7))
     coord.notify(SweepAddKeys(tuple(keys)), 0.0)
-    seen, _ = _run(coord, servers, keys, 60.0)
+    seen, _ = _run(coord, servers, keys, 60.0, pending=set(keys))
     batches = [o for o in seen if isinstance(o, SendMessage)]
     assert batches and all(isinstance(o.message, ProvideBatch) for o in batches)
     sent: dict[Key, set[Key]] = {}
@@ -104,7 +111,7 @@ def test_reprovide_now_loads_each_region_and_announces_it_again() -> None:
     coord, servers = _network(200, seed=2)
     keys = random_keys(150, random.Random(3))
     coord.notify(SweepAddKeys(tuple(keys)), 0.0)
-    _, now = _run(coord, servers, keys, 30.0)
+    _, now = _run(coord, servers, keys, 30.0, pending=set(keys))
     coord.notify(SweepReprovideNow(), now)
     seen, _ = _run(coord, servers, keys, now + 30.0, now)
     loads = [o for o in seen if isinstance(o, SweepLoadKeys)]
@@ -123,7 +130,7 @@ def test_batches_refused_by_admission_are_offered_again() -> None:
         coord.routing_table.add(s, 0.0)
     keys = random_keys(200, random.Random(5))
     coord.notify(SweepAddKeys(tuple(keys)), 0.0)
-    seen, _ = _run(coord, servers, keys, 120.0)
+    seen, _ = _run(coord, servers, keys, 120.0, pending=set(keys))
     assert coord.requests_dropped > 0, "the test needs admission to refuse some batches"
     sent = {k for o in seen if isinstance(o, SendMessage) and isinstance(o.message, ProvideBatch)
             for k in o.message.keys}  # fmt: skip

@@ -61,6 +61,34 @@ async def test_pending_until_announced(store: ProvideKeyStore) -> None:
     assert sorted(await store.pending(1000)) == sorted(data[20:30])
 
 
+async def test_ranges_are_read_in_pages_and_pending_ones_alone(store: ProvideKeyStore) -> None:
+    """The sweep reads a region (or a burst's pending keys) a page at a time: ``limit``
+    keys from a start position on, never the whole range at once."""
+    data = rows(120, "r")
+    await store.add(data[:70], pending=True)
+    await store.add(data[70:], pending=False)
+    assert await store.count(pending=True) == 70 and await store.count() == 120
+    pending = sorted(data[:70])
+    for want in (sorted(data), pending):
+        only = want is pending
+        got: list[tuple[bytes, bytes]] = []
+        start = 0
+        while True:
+            page = await store.range(start, 1 << KEY_BITS, limit=25, pending=only)
+            assert len(page) <= 25
+            got += page
+            if len(page) < 25:
+                break
+            start = int.from_bytes(page[-1][0], "big") + 1
+        assert got == want
+    half = Region.parse("1")
+    assert await store.range(half.lo, half.hi, pending=True) == [
+        r for r in pending if half.contains(int.from_bytes(r[0], "big"))
+    ]
+    await store.mark_announced([p for p, _ in data[:10]])
+    assert await store.count(pending=True) == 60
+
+
 async def test_schedule_round_trip_and_clear(store: ProvideKeyStore) -> None:
     assert await store.load_schedule() == (None, [])
     await store.save_schedule(100.0, [("01", None, 100.0), ("10", 150.0, 100.0)], [])

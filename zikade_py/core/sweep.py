@@ -36,7 +36,16 @@ with the size of the network instead. Rules of the machine:
   persist). A failed region is retried ``retry_interval`` later.
 * **Burst.** Keys added with ``burst`` are announced ``burst_delay`` after
   they arrive, grouped by region the same way, without waiting for their
-  region's slot; failed ones are retried like regions.
+  region's slot; failed ones are retried like regions. The machine keeps only
+  how many new keys wait in each region: the driver stores them as pending
+  and the burst reads the region's pending keys back (:class:`SweepLoadKeys`
+  with ``pending``). Keys that arrive before the network size is known, and
+  the pending keys a restart finds (:class:`SweepRestore` ``pending``), are
+  read back the same way in one pass over the keyspace once it is.
+* **Pages.** A region's keys are read and announced at most ``page_keys`` at
+  a time (the exploration is done once, for the first page), so neither a
+  burst of millions of keys nor a region holding millions is ever in memory
+  at once. A page that fails ends the region (retried as above).
 * Every lookup and send the machine asks for gets exactly one answer from the
   coordinator; answers for work that was cleared meanwhile are ignored.
   :meth:`Sweep.next_due` has no side effects.
@@ -93,6 +102,9 @@ REPROVIDE_INTERVAL = 22 * 3600.0
 MAX_PREIMAGE_BITS = 16
 """Prefix bits a synthesised lookup target matches (2^16 hashes at most on average)."""
 
+_SCAN = 0
+"""The job id under which the pass over every pending key reads its pages."""
+
 
 @dataclass(frozen=True, slots=True)
 class SweepConfig:
@@ -113,6 +125,9 @@ class SweepConfig:
     """Batch streams in flight per region (go: ``maxProvideConnsPerWorker``)."""
     batch_size: int = 2048
     """Keys sent on one stream at most."""
+    page_keys: int = 32768
+    """Keys of one region in memory at once: a region (or a burst) with more is read and
+    announced page by page (each key costs ~0.5 kB while its region is announced)."""
     send_timeout: float = 60.0
     """Seconds one batch stream may take, plus ``send_timeout_per_key`` for each key."""
     send_timeout_per_key: float = 0.05
@@ -165,7 +180,9 @@ class SweepConfig:
         for name in ("retry_interval", "send_timeout", "calibration_retry"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("max_regions", "max_sends", "batch_size", "max_lookups_per_region"):
+        for name in (
+            "max_regions", "max_sends", "batch_size", "max_lookups_per_region", "page_keys",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.individual_threshold < 0 or self.calibration_lookups < 1:
@@ -182,6 +199,8 @@ class _Phase(Enum):
     RELOAD = "reload"
     """The region was widened: waiting for the keys of the wider one."""
     SEND = "send"
+    PAGE = "page"
+    """Waiting for the region's next page of keys."""
 
 
 @dataclass(slots=True)
@@ -202,6 +221,18 @@ class _Job:
     burst: bool
     phase: _Phase
     keys: list[Key] = field(default_factory=list)
+    """The page of keys being announced."""
+    more: bool = False
+    """More keys follow the page (from ``cursor`` on)."""
+    cursor: int = 0
+    key_count: int = 0
+    """Keys of all pages so far."""
+    filled: set[Region] = field(default_factory=set)
+    """Parts of the region that held keys."""
+    source: Region = WHOLE
+    """The region whose keys are read (the requested one, or the wider one explored)."""
+    expected: int = 0
+    """New keys the burst was started for (a retry's count)."""
     target: Region = WHOLE
     """The region being explored (the requested one, or wider)."""
     covered: list[Region] = field(default_factory=list)
@@ -256,11 +287,18 @@ class Sweep:
         """For each prefix, how many scheduled regions lie strictly under it."""
         self._heap: list[tuple[float, int, Region]] = []
         self._seq = 0
-        self._burst: dict[Region, list[Key]] = {}
+        self._burst: dict[Region, int] = {}
+        """How many new keys wait in each region (the driver keeps them, pending)."""
         self._burst_at: dict[Region, float] = {}
         """When each region's waiting new keys are due for their first announcement."""
         self._unassigned: list[tuple[tuple[Key, ...], bool, bool]] = []
-        """Keys that arrived before the network size was known, with their burst flag."""
+        """Keys not new (no burst) that arrived before the network size was known."""
+        self._scan_wanted = False
+        """Pending keys the machine has not placed wait in the store: read them all once the
+        network size is known (``_calibrate_after`` says when)."""
+        self._scanning = False
+        self._unscanned = 0
+        """Pending keys known to wait for that pass (for the statistics)."""
         self._calibrating: set[int] = set()
         self._calibrate_after: float | None = None
         self._netsize = NetworkSizeEstimator()
@@ -297,7 +335,11 @@ class Sweep:
             case SweepClear():
                 self._clear()
             case SweepKeys(request_id=rid, keys=keys, ok=ok):
-                job = self._job_of(self._loads.pop(rid, None))
+                jid = self._loads.pop(rid, None)
+                if jid == _SCAN:
+                    self._on_scan(keys, ok, now)
+                    return self._step(now)
+                job = self._job_of(jid)
                 if job is not None and ok:
                     self._on_keys(job, list(keys), now)
                 elif job is not None:
@@ -325,7 +367,8 @@ class Sweep:
         for job in self._jobs.values():
             if job.retries and len(job.in_flight) < self.config.max_sends:
                 due = earliest(due, min(at for at, _, _ in job.retries))
-        if self._unassigned and not self._calibrating:
+        placing = bool(self._unassigned) or (self._scan_wanted and not self._scanning)
+        if placing and not self._calibrating:
             due = earliest(due, self._calibrate_after)
         if len(self._jobs) < self.config.max_regions:
             waiting = [at for r, at in self._burst_at.items() if r not in self._busy]
@@ -345,7 +388,10 @@ class Sweep:
     @property
     def idle(self) -> bool:
         """Nothing scheduled, queued or running."""
-        return not (self._regions or self._burst or self._unassigned or self._jobs)
+        return not (
+            self._regions or self._burst or self._unassigned or self._jobs
+            or self._scan_wanted or self._scanning
+        )
 
     def schedule(self) -> list[tuple[Region, float, float | None]]:
         """Each scheduled region with its due time and last full reprovide, in due order."""
@@ -374,8 +420,9 @@ class Sweep:
         c, t = self._cycle, self._total
         return SweepStats(
             regions=len(self._regions),
-            burst_keys=sum(len(v) for v in self._burst.values())
-            + sum(len(keys) for keys, _, _ in self._unassigned),
+            burst_keys=sum(self._burst.values())
+            + sum(len(keys) for keys, _, _ in self._unassigned)
+            + self._unscanned,
             burst_regions=len(self._burst),
             overdue_regions=overdue,
             active_regions=len(self._jobs),
@@ -413,13 +460,18 @@ class Sweep:
     ) -> None:
         length = self._prefix_length()
         if length is None:
-            # No size estimate yet: the keys wait for the calibration lookups.
+            # No size estimate yet: the keys wait for the calibration lookups; new ones
+            # wait in the store (pending), to be read back once the size is known.
+            if burst:
+                self._want_scan(now, len(keys))
+                return
             self._unassigned.append((keys, burst, announced))
-            at = now + self.config.calibration_delay if announced and not burst else now
+            at = now + self.config.calibration_delay if announced else now
             if self._calibrate_after is None or at < self._calibrate_after:
                 self._calibrate_after = at
             return
         added: list[tuple[Region, float | None, float]] = []
+        new: Counter[Region] = Counter()
         for key in keys:
             region = self._region_of(key.value)
             if region is None:
@@ -427,21 +479,33 @@ class Sweep:
                 self._schedule(region, None, now, now, burst or announced)
                 added.append((region, None, now))
             if burst:
-                self._queue_burst(region, [key], now + self.config.burst_delay)
+                new[region] += 1
+        for region, n in new.items():
+            self._queue_burst(region, n, now + self.config.burst_delay)
         if added:
             self._changed(added, ())
 
-    def _queue_burst(self, region: Region, keys: list[Key], at: float) -> None:
-        self._burst.setdefault(region, []).extend(keys)
+    def _queue_burst(self, region: Region, count: int, at: float) -> None:
+        self._burst[region] = self._burst.get(region, 0) + count
         self._burst_at[region] = max(self._burst_at.get(region, at), at)
 
+    def _want_scan(self, at: float, count: int) -> None:
+        """Read every pending key from the store at ``at`` or once the size is known."""
+        self._scan_wanted = True
+        self._unscanned += count
+        if self._calibrate_after is None or at < self._calibrate_after:
+            self._calibrate_after = at
+
     def _restore(self, event: SweepRestore, now: float) -> None:
-        self._cycle_start = event.cycle_start
-        self._cycle_index = self._index(now)
+        if event.cycle_start is not None:
+            self._cycle_start = event.cycle_start
+            self._cycle_index = self._index(now)
         for region, last_done, added in event.regions:
             if region in self._regions or self._region_of(region.lo) is not None:
                 continue
             self._schedule(region, last_done, added, now, burst=True)
+        if event.pending:
+            self._want_scan(now, event.pending)
 
     def _clear(self) -> None:
         self._regions.clear()
@@ -451,6 +515,8 @@ class Sweep:
         self._burst.clear()
         self._burst_at.clear()
         self._unassigned.clear()
+        self._scan_wanted = self._scanning = False
+        self._unscanned = 0
         self._jobs.clear()
         self._busy.clear()
         self._lookups.clear()
@@ -569,10 +635,10 @@ class Sweep:
     def _start_next(self, now: float) -> bool:
         ready = [r for r, at in self._burst_at.items() if at <= now and r not in self._busy]
         if ready:
-            region = max(ready, key=lambda r: len(self._burst[r]))
-            keys = self._burst.pop(region)
+            region = max(ready, key=lambda r: self._burst[r])
+            count = self._burst.pop(region)
             del self._burst_at[region]
-            self._start_job(region, True, sorted(keys, key=lambda k: k.value), now)
+            self._start_job(region, True, now, count)
             return True
         while self._heap:
             at, _, region = self._heap[0]
@@ -587,25 +653,33 @@ class Sweep:
                 self._regions[region].due = now + self.config.retry_interval
                 self._push(region, now + self.config.retry_interval)
                 continue
-            self._start_job(region, False, [], now)
+            self._start_job(region, False, now)
             return True
         return False
 
-    def _start_job(self, region: Region, burst: bool, keys: list[Key], now: float) -> None:
+    def _start_job(self, region: Region, burst: bool, now: float, expected: int = 0) -> None:
         jid = self._id()
-        job = _Job(jid, region, burst, _Phase.LOAD, keys=keys, target=region)
+        job = _Job(jid, region, burst, _Phase.LOAD, target=region, expected=expected)
         self._jobs[jid] = job
         self._busy.add(region)
-        if burst:
-            self._keys_total += len(keys)
-            self._begin_lookups(job, now)
-        else:
-            self._load(job, region)
+        self._load(job, region)
 
-    def _load(self, job: _Job, region: Region) -> None:
+    def _load(self, job: _Job, region: Region, start: int | None = None) -> None:
+        """Ask for a page of ``region``'s keys (a burst: its pending ones) from ``start`` on."""
         rid = self._id()
         self._loads[rid] = job.id
-        self._out.append(SweepLoadKeys(rid, region))
+        job.source = region
+        first = region.lo if start is None else start
+        self._out.append(SweepLoadKeys(rid, region, first, self.config.page_keys, job.burst))
+
+    def _page(self, job: _Job, keys: list[Key]) -> None:
+        job.keys = keys
+        after = keys[-1].value + 1 if keys else 0
+        job.more = len(keys) >= self.config.page_keys and after < 1 << KEY_BITS
+        job.cursor = after
+        job.key_count += len(keys)
+        if job.burst:
+            self._keys_total += len(keys)
 
     def _job_of(self, jid: int | None) -> _Job | None:
         return None if jid is None else self._jobs.get(jid)
@@ -617,13 +691,21 @@ class Sweep:
     # -- calibration -------------------------------------------------------------------------
 
     def _maybe_calibrate(self, now: float) -> None:
-        if not self._unassigned or self._calibrating:
+        if not (self._unassigned or self._scan_wanted) or self._calibrating:
             return
         if self._prefix_length() is not None:
             waiting, self._unassigned = self._unassigned, []
-            self._calibrate_after = None
             for keys, burst, announced in waiting:
                 self._add_keys(keys, burst, now, announced)
+            if not self._scan_wanted:
+                self._calibrate_after = None
+            elif not self._scanning and (
+                self._calibrate_after is None or self._calibrate_after <= now
+            ):
+                self._calibrate_after = None
+                self._scan_wanted = False
+                self._scanning = True
+                self._scan_load(0)
             return
         if self._calibrate_after is None or self._calibrate_after > now:
             return
@@ -632,6 +714,30 @@ class Sweep:
             self._calibrating.add(lid)
             target = self._target_in(WHOLE, None)
             self._lookup(lid, target)
+
+    def _scan_load(self, start: int) -> None:
+        rid = self._id()
+        self._loads[rid] = _SCAN
+        self._out.append(SweepLoadKeys(rid, WHOLE, start, self.config.page_keys, True))
+
+    def _on_scan(self, keys: tuple[Key, ...], ok: bool, now: float) -> None:
+        """A page of the pass over the pending keys: place them as a burst, read on."""
+        if not self._scanning:
+            return
+        if not ok:
+            self._scanning = False
+            self._want_scan(now + self.config.calibration_retry, 0)
+            return
+        ordered = sorted(keys, key=lambda k: k.value)
+        self._unscanned = max(0, self._unscanned - len(ordered))
+        if ordered:
+            self._add_keys(tuple(ordered), True, now)
+        after = ordered[-1].value + 1 if ordered else 1 << KEY_BITS
+        if len(ordered) >= self.config.page_keys and after < 1 << KEY_BITS:
+            self._scan_load(after)
+        else:
+            self._scanning = False
+            self._unscanned = 0
 
     def _lookup(self, lid: int, target: Key) -> None:
         self._targets[lid] = target.value
@@ -702,7 +808,7 @@ class Sweep:
 
     def _begin_lookups(self, job: _Job, now: float) -> None:
         job.phase = _Phase.LOOKUP
-        if len(job.keys) <= self.config.individual_threshold:
+        if len(job.keys) <= self.config.individual_threshold and not job.more:
             for key in job.keys:
                 lid = self._id()
                 job.individual[lid] = key
@@ -756,14 +862,22 @@ class Sweep:
         keys.sort(key=lambda k: k.value)
         if job.phase is _Phase.LOAD:
             if not keys:
-                self._unschedule(job.region)
-                self._changed([], (job.region,))
-                self._drop(job)
+                if not job.burst:  # nothing left there: out of the schedule
+                    self._unschedule(job.region)
+                    self._changed([], (job.region,))
+                self._drop(job)  # a burst: its keys were announced meanwhile
                 return
-            job.keys = keys
+            self._page(job, keys)
             self._begin_lookups(job, now)
         elif job.phase is _Phase.RELOAD:
-            job.keys = keys
+            job.key_count = 0  # the wider region's pages replace the first one
+            self._page(job, keys)
+            self._plan_sends(job, now)
+        elif job.phase is _Phase.PAGE:
+            self._page(job, keys)
+            if not keys:
+                self._finish(job, now, failed=False)
+                return
             self._plan_sends(job, now)
 
     # -- sends -------------------------------------------------------------------------------
@@ -778,6 +892,8 @@ class Sweep:
         for part in parts:
             lo = bisect.bisect_left(job.keys, part.lo, key=lambda key: key.value)
             hi = bisect.bisect_left(job.keys, part.hi, key=lambda key: key.value)
+            if lo < hi:
+                job.filled.add(part)
             mine = [s for s in servers if part.contains(s.value)]
             if len(mine) < k:
                 mine = servers
@@ -789,6 +905,7 @@ class Sweep:
             self._finish(job, now, failed=True, soon=True)  # no lookup found anyone
             return
         job.phase = _Phase.SEND
+        job.filled.add(job.target)
         per_peer: dict[Key, list[Key]] = {}
         for key, closest in job.closest_of.items():
             for node in closest:
@@ -821,7 +938,32 @@ class Sweep:
             trace = Trace(NO_TRACE.span_context, now + limit)
             self._out.append(SweepSend(sid, peer, keys, trace=trace))
         if not job.sends and not job.in_flight and not job.retries:
+            self._page_done(job, now)
+
+    def _page_done(self, job: _Job, now: float) -> None:
+        """A page went out: read the next one, or end the region (a failed page ends it)."""
+        total, reachable = self._reach(job)
+        if not job.more or not self._reached(job):
             self._finish(job, now, failed=False)
+            return
+        if job.burst:
+            self._out.append(
+                SweepRegionDone(
+                    job.target, now, True, True, len(job.keys), total, reachable, job.lookups,
+                    None, tuple(job.keys),
+                )
+            )
+        job.phase = _Phase.PAGE
+        self._load(job, job.source, job.cursor)
+
+    def _reach(self, job: _Job) -> tuple[int, int]:
+        """Servers the region's batches went to, and those that took all of theirs."""
+        return len(job.peer_ok), sum(1 for ok in job.peer_ok.values() if ok)
+
+    def _reached(self, job: _Job) -> bool:
+        total, reachable = self._reach(job)
+        need = max(1, math.ceil(self.config.min_reachable_ratio * total))
+        return total > 0 and reachable >= need
 
     def _on_send(self, job: _Job, sid: int, ok: bool, dropped: bool, now: float) -> None:
         entry = job.in_flight.pop(sid, None)
@@ -849,23 +991,22 @@ class Sweep:
         ``soon``: its lookup found nobody to ask, else after ``retry_interval``)."""
         cfg = self.config
         retry = cfg.calibration_retry if soon else cfg.retry_interval
-        total = len(job.peer_ok)
-        reachable = sum(1 for ok in job.peer_ok.values() if ok)
-        need = max(1, math.ceil(cfg.min_reachable_ratio * total))
-        ok = not failed and total > 0 and reachable >= need
-        if not job.keys:
+        total, reachable = self._reach(job)
+        ok = not failed and self._reached(job)
+        if not job.key_count:
             ok = not failed
         self._drop(job)
         self._last = (job.target, now)
-        if ok and job.keys:
+        if ok and job.key_count:
             self._holders_sum += job.holders
-            self._holders_keys += len(job.keys)
+            self._holders_keys += job.key_count
         if not ok:
             self._cycle.failures += 1
             self._total.failures += 1
         if job.burst:
             if not ok:
-                self._queue_burst(job.region, job.keys, now + retry)
+                left = len(job.keys) + (max(0, job.expected - job.key_count) if job.more else 0)
+                self._queue_burst(job.region, max(1, left), now + retry)
             self._out.append(
                 SweepRegionDone(
                     job.target, now, ok, True, len(job.keys) if ok else 0, total, reachable,
@@ -876,7 +1017,7 @@ class Sweep:
         next_due: float | None
         if ok:
             self._cycle.regions_done += 1
-            self._cycle.keys_reprovided += len(job.keys)
+            self._cycle.keys_reprovided += job.key_count
             next_due = self._reschedule(job, now)
         else:
             entry = self._regions.get(job.region)
@@ -886,7 +1027,7 @@ class Sweep:
                 self._push(job.region, next_due)
         self._out.append(
             SweepRegionDone(
-                job.target, now, ok, False, len(job.keys) if ok else 0, total, reachable,
+                job.target, now, ok, False, job.key_count if ok else 0, total, reachable,
                 job.lookups, next_due,
             )
         )
@@ -902,9 +1043,7 @@ class Sweep:
         added: list[tuple[Region, float | None, float]] = []
         first: float | None = None
         for part in parts:
-            lo = bisect.bisect_left(job.keys, part.lo, key=lambda key: key.value)
-            hi = bisect.bisect_left(job.keys, part.hi, key=lambda key: key.value)
-            if lo == hi:
+            if part not in job.filled:
                 continue  # no keys there: nothing to schedule
             self._schedule(part, now, now, now, burst=True)
             added.append((part, now, now))

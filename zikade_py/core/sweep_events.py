@@ -11,9 +11,12 @@ The sweep (:mod:`zikade_py.core.sweep`) talks to two parties through these:
   inputs, and it receives :class:`SweepLoadKeys`, :class:`SweepRegionDone` and
   :class:`SweepScheduleChanged` as coordinator outputs.
 
-The keys never live in the machine as a whole: it asks for one region's keys
-(a range of the keyspace, which the driver reads from storage sorted by key)
-when it is about to announce them, and forgets them when it is done.
+The keys never live in the machine as a whole: it asks for one page of a
+region's keys (a range of the keyspace, which the driver reads from storage
+sorted by key, at most ``limit`` of them) when it is about to announce them,
+and forgets them when the page is done. New keys too: the driver stores them
+as *pending* (not announced yet) and the machine reads a region's pending
+keys back when their burst is due.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class SweepAddKeys(Event):
 
     ``burst``: announce them soon (a few seconds) instead of waiting for their
     region's slot in the cycle; their region enters the schedule either way.
+    The driver must have stored burst keys as pending: the machine keeps only
+    their count per region and reads them back (:class:`SweepLoadKeys`
+    ``pending``) until a :class:`SweepRegionDone` with ``burst`` names them.
     ``announced``: they were just announced another way (a single ``provide``),
     so a new region of theirs is first due half an interval or more from now.
     """
@@ -57,10 +63,14 @@ class SweepRestore(Event):
     ``regions`` holds each scheduled region with the time it was last
     reprovided in full (``None``: never) and the time it entered the schedule.
     Regions not reprovided within an interval are overdue and go first.
+    ``cycle_start`` is ``None`` when no cycle ever started. ``pending``: how
+    many stored keys still wait for their first announcement (a crash
+    interrupted it); the machine reads them back and announces them soon.
     """
 
-    cycle_start: float
+    cycle_start: float | None
     regions: tuple[tuple[Region, float | None, float], ...]
+    pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +161,16 @@ class SweepSend(State):
 
 @dataclass(frozen=True, slots=True)
 class SweepLoadKeys(State):
-    """Driver: read the keys we provide in ``region`` and answer with :class:`SweepKeys`."""
+    """Driver: read the keys we provide in ``region`` from ``start`` on (key values
+    ``start <= v < region.hi``), at most ``limit`` of them, and answer with
+    :class:`SweepKeys`; ``pending``: only those still waiting for their first
+    announcement. Fewer than ``limit`` keys means there are no more."""
 
     request_id: int
     region: Region
+    start: int = 0
+    limit: int = 1 << 62
+    pending: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +178,9 @@ class SweepRegionDone(State):
     """A region was announced (or failed to be, then it is retried later).
 
     ``burst``: a first announcement of new keys (``keys`` holds them, so the
-    driver can note them as announced); otherwise a full reprovide of
-    ``region`` at ``at``, after which its next slot is ``next_due``.
+    driver can note them as announced: one such output per page of keys);
+    otherwise a full reprovide of ``region`` at ``at``, after which its next
+    slot is ``next_due``.
     """
 
     region: Region

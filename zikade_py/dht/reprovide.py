@@ -5,14 +5,19 @@ coordinator; this is its asyncio driver part, the way :class:`Republisher` is
 the classic reprovider's:
 
 * :meth:`SweepReprovider.provide` stores new keys (sorted by keyspace position,
-  ``pending`` until their first announcement) and hands them to the sweep,
-  which announces them in a burst and schedules their regions;
+  ``pending`` until their first announcement), :data:`ADD_BATCH` at a time,
+  and shows each batch to the sweep, which counts them per region, schedules
+  their regions and reads them back for their burst;
 * the sweep's outputs arrive through :meth:`SweepReprovider.on_output`: a
-  region's keys are read with one range scan and fed back, a finished burst
-  clears its keys' ``pending`` flag, and every schedule change is written;
+  page of a region's keys is read with one range scan and fed back, a
+  finished burst page clears its keys' ``pending`` flag, and every schedule
+  change is written;
 * :meth:`SweepReprovider.start` gives a restarted node its schedule back
   (regions already done this cycle wait for their slot, overdue ones go first)
-  and announces the keys whose first announcement a crash interrupted.
+  and tells the sweep how many keys a crash left pending (it reads them back).
+
+So the keys in memory at once are one batch of a ``provide`` and the pages
+the sweep works on, however many are provided.
 
 The core's clock is ``time.monotonic``; the schedule is stored in wall-clock
 seconds (converted with the offset measured at start), so it survives a
@@ -49,12 +54,8 @@ from zikade_py.dht.stores.provide_keys import KeyRow, ProvideKeyStore
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING: Final = 10_000_000
-"""Keys whose interrupted first announcement a restart repeats at most (the rest wait for
-their region's slot)."""
-
-ADD_BATCH: Final = 50_000
-"""Keys handed to the sweep per input when many are provided at once."""
+ADD_BATCH: Final = 20_000
+"""Keys stored and handed to the sweep per step when many are provided at once."""
 
 
 def key_of(row: KeyRow) -> Key:
@@ -93,17 +94,15 @@ class SweepReprovider:
     async def start(self) -> None:
         """Give the sweep its stored schedule back and re-announce interrupted first provides."""
         cycle_start, rows = await self.store.load_schedule()
-        if cycle_start is not None and rows:
-            off = self._offset
-            regions = tuple(
-                (Region.parse(p), None if last is None else last - off, added - off)
-                for p, last, added in rows
-            )
-            self._notify(SweepRestore(cycle_start - off, regions))
-        pending = await self.store.pending(MAX_PENDING)
-        for i in range(0, len(pending), ADD_BATCH):
-            keys = tuple(key_of(r) for r in pending[i : i + ADD_BATCH])
-            self._notify(SweepAddKeys(keys, burst=True))
+        pending = await self.store.count(pending=True)
+        off = self._offset
+        regions = tuple(
+            (Region.parse(p), None if last is None else last - off, added - off)
+            for p, last, added in rows
+        )
+        start = None if cycle_start is None or not rows else cycle_start - off
+        if start is not None or pending:
+            self._notify(SweepRestore(start, regions if start is not None else (), pending))
 
     async def close(self) -> None:
         """Finish the schedule writes already asked for (before the datastore closes)."""
@@ -123,12 +122,17 @@ class SweepReprovider:
         New keys are announced in a burst soon, unless ``announced`` (a single
         ``provide`` just did it); keys we already provide change nothing.
         """
-        rows = [(Key.from_preimage(mh).digest, bytes(mh)) for mh in multihashes]
-        new = await self.store.add(rows, pending=not announced)
-        for i in range(0, len(new), ADD_BATCH):
-            keys = tuple(key_of(r) for r in new[i : i + ADD_BATCH])
-            self._notify(SweepAddKeys(keys, burst=not announced, announced=announced))
-        return len(new)
+        count = 0
+        for i in range(0, len(multihashes), ADD_BATCH):
+            rows = [
+                (Key.from_preimage(mh).digest, bytes(mh)) for mh in multihashes[i : i + ADD_BATCH]
+            ]
+            new = await self.store.add(rows, pending=not announced)
+            if new:
+                keys = tuple(key_of(r) for r in new)
+                self._notify(SweepAddKeys(keys, burst=not announced, announced=announced))
+            count += len(new)
+        return count
 
     async def clear(self) -> int:
         """Stop providing everything; how many keys were dropped."""
@@ -161,8 +165,12 @@ class SweepReprovider:
     def on_output(self, out: SweepOutput) -> None:
         """Carry out one output of the sweep (the driver's listener calls this)."""
         match out:
-            case SweepLoadKeys(request_id=rid, region=region):
-                self._spawn(self._load(rid, region), f"sweep-load-{rid}")
+            case SweepLoadKeys(pending=True):
+                # After the writes asked for so far (pages marked announced), so a page
+                # of pending keys never holds keys that just had their announcement.
+                self._write(self._load(out))
+            case SweepLoadKeys(request_id=rid):
+                self._spawn(self._load(out), f"sweep-load-{rid}")
             case SweepRegionDone():
                 if out.burst and out.ok:
                     self.bursts_done += 1
@@ -182,14 +190,15 @@ class SweepReprovider:
             case _:
                 assert_never(out)
 
-    async def _load(self, rid: int, region: Region) -> None:
+    async def _load(self, out: SweepLoadKeys) -> None:
+        region = out.region
         try:
-            rows = await self.store.range(region.lo, region.hi)
+            rows = await self.store.range(out.start, region.hi, out.limit, out.pending)
         except Exception:
             log.exception("sweep: reading the keys of region %r failed", str(region))
-            self._notify(SweepKeys(rid, (), ok=False))
+            self._notify(SweepKeys(out.request_id, (), ok=False))
             return
-        self._notify(SweepKeys(rid, tuple(key_of(r) for r in rows)))
+        self._notify(SweepKeys(out.request_id, tuple(key_of(r) for r in rows)))
 
     def _write(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run store writes one after the other, in the order the outputs came."""
@@ -206,4 +215,4 @@ class SweepReprovider:
                 log.exception("sweep: saving progress failed")
 
 
-__all__ = ["ADD_BATCH", "MAX_PENDING", "SweepReprovider", "key_of"]
+__all__ = ["ADD_BATCH", "SweepReprovider", "key_of"]

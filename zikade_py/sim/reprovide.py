@@ -8,8 +8,9 @@ once, with the same coordinator code the node runs:
 * ``sweep`` — the keys go to the coordinator's sweep (``SweepAddKeys``, not
   announced yet), which calibrates its region size, schedules the regions over
   the cycle and announces each region once; the run ends when every region has
-  been reprovided. The driver part is here: a region's keys are answered from
-  the provider's sorted key list (``SweepLoadKeys`` → ``SweepKeys``).
+  been reprovided. The driver part is here: a page of a region's keys is
+  answered from the provider's sorted key list (``SweepLoadKeys`` →
+  ``SweepKeys``).
 * ``classic`` — one FollowUp broadcast per key (a lookup, then ADD_PROVIDER to
   the ``k`` closest), ``classic_concurrency`` at a time, as the classic
   republisher does.
@@ -175,9 +176,11 @@ class ReprovideOps:
         if node.index != self._provider:
             return
         if isinstance(out, SweepLoadKeys):
-            lo = bisect.bisect_left(self._values, out.region.lo)
-            hi = bisect.bisect_left(self._values, out.region.hi)
-            node.coord.notify(SweepKeys(out.request_id, tuple(self._keys[lo:hi])), now)
+            # Nothing here is pending (no burst in this mode): a page of the region's keys.
+            lo = bisect.bisect_left(self._values, max(out.region.lo, out.start))
+            hi = min(bisect.bisect_left(self._values, out.region.hi), lo + out.limit)
+            keys = () if out.pending else tuple(self._keys[lo:hi])
+            node.coord.notify(SweepKeys(out.request_id, keys), now)
         elif isinstance(out, SweepRegionDone) and out.ok and not out.burst:
             sweep = node.coord.sweep  # type: ignore[attr-defined]
             start = self._start

@@ -20,6 +20,7 @@ datastore's writer and reader threads.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -46,12 +47,15 @@ class ProvideKeyStore(Protocol):
         """Store the keys not stored yet; return those (the new ones)."""
         ...
 
-    async def range(self, lo: int, hi: int) -> list[KeyRow]:
-        """The keys with ``lo <= position < hi``, in position order."""
+    async def range(
+        self, lo: int, hi: int, limit: int | None = None, pending: bool = False
+    ) -> list[KeyRow]:
+        """The keys with ``lo <= position < hi``, in position order, the first ``limit``
+        of them; ``pending``: only those waiting for their first announcement."""
         ...
 
-    async def count(self) -> int:
-        """How many keys we provide."""
+    async def count(self, pending: bool = False) -> int:
+        """How many keys we provide (``pending``: how many wait for their first announcement)."""
         ...
 
     async def pending(self, limit: int) -> list[KeyRow]:
@@ -102,7 +106,9 @@ class MemoryProvideKeys:
             new.append((pos, mh))
         return new
 
-    async def range(self, lo: int, hi: int) -> list[KeyRow]:
+    async def range(
+        self, lo: int, hi: int, limit: int | None = None, pending: bool = False
+    ) -> list[KeyRow]:
         """See :class:`ProvideKeyStore`."""
         i = bisect.bisect_left(self._positions, position_bytes(lo))
         j = (
@@ -110,11 +116,17 @@ class MemoryProvideKeys:
             if hi >= 1 << KEY_BITS
             else bisect.bisect_left(self._positions, position_bytes(hi))
         )
-        return [(p, self._mh[p]) for p in self._positions[i:j]]
+        out: list[KeyRow] = []
+        for p in itertools.islice(self._positions, i, j):
+            if limit is not None and len(out) >= limit:
+                break
+            if not pending or p in self._pending:
+                out.append((p, self._mh[p]))
+        return out
 
-    async def count(self) -> int:
+    async def count(self, pending: bool = False) -> int:
         """See :class:`ProvideKeyStore`."""
-        return len(self._positions)
+        return len(self._pending) if pending else len(self._positions)
 
     async def pending(self, limit: int) -> list[KeyRow]:
         """See :class:`ProvideKeyStore`."""

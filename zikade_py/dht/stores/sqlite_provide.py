@@ -100,31 +100,36 @@ class SqliteProvideKeys:
             new.extend(got)
         return new
 
-    async def range(self, lo: int, hi: int) -> list[KeyRow]:
-        """The keys with ``lo <= position < hi``, in position order (one range scan)."""
-        start = position_bytes(lo)
+    async def range(
+        self, lo: int, hi: int, limit: int | None = None, pending: bool = False
+    ) -> list[KeyRow]:
+        """The keys with ``lo <= position < hi``, in position order, at most ``limit``
+        (one range scan; ``pending``: of the partial index of keys not announced yet)."""
+        sql = "SELECT pos, mh FROM sweep_keys WHERE pos >= ?"
+        args: list[object] = [position_bytes(lo)]
+        if hi < 1 << KEY_BITS:
+            sql += " AND pos < ?"
+            args.append(position_bytes(hi))
+        if pending:
+            sql += " AND pending = 1"
+        sql += " ORDER BY pos"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
 
         def op(conn: sqlite3.Connection) -> list[KeyRow]:
-            if hi >= 1 << KEY_BITS:
-                cur = conn.execute(
-                    "SELECT pos, mh FROM sweep_keys WHERE pos >= ? ORDER BY pos", (start,)
-                )
-            else:
-                cur = conn.execute(
-                    "SELECT pos, mh FROM sweep_keys WHERE pos >= ? AND pos < ? ORDER BY pos",
-                    (start, position_bytes(hi)),
-                )
-            return [(bytes(p), bytes(m)) for p, m in cur]
+            return [(bytes(p), bytes(m)) for p, m in conn.execute(sql, args)]
 
         got = await self._read(op)
         assert isinstance(got, list)
         return got
 
-    async def count(self) -> int:
-        """How many keys we provide."""
+    async def count(self, pending: bool = False) -> int:
+        """How many keys we provide (``pending``: how many wait for their first announcement)."""
+        sql = "SELECT count(*) FROM sweep_keys" + (" WHERE pending = 1" if pending else "")
 
         def op(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("SELECT count(*) FROM sweep_keys").fetchone()[0])
+            return int(conn.execute(sql).fetchone()[0])
 
         got = await self._read(op)
         assert isinstance(got, int)
