@@ -9,8 +9,8 @@ ended are one set of rules, kept here once:
 * four flags: ``_local_fin`` (we half-closed), ``_remote_fin`` (the peer did), ``_reset``
   (either side aborted), ``_session_closed`` (the connection under it ended);
 * the stream has *ended* once both FINs went, or it was reset, or the session ended: then
-  the session forgets it (:meth:`StreamBase._release`, not on a session's end: the session
-  drops its whole table itself) and the ``on_end`` callback fires, exactly once;
+  the session forgets it (``_remove_stream``; not on a session's end: the session drops its
+  whole table itself) and the ``on_end`` callback fires, exactly once;
 * reading gives buffered bytes first, then ``b""`` after the peer's FIN; a reset fails it
   with :class:`StreamResetError` (buffered bytes are dropped), the session's end with
   :class:`SessionClosedError` (buffered bytes stay readable);
@@ -18,14 +18,14 @@ ended are one set of rules, kept here once:
   half-close: local misuse), then :class:`SessionClosedError`, in that order.
 
 Subclasses are slotted and fill in the transport hooks (``_on_read``, ``_send_fin``,
-``_send_reset``, ``_release``, and where needed ``_wake_writers`` / ``_drop_unread``).
+``_send_reset``, and where needed ``_wake_writers`` / ``_drop_unread``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from zikade_py.p2p.yamux_errors import SessionClosedError, StreamClosedError, StreamResetError
 
@@ -51,16 +51,23 @@ class MemoryBudget(Protocol):
         ...
 
 
-class StreamSession(Protocol):
-    """What :class:`StreamBase` itself needs of its session: the budget to charge."""
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class StreamSession(Protocol[T_contra]):
+    """What :class:`StreamBase` itself needs of its session (``T_contra``: its streams)."""
 
     @property
     def memory(self) -> MemoryBudget | None:
         """The budget received bytes draw from, if any."""
         ...
 
+    def _remove_stream(self, stream: T_contra) -> None:
+        """The stream has ended (both FINs or a reset): the session stops counting it."""
+        ...
 
-S = TypeVar("S", bound=StreamSession)
+
+S = TypeVar("S", bound="StreamSession[Any]")
 
 
 class StreamBase(Generic[S]):
@@ -90,7 +97,7 @@ class StreamBase(Generic[S]):
         self._recv_buf = bytearray()
         self._charged = 0  # bytes of _recv_buf reserved from the session's memory budget
         self._discard = False  # nobody will read: incoming data is dropped as it arrives
-        self._readable = asyncio.Event()
+        self._readable: asyncio.Event | None = None  # made by the first reader that waits
         self._write_lock = asyncio.Lock()
         self._local_fin = False
         self._remote_fin = False
@@ -131,9 +138,14 @@ class StreamBase(Generic[S]):
         while True:
             if self._reset:
                 raise StreamResetError(f"stream {self.stream_id} was reset")
-            if self._recv_buf:
-                out = bytes(self._recv_buf[:max_bytes])
-                del self._recv_buf[:max_bytes]
+            buf = self._recv_buf
+            if buf:
+                if len(buf) <= max_bytes:  # all of it: one copy, not a slice and a copy
+                    out = bytes(buf)
+                    buf.clear()
+                else:
+                    out = bytes(buf[:max_bytes])
+                    del buf[:max_bytes]
                 self._uncharge(len(out))
                 self._on_read(len(out))
                 return out
@@ -143,8 +155,7 @@ class StreamBase(Generic[S]):
                 raise SessionClosedError(
                     f"{self._SESSION} ended before stream {self.stream_id} did"
                 )
-            self._readable.clear()
-            await self._readable.wait()
+            await self._wait_readable()
 
     async def close(self) -> None:
         """Half-close: FIN after any data already queued; reading keeps working."""
@@ -176,15 +187,14 @@ class StreamBase(Generic[S]):
     async def wait_remote_closed(self) -> None:
         """Return once the peer sent FIN or reset (or the session ended)."""
         while not (self._remote_fin or self._reset or self._session_closed):
-            self._readable.clear()
-            await self._readable.wait()
+            await self._wait_readable()
 
     def on_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once when the stream has ended (both FINs, a reset or the
         session's end), at once if it already has: what frees a resource reservation
         held for the stream."""
         self._on_end = callback
-        if self.is_fully_closed:
+        if self._reset or self._session_closed or (self._local_fin and self._remote_fin):
             self._ended()
 
     # -- transport hooks ----------------------------------------------------------------------
@@ -201,10 +211,6 @@ class StreamBase(Generic[S]):
         """Tell the peer the stream is aborted (the session is still open)."""
         raise NotImplementedError
 
-    def _release(self) -> None:
-        """The stream has ended: the session stops counting it."""
-        raise NotImplementedError
-
     def _wake_writers(self) -> None:
         """Wake writers blocked on the transport, so they see the new state."""
 
@@ -217,7 +223,7 @@ class StreamBase(Generic[S]):
         if self._remote_fin:
             return
         self._remote_fin = True
-        self._readable.set()
+        self._wake_readers()
         if self._local_fin:
             self._finish()
 
@@ -229,7 +235,7 @@ class StreamBase(Generic[S]):
         self._session_closed = True
         # what is buffered stays readable, but no longer counts against the connection
         self._uncharge(self._charged)
-        self._readable.set()
+        self._wake_readers()
         self._wake_writers()
         self._ended()
 
@@ -239,13 +245,30 @@ class StreamBase(Generic[S]):
             self._drop_unread(len(self._recv_buf))
             self._recv_buf.clear()
         self._uncharge(self._charged)
-        self._readable.set()
+        self._wake_readers()
         self._wake_writers()
         self._finish()
 
+    async def _wait_readable(self) -> None:
+        """Sleep until :meth:`_wake_readers` (the event exists only once someone waited)."""
+        event = self._readable
+        if event is None:
+            event = self._readable = asyncio.Event()
+        else:
+            event.clear()
+        await event.wait()
+
+    def _wake_readers(self) -> None:
+        event = self._readable
+        if event is not None:
+            event.set()
+
     def _finish(self) -> None:
-        self._release()
-        self._ended()
+        """Both FINs or a reset: the session forgets the stream, ``on_end`` fires."""
+        self._session._remove_stream(self)
+        callback, self._on_end = self._on_end, None
+        if callback is not None:
+            callback()
 
     def _ended(self) -> None:
         callback, self._on_end = self._on_end, None

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from zikade_py.p2p.io import BufferedReader, ByteStream, IncompleteReadError
+from zikade_py.p2p.session_base import SessionBase
 from zikade_py.p2p.yamux_errors import (
     GoAwayError,
     PingTimeoutError,
@@ -36,7 +37,7 @@ from zikade_py.p2p.yamux_frame import (
     decode_header,
     encode_header,
 )
-from zikade_py.p2p.yamux_stream import INITIAL_STREAM_WINDOW, MemoryBudget, YamuxStream
+from zikade_py.p2p.yamux_stream import INITIAL_STREAM_WINDOW, YamuxStream
 
 __all__ = [
     "YAMUX_PROTOCOL_ID",
@@ -108,20 +109,18 @@ class YamuxConfig:
             raise ValueError("max_frame_data must be at least max_window")
 
 
-class YamuxSession:
+class YamuxSession(SessionBase[YamuxStream]):
     """A Yamux session over ``conn``; ``is_client`` is the TCP dialer (odd stream ids)."""
 
     def __init__(
         self, conn: ByteStream, *, is_client: bool, config: YamuxConfig = YamuxConfig()
     ) -> None:
         config.validate()
+        super().__init__()
         self._conn = conn
         self.is_client = is_client
         self.config = config
         self._next_stream_id = 1 if is_client else 2
-        self._streams: dict[int, YamuxStream] = {}
-        self._backlog: deque[YamuxStream] = deque()
-        self._accept_event = asyncio.Event()
         self._urgent: deque[bytes] = deque()
         self._queue: deque[tuple[bytes, asyncio.Future[None] | None]] = deque()
         self._queued_bytes = 0
@@ -143,8 +142,6 @@ class YamuxSession:
         self._rbuf_charged = 0  # bytes of _rbuf reserved from the memory budget
         self.read_pauses = 0
         """Times reading was paused because the peer sent too much we drop unread."""
-        self.memory: MemoryBudget | None = None
-        """Where received stream data is accounted (the connection's resource scope)."""
         self.last_activity = time.monotonic()
 
     # -- properties -------------------------------------------------------------------------
@@ -158,16 +155,6 @@ class YamuxSession:
     def close_reason(self) -> YamuxError | None:
         """Why the session ended (protocol error, EOF, keep-alive timeout, local close)."""
         return self._close_reason
-
-    @property
-    def num_streams(self) -> int:
-        """Streams currently open in either direction (not fully closed or reset)."""
-        return len(self._streams)
-
-    @property
-    def num_inbound_backlog(self) -> int:
-        """Inbound streams waiting, un-ACKed, for :meth:`accept_stream`."""
-        return len(self._backlog)
 
     @property
     def rtt(self) -> float:
@@ -246,19 +233,11 @@ class YamuxSession:
         self._enqueue(stream._open_frame(Flag.SYN, self.config.initial_window), urgent=True)
         return stream
 
-    async def accept_stream(self) -> YamuxStream:
-        """The next inbound stream, ACKed now; :class:`SessionClosedError` once the session ends."""
-        while True:
-            if self._closing:
-                raise SessionClosedError("session is closed")
-            if self._backlog:
-                stream = self._backlog.popleft()
-                if not stream.is_reset:
-                    ack = stream._open_frame(Flag.ACK, self.config.initial_window)
-                    self._enqueue(ack, urgent=True)
-                return stream
-            self._accept_event.clear()
-            await self._accept_event.wait()
+    def _on_accepted(self, stream: YamuxStream) -> None:
+        """An inbound stream is ACKed only when accepted (like go-yamux): until then the
+        peer sees a backlog it must not outrun."""
+        if not stream.is_reset:
+            self._enqueue(stream._open_frame(Flag.ACK, self.config.initial_window), urgent=True)
 
     async def ping(self) -> float:
         """Round-trip time in seconds; :class:`PingTimeoutError` after ``ping_timeout``."""
@@ -310,11 +289,6 @@ class YamuxSession:
         self._queue.append((frame, future))
         self._wake_writer.set()
         await future
-
-    def _remove_stream(self, stream: YamuxStream) -> None:
-        """The stream has ended (both FINs or a reset): it no longer counts."""
-        if self._streams.get(stream.stream_id) is stream:
-            del self._streams[stream.stream_id]
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -552,9 +526,7 @@ class YamuxSession:
             self._enqueue(rst, urgent=True)
             return None
         stream = YamuxStream(self, stream_id, is_outbound=False)
-        self._streams[stream_id] = stream
-        self._backlog.append(stream)
-        self._accept_event.set()
+        self._admit(stream)
         return stream
 
     def _on_ping(self, header: FrameHeader) -> None:
@@ -591,19 +563,13 @@ class YamuxSession:
             if goaway_code is not None and self._writer_task is not None:
                 self._urgent.append(encode_header(FrameType.GO_AWAY, 0, 0, goaway_code))
         self._wake_writer.set()
-        for stream in self._streams.values():
-            stream._on_session_closed()
-        for stream in self._backlog:
-            stream._on_session_closed()
-        self._streams.clear()
-        self._backlog.clear()
+        self._end_streams()
         for future in self._pings.values():
             if not future.done():
                 future.set_exception(SessionClosedError("session closed"))
         self._finisher = asyncio.get_running_loop().create_task(
             self._finish(), name="yamux-close", context=contextvars.Context()
         )
-        self._accept_event.set()
         self._closing_event.set()
 
     async def _finish(self) -> None:

@@ -80,7 +80,7 @@ class YamuxStream(StreamBase[SessionLink]):
         self._window_size = INITIAL_STREAM_WINDOW  # our target receive window
         self._send_window = INITIAL_STREAM_WINDOW  # bytes we may still send
         self._epoch_start = time.monotonic()
-        self._writable = asyncio.Event()
+        self._writable: asyncio.Event | None = None  # made by the first writer that waits
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -104,8 +104,12 @@ class YamuxStream(StreamBase[SessionLink]):
             while offset < len(view):
                 self._check_writable()
                 if self._send_window <= 0:
-                    self._writable.clear()
-                    await self._writable.wait()
+                    writable = self._writable
+                    if writable is None:
+                        writable = self._writable = asyncio.Event()
+                    else:
+                        writable.clear()
+                    await writable.wait()
                     continue
                 n = min(len(view) - offset, self._send_window, MAX_DATA_PAYLOAD)
                 self._send_window -= n
@@ -152,11 +156,10 @@ class YamuxStream(StreamBase[SessionLink]):
             encode_header(FrameType.WINDOW_UPDATE, Flag.RST, self.stream_id, 0), urgent=False
         )
 
-    def _release(self) -> None:
-        self._session._remove_stream(self)
-
     def _wake_writers(self) -> None:
-        self._writable.set()
+        writable = self._writable
+        if writable is not None:
+            writable.set()
 
     def _drop_unread(self, size: int) -> None:
         self._session._note_dropped(size)
@@ -196,13 +199,15 @@ class YamuxStream(StreamBase[SessionLink]):
                 return len(body)
             self._charged += len(body)
         self._recv_buf += body
-        self._readable.set()
+        readable = self._readable
+        if readable is not None:
+            readable.set()
         return 0
 
     def _on_window_update(self, delta: int) -> None:
         self._send_window += delta
         if self._send_window > 0:
-            self._writable.set()
+            self._wake_writers()
 
     def _on_ack(self) -> None:
         self.acked = True

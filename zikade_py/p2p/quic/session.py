@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 from aioquic.quic import events
@@ -29,9 +28,9 @@ from zikade_py.p2p.quic.hooks import (
     send_buffered,
 )
 from zikade_py.p2p.quic.stream import RESET_CODE, QuicStream
+from zikade_py.p2p.session_base import SessionBase
 from zikade_py.p2p.tls import CertificateError
 from zikade_py.p2p.yamux_errors import SessionClosedError
-from zikade_py.p2p.yamux_stream import MemoryBudget
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +95,10 @@ class Transmitter:
         raise NotImplementedError
 
 
-class QuicSession:
+class QuicSession(SessionBase[QuicStream]):
     """A libp2p connection over QUIC; implements the host's ``MuxedSession``."""
+
+    _SESSION = "connection"
 
     def __init__(
         self,
@@ -107,7 +108,7 @@ class QuicSession:
         *,
         config: QuicConfig,
     ) -> None:
-        self.memory: MemoryBudget | None = None
+        super().__init__()
         self.quic = quic
         self.remote_addr = remote_addr
         self.config = config
@@ -115,9 +116,6 @@ class QuicSession:
         self._endpoint = endpoint
         self._loop = asyncio.get_running_loop()
         self._is_client = quic.configuration.is_client
-        self._streams: dict[int, QuicStream] = {}
-        self._accept: deque[QuicStream] = deque()
-        self._accept_ready = asyncio.Event()
         self._progress = asyncio.Event()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._closed = asyncio.Event()
@@ -162,16 +160,6 @@ class QuicSession:
         """Why it ended, if it has."""
         return self._close_reason
 
-    @property
-    def num_streams(self) -> int:
-        """Streams open now (both directions, accepted or waiting)."""
-        return len(self._streams)
-
-    @property
-    def num_inbound_backlog(self) -> int:
-        """Inbound streams waiting to be accepted."""
-        return len(self._accept)
-
     # -- MuxedSession -----------------------------------------------------------------------
 
     async def wait_ready(self) -> None:
@@ -189,15 +177,6 @@ class QuicSession:
         stream = QuicStream(self, stream_id)
         self._streams[stream_id] = stream
         return stream
-
-    async def accept_stream(self) -> QuicStream:
-        """The next stream the peer opened; :class:`SessionClosedError` at the end."""
-        while not self._accept:
-            if self.is_closed:
-                raise SessionClosedError("connection closed")
-            self._accept_ready.clear()
-            await self._accept_ready.wait()
-        return self._accept.popleft()
 
     async def close(self) -> None:
         """Close with NO_ERROR (CONNECTION_CLOSE goes out now) and end every stream."""
@@ -342,17 +321,15 @@ class QuicSession:
         while self._remote_floor in self._seen_remote:
             self._seen_remote.discard(self._remote_floor)
             self._remote_floor += 4
-        stream = QuicStream(self, stream_id)
-        if len(self._accept) >= self.config.max_unaccepted_streams:
+        if len(self._backlog) >= self.config.max_unaccepted_streams:
             self.abort_stream(stream_id, send=True, receive=True)  # beyond the backlog
             return None
         # A stream may come before the connection is ready: the peer's first streams often
         # share a datagram with the handshake's end (its HANDSHAKE_DONE, or our client's
         # Finished), and a server may send before it confirmed us. It waits in the backlog:
         # nothing accepts it before the connection is handed over as ready.
-        self._streams[stream_id] = stream
-        self._accept.append(stream)
-        self._accept_ready.set()
+        stream = QuicStream(self, stream_id)
+        self._admit(stream)
         return stream
 
     # -- called by streams ------------------------------------------------------------------
@@ -404,14 +381,14 @@ class QuicSession:
                 self.quic.stop_stream(stream_id, RESET_CODE)
         self._transmit()
 
-    def stream_done(self, stream: QuicStream) -> None:
-        """The stream ended (both FINs or reset): it no longer counts."""
-        if self._streams.get(stream.stream_id) is stream:
-            del self._streams[stream.stream_id]
+    def _remove_stream(self, stream: QuicStream) -> None:
+        """The stream ended (both FINs or reset): it no longer counts, nor waits to be
+        accepted, and its flow-control bookkeeping goes."""
+        super()._remove_stream(stream)
         self.quic.consumed.pop(stream.stream_id, None)
         self._granted.pop(stream.stream_id, None)
         with contextlib.suppress(ValueError):
-            self._accept.remove(stream)
+            self._backlog.remove(stream)
 
     # -- keep-alive and the end -------------------------------------------------------------
 
@@ -441,12 +418,7 @@ class QuicSession:
                 exc.__cause__ = reason
             self._ready.set_exception(exc)
             self._ready.exception()  # retrieved: a dial that gave up need not see it
-        streams = list(self._streams.values())
-        self._streams.clear()
-        self._accept.clear()
-        for stream in streams:
-            stream._on_session_closed()
-        self._accept_ready.set()
+        self._end_streams()
         self._wake_writers()
         self._endpoint.forget(self)
 

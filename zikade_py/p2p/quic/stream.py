@@ -51,7 +51,7 @@ class QuicLink(Protocol):
         """RESET_STREAM and/or STOP_SENDING."""
         ...
 
-    def stream_done(self, stream: QuicStream) -> None:
+    def _remove_stream(self, stream: QuicStream) -> None:
         """The stream ended: stop counting it."""
         ...
 
@@ -88,9 +88,6 @@ class QuicStream(StreamBase[QuicLink]):
         """RESET_STREAM for our side, STOP_SENDING for theirs unless they finished."""
         self._session.abort_stream(self.stream_id, send=True, receive=not self._remote_fin)
 
-    def _release(self) -> None:
-        self._session.stream_done(self)
-
     # -- called by the session --------------------------------------------------------------
 
     def _on_data(self, data: bytes, end_stream: bool) -> None:
@@ -109,7 +106,7 @@ class QuicStream(StreamBase[QuicLink]):
         if end_stream:
             self._on_remote_fin()
         else:
-            self._readable.set()
+            self._wake_readers()
 
     def _on_stop_sending(self) -> None:
         """The peer will not read: our side is reset (RFC 9000 §3.5), reading goes on."""
