@@ -157,6 +157,10 @@ class StreamBase(Generic[S]):
                 )
             await self._wait_readable()
 
+    async def write(self, data: bytes) -> None:
+        """Send all of ``data``, waiting while the peer (or our send buffer) is full."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         """Half-close: FIN after any data already queued; reading keeps working."""
         if self._local_fin or self._reset:
