@@ -6,8 +6,10 @@
 It joins through BOOTSTRAP, provides KEYS CIDs if KEYS > 0, and prints one
 JSON line per event on stdout: ``ready`` (with the provide statistics after
 start), ``done`` for every region the sweep finishes (burst or reprovide),
-``stat`` every half second. Small regions (``replication=2``) give a dozen
-loopback servers several regions; INTERVAL is the cycle in seconds.
+``stat`` every half second (with the sweep's schedule: each region, when it is
+due and when it was last done, in wall-clock seconds). Small regions
+(``replication=2``) give a dozen loopback servers several regions; INTERVAL is
+the cycle in seconds.
 """
 
 from __future__ import annotations
@@ -64,7 +66,19 @@ async def main(repo: Path, bootstrap: str, interval: float, keys: int) -> None:
     say({"event": "ready", "stat": await node.provide_stat()})
     while True:
         await asyncio.sleep(0.5)
-        say({"event": "stat", "stat": await node.provide_stat()})
+        say({"event": "stat", "stat": await node.provide_stat(), "schedule": schedule(node)})
+
+
+def schedule(node: Node) -> list[tuple[str, float, float | None]]:
+    """The sweep's schedule in wall-clock seconds (the core runs on ``time.monotonic``)."""
+    sweep = node.driver.coordinator.sweep
+    if sweep is None:
+        return []
+    off = time.time() - time.monotonic()
+    return [
+        (str(region), due + off, None if last is None else last + off)
+        for region, due, last in sweep.schedule()
+    ]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A node SIGKILLed in the middle of a reprovide cycle resumes it after a restart: the
-regions it had finished are not announced again before their next slot, the rest of the
-cycle is done, and no key is lost (the repo's SQLite file is the only memory it has)."""
+regions it had finished are not announced again before their next slot, the regions whose
+slot passed while it was down are announced first, before those not due yet, the rest of
+the cycle is done, and no key is lost (the repo's SQLite file is the only memory it has)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from .conftest import start_network
 
 pytestmark = pytest.mark.timeout(180)
 
-INTERVAL = 16.0
+INTERVAL = 20.0
 KEYS = 200
+MARGIN = 2.5
+"""Regions due within this long after the restart are neither overdue nor clearly later."""
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -59,6 +62,16 @@ class Child:
 
     def dones(self, *, burst: bool) -> list[dict[str, object]]:
         return [d for d in self.seen if d["event"] == "done" and d["ok"] and d["burst"] is burst]
+
+    def schedule(self) -> list[tuple[str, float, float | None]]:
+        """The last schedule the child printed (region, due, last done; wall clock)."""
+        for doc in reversed(self.seen):
+            if doc["event"] == "stat" and doc.get("schedule"):
+                rows = doc["schedule"]
+                assert isinstance(rows, list)
+                return [(str(r), float(due), None if last is None else float(last))
+                        for r, due, last in rows]  # fmt: skip
+        return []
 
     def stderr(self) -> str:
         if self.proc.poll() is None:
@@ -101,6 +114,7 @@ async def test_sigkill_mid_cycle_then_resume(tmp_path: Path) -> None:
                 await asyncio.to_thread(first.next, 1.0)
             regions_before = first.seen[-1]
             await asyncio.sleep(0.5)  # its schedule write is queued: let it commit
+            await asyncio.to_thread(first.next, 0.6)  # and the schedule printed after it
             first.proc.send_signal(signal.SIGKILL)
             first.proc.wait(timeout=10)
         finally:
@@ -109,7 +123,14 @@ async def test_sigkill_mid_cycle_then_resume(tmp_path: Path) -> None:
         finished = {str(d["region"]): float(str(d["at"])) for d in first.dones(burst=False)}
         assert regions_before and first.dones(burst=True), "the burst came first"
         killed_at = time.time()
+        planned = first.schedule()
+        assert planned, "the child printed no schedule"
+        # Dead until the slot of the next region has passed: it is overdue at the restart,
+        # the regions after it are not due yet.
+        dues = sorted(due for r, due, _ in planned if r not in finished)
+        await asyncio.sleep(max(1.0, (dues[0] if dues else 0.0) + 0.3 - time.time()))
 
+        spawned = time.time()
         second = spawn(repo, boot, 0)
         try:
             ready = await asyncio.to_thread(second.wait, "ready")
@@ -118,8 +139,18 @@ async def test_sigkill_mid_cycle_then_resume(tmp_path: Path) -> None:
             assert stat["keys"] == KEYS, "keys were lost"
             total = int(str(stat["regions"]))
             assert total > len(finished), "nothing left of the cycle to resume"
-            # Watch the rest of the cycle (its regions fall within one interval).
-            deadline = killed_at + INTERVAL
+            started = time.time()
+            # Regions not finished whose slot passed while the node was dead are overdue;
+            # those whose slot lies clearly after the restart are not due yet.
+            waiting = [(r, due) for r, due, _ in planned if r not in finished]
+            overdue = {r for r, due in waiting if due < spawned}
+            later = {r for r, due in waiting if due > started + MARGIN}
+            assert overdue and later, (
+                f"the scenario needs both: schedule {planned} (killed at {killed_at}, "
+                f"restarted {spawned}..{started}); finished {finished}"
+            )
+            # Watch the rest of the cycle: until every region not due yet had its slot.
+            deadline = max(killed_at + INTERVAL, max(due for _, due in waiting) + 3.0)
             while time.time() < deadline:
                 await asyncio.to_thread(second.next, 0.5)
         finally:
@@ -140,3 +171,26 @@ async def test_sigkill_mid_cycle_then_resume(tmp_path: Path) -> None:
             f"finished before the kill: {finished}; after the restart: "
             f"{[(d['region'], float(str(d['at'])) - killed_at) for d in redone]}"
         )
+        # Overdue first: every overdue region was announced before any region not due yet
+        # (a region announced together with an overdue one, a widened exploration, counts
+        # as overdue's).
+        story = (
+            f"overdue {sorted(overdue)}, later {sorted(later)}, restarted at {spawned:.1f}; "
+            f"after the restart: {[(d['region'], round(float(str(d['at'])), 1)) for d in redone]}"
+        )
+        first_done = {}
+        for region in overdue:
+            times = [float(str(d["at"])) for d in redone if overlaps(str(d["region"]), region)]
+            assert times, f"overdue region {region} was never announced: {story}"
+            first_done[region] = min(times)
+        later_times = [
+            float(str(d["at"])) for d in redone
+            if any(overlaps(str(d["region"]), r) for r in later)
+            and not any(overlaps(str(d["region"]), r) for r in overdue)
+        ]  # fmt: skip
+        assert later_times, f"no region due later was announced: {story}"
+        assert max(first_done.values()) < min(later_times), f"not overdue first: {story}"
+        # No key lost: every region of the schedule was announced before the kill or after.
+        announced = list(finished) + [str(d["region"]) for d in redone]
+        for region, _, _ in planned:
+            assert any(overlaps(region, a) for a in announced), f"{region} never announced"
