@@ -117,6 +117,47 @@ class HeapTrimmer:
         return True
 
 
+MMAP_THRESHOLD = 512 * 1024
+"""Allocations from this size up get pages of their own (glibc's default: 128 KiB)."""
+
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_tuned = False
+
+
+def tune_thresholds() -> bool:
+    """Fix glibc's mmap threshold (:data:`MMAP_THRESHOLD`) and top-of-heap trim threshold
+    (:data:`TRIM_THRESHOLD`) once per process; returns whether they are set (glibc only).
+
+    Why: asyncio reads a socket with ``recv(256 KiB)`` and shrinks the result to what
+    arrived. Under the default 128 KiB mmap threshold every read, however small, is an
+    mmap, an mremap and a munmap with fresh pages faulted in: a TCP handshake paid ~0.2 ms
+    of CPU for it. glibc raises that threshold itself only when a large mapped chunk is
+    freed unshrunk, which happened by luck while importing dnspython or aioquic, so making
+    those imports lazy made every TCP dial dearer (issue 9 acceptance 6, 9ec9d4c). Bulk
+    receives free a few hundred KiB at the top of the heap, which the default trim
+    threshold handed back to the OS at once and faulted in again for the next segment
+    (+50 % CPU per received MiB). Freed memory past :data:`TRIM_THRESHOLD` still goes
+    back: glibc trims the top beyond it, :func:`trim_periodically` the rest."""
+    global _tuned
+    if _tuned:
+        return True
+    if not sys.platform.startswith("linux") or not hasattr(os, "confstr"):
+        return False
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False  # musl's mallopt takes no such parameters
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, ValueError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _tuned = bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+    return _tuned
+
+
 TRIM_INTERVAL = 10.0
 """Seconds between looks at the heap (a look is one ``mallinfo2`` call, ~40 us)."""
 

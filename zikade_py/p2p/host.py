@@ -333,6 +333,7 @@ class Host:
         if self._running or self._closing:
             raise HostClosedError("host already started")
         self._running = True
+        heap.tune_thresholds()  # before the first socket read (see there)
         try:
             for addr in listen_addrs:
                 await self._listen(addr)
