@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zikade_py.p2p import heap
 from zikade_py.p2p.addrscope import AddressPolicy
@@ -52,9 +52,8 @@ from zikade_py.p2p.peerstore import (
     PeerStore,
 )
 from zikade_py.p2p.ping import PING_PROTOCOL_ID, PingHandler, ping_stream
+from zikade_py.p2p.quic.config import QuicConfig
 from zikade_py.p2p.quic.dial_order import FALLBACK_DELAY, race, split
-from zikade_py.p2p.quic.session import QuicConfig
-from zikade_py.p2p.quic.transport import QuicTransport
 from zikade_py.p2p.rcmgr import (
     ConnectionScope,
     InboundStream,
@@ -63,6 +62,9 @@ from zikade_py.p2p.rcmgr import (
     ResourceManager,
 )
 from zikade_py.p2p.yamux import YamuxConfig
+
+if TYPE_CHECKING:
+    from zikade_py.p2p.quic.transport import QuicTransport
 
 log = logging.getLogger(__name__)
 
@@ -276,13 +278,23 @@ class Host:
         self._handlers[IDENTIFY_PROTOCOL_ID] = self.identify.handle_identify
         self._handlers[IDENTIFY_PUSH_PROTOCOL_ID] = self.identify.handle_push
         self._handlers[PING_PROTOCOL_ID] = PingHandler()
-        self._quic = QuicTransport(
-            key,
-            self.config.quic,
-            on_connection=self._on_quic_connection,
-            admit=self._admit_quic,
-            handshake_timeout=self.config.handshake_timeout,
-        )
+        self._quic_transport: QuicTransport | None = None
+
+    @property
+    def _quic(self) -> QuicTransport:
+        """The QUIC transport, made at the first QUIC listen or dial: importing aioquic and
+        its TLS stack costs ~0.1 s of CPU that a process dialing only TCP never needs."""
+        if self._quic_transport is None:
+            from zikade_py.p2p.quic.transport import QuicTransport
+
+            self._quic_transport = QuicTransport(
+                self._key,
+                self.config.quic,
+                on_connection=self._on_quic_connection,
+                admit=self._admit_quic,
+                handshake_timeout=self.config.handshake_timeout,
+            )
+        return self._quic_transport
 
     @property
     def _pending_handshakes(self) -> int:
@@ -389,7 +401,8 @@ class Host:
         await self.identify.close()
         conns = list(self.connmgr.connections())
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-        await self._quic.close()
+        if self._quic_transport is not None:
+            await self._quic_transport.close()
         tasks = list(self._tasks) + [t for ts in self._conn_tasks.values() for t in ts]
         for task in tasks:
             task.cancel()

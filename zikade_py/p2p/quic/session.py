@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 
 from aioquic.quic import events
 from aioquic.quic.connection import NetworkAddress
 
 from zikade_py.p2p.crypto import PublicKey
 from zikade_py.p2p.peer_id import PeerID
+from zikade_py.p2p.quic.config import QuicConfig as QuicConfig  # re-exported: its old home
 from zikade_py.p2p.quic.hooks import (
     Libp2pQuicConnection,
     handshake_confirmed,
@@ -33,42 +33,6 @@ from zikade_py.p2p.tls import CertificateError
 from zikade_py.p2p.yamux_errors import SessionClosedError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class QuicConfig:
-    """Timers and limits of QUIC connections (the host derives them from its config)."""
-
-    idle_timeout: float = 30.0
-    """A connection that hears nothing for this long is closed (go uses 30 s)."""
-    keepalive_interval: float | None = 5.0
-    """PING this often so the idle timer never fires on a healthy connection: the
-    negotiated idle timeout is the smaller of both sides', and rust-libp2p and
-    @chainsafe/libp2p-quic offer 10 s (and ping every 5 s themselves); None: no pings."""
-    high_water: int = 256 * 1024
-    """A stream's ``write`` waits while more than this many bytes are unacknowledged."""
-    max_unaccepted_streams: int = 256
-    """Inbound streams waiting for the host to accept them; more are reset."""
-    max_stream_data: int = 1 << 20
-    """Initial per-stream flow-control window we grant."""
-    max_data: int = 4 << 20
-    """Initial connection flow-control window we grant."""
-    retry_above: int = 16
-    """With this many inbound handshakes under way on a socket, a new client must first
-    prove its address with a Retry round trip (RFC 9000 §8.1): a spoofed source then
-    costs a stateless token, not a connection, a TLS signature and a handshake slot.
-    0: always."""
-
-    def validate(self) -> None:
-        """Refuse settings that cannot work."""
-        if self.idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive")
-        if self.keepalive_interval is not None and not (
-            0 < self.keepalive_interval < self.idle_timeout
-        ):
-            raise ValueError("keepalive_interval must be positive and below idle_timeout")
-        if self.high_water < 1 or self.max_unaccepted_streams < 0 or self.retry_above < 0:
-            raise ValueError("high_water must be positive, the counts >= 0")
 
 
 class HandshakeError(Exception):
