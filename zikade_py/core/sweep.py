@@ -49,21 +49,28 @@ with the size of the network instead. Rules of the machine:
 * Every lookup and send the machine asks for gets exactly one answer from the
   coordinator; answers for work that was cleared meanwhile are ignored.
   :meth:`Sweep.next_due` has no side effects.
+
+This module is the machine: inputs, calibration, exploration, the flow of a
+region from its keys to its outcome. Its parts live beside it, one idea each:
+the knobs (:mod:`.sweep_config`), the schedule and its restore
+(:mod:`.sweep_schedule`), the queue of new keys (:mod:`.sweep_burst`), one
+region's batches and their outcome (:mod:`.sweep_job`), keyspace regions
+(:mod:`.sweep_region`), the network size (:mod:`.sweep_netsize`), and the
+events and states (:mod:`.sweep_events`).
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import heapq
-import math
 import random
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import assert_never
 
 from zikade_py.core.key import KEY_BITS, Key
+from zikade_py.core.sweep_burst import BurstQueue
+from zikade_py.core.sweep_config import MAX_PREIMAGE_BITS, REPROVIDE_INTERVAL, SweepConfig
 from zikade_py.core.sweep_events import (
     SweepAddKeys,
     SweepClear,
@@ -84,174 +91,26 @@ from zikade_py.core.sweep_events import (
     SweepStats,
     SweepWaiting,
 )
-from zikade_py.core.sweep_netsize import NetworkSizeEstimator, prefix_length
-from zikade_py.core.sweep_region import (
-    WHOLE,
-    Region,
-    allocate,
-    covered_region,
-    gaps,
-    next_slot,
-    slot_offset,
+from zikade_py.core.sweep_job import (
+    Job,
+    Phase,
+    idle,
+    queue_individual,
+    queue_page,
+    reach,
+    reached,
+    set_page,
+    settle,
+    split,
+    take_retries,
 )
+from zikade_py.core.sweep_netsize import NetworkSizeEstimator, prefix_length
+from zikade_py.core.sweep_region import WHOLE, Region, covered_region, gaps
+from zikade_py.core.sweep_schedule import Schedule, ScheduleRow
 from zikade_py.core.trace import NO_TRACE, Trace, earliest
-
-REPROVIDE_INTERVAL = 22 * 3600.0
-"""Seconds between two announcements of a key (go, Amino: 22 h; records live 48 h)."""
-
-MAX_PREIMAGE_BITS = 16
-"""Prefix bits a synthesised lookup target matches (2^16 hashes at most on average)."""
 
 _SCAN = 0
 """The job id under which the pass over every pending key reads its pages."""
-
-
-@dataclass(frozen=True, slots=True)
-class SweepConfig:
-    """Knobs of the sweep; defaults follow go-libp2p-kad-dht's provider (v0.35)."""
-
-    replication: int = 20
-    """k: servers that get each key's record."""
-    reprovide_interval: float = REPROVIDE_INTERVAL
-    max_prefix_len: int = 24
-    """Longest region prefix (and the resolution of the schedule)."""
-    burst_delay: float = 1.0
-    """Seconds new keys wait for company before their first announcement."""
-    retry_interval: float = 300.0
-    """Seconds before a failed region (or burst) is tried again (go: 5 min)."""
-    max_regions: int = 4
-    """Regions explored and announced at once (go: workers)."""
-    max_sends: int = 20
-    """Batch streams in flight per region (go: ``maxProvideConnsPerWorker``)."""
-    batch_size: int = 2048
-    """Keys sent on one stream at most."""
-    page_keys: int = 32768
-    """Keys of one region in memory at once: a region (or a burst) with more is read and
-    announced page by page (each key costs ~0.5 kB while its region is announced)."""
-    send_timeout: float = 60.0
-    """Seconds one batch stream may take, plus ``send_timeout_per_key`` for each key."""
-    send_timeout_per_key: float = 0.05
-    """A slow receiver reads a batch of thousands of records for a while (go bounds each
-    ADD_PROVIDER on its stream by itself); measured on a loaded loopback network, batches
-    of 2,048 keys under a flat 60 s lost half their records."""
-    max_lookups_per_region: int = 64
-    """Exploration lookups per region at most (go: ``maxExplorationPrefixSearches``)."""
-    individual_threshold: int = 2
-    """Regions with at most this many keys are announced key by key, without exploring."""
-    min_reachable_ratio: float = 0.2
-    """Share of a region's servers that must take their records for it to count as done."""
-    calibration_lookups: int = 4
-    """Lookups to random targets that estimate the network size before placing new keys."""
-    calibration_delay: float = 5.0
-    """Seconds keys that were just announced (a single ``provide``) wait before calibration
-    lookups are made for them: the provides' own lookups (:class:`SweepLookupSeen`) usually
-    size the network meanwhile. Burst keys calibrate at once."""
-    calibration_retry: float = 5.0
-    """Seconds before calibrating again when every calibration lookup failed, or before a
-    region is tried again when its lookup found nobody to ask (no peers yet: a node asked
-    to provide, or restarted with overdue regions, before its routing table filled)."""
-    drop_retry_delay: float = 0.5
-    """Seconds before a batch refused by our own admission control is offered again."""
-    send_retries: int = 1
-    """Times a server's failed batches are sent again within one region (go: none; a
-    server that misses its batch misses the keys until the next cycle)."""
-    send_retry_delay: float = 5.0
-    """Seconds before a failed batch is sent again."""
-    preimage_targets: bool = True
-    """Synthesised lookup targets get real preimages (the wire needs them; the simulator
-    turns this off)."""
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first setting that cannot work."""
-        if self.replication < 1:
-            raise ValueError("replication must be at least 1")
-        if self.reprovide_interval <= 0:
-            raise ValueError("reprovide_interval must be positive")
-        if not 0 <= self.max_prefix_len <= KEY_BITS:
-            raise ValueError(f"max_prefix_len must be within 0..{KEY_BITS}")
-        if self.send_retries < 0:
-            raise ValueError("send_retries must not be negative")
-        for name in (
-            "burst_delay", "drop_retry_delay", "send_retry_delay", "calibration_delay",
-            "send_timeout_per_key",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        for name in ("retry_interval", "send_timeout", "calibration_retry"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-        for name in (
-            "max_regions", "max_sends", "batch_size", "max_lookups_per_region", "page_keys",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.individual_threshold < 0 or self.calibration_lookups < 1:
-            raise ValueError("individual_threshold >= 0 and calibration_lookups >= 1 required")
-        if not 0.0 < self.min_reachable_ratio <= 1.0:
-            raise ValueError("min_reachable_ratio must be within (0, 1]")
-
-
-class _Phase(Enum):
-    LOAD = "load"
-    """Waiting for the region's keys."""
-    LOOKUP = "lookup"
-    """Exploring (or looking keys up one by one)."""
-    RELOAD = "reload"
-    """The region was widened: waiting for the keys of the wider one."""
-    SEND = "send"
-    PAGE = "page"
-    """Waiting for the region's next page of keys."""
-
-
-@dataclass(slots=True)
-class _Entry:
-    """A scheduled region."""
-
-    due: float
-    last_done: float | None
-    added: float
-
-
-@dataclass(slots=True)
-class _Job:
-    """One region being announced (a full reprovide, or a burst of new keys)."""
-
-    id: int
-    region: Region
-    burst: bool
-    phase: _Phase
-    keys: list[Key] = field(default_factory=list)
-    """The page of keys being announced."""
-    more: bool = False
-    """More keys follow the page (from ``cursor`` on)."""
-    cursor: int = 0
-    key_count: int = 0
-    """Keys of all pages so far."""
-    filled: set[Region] = field(default_factory=set)
-    """Parts of the region that held keys."""
-    source: Region = WHOLE
-    """The region whose keys are read (the requested one, or the wider one explored)."""
-    expected: int = 0
-    """New keys the burst was started for (a retry's count)."""
-    target: Region = WHOLE
-    """The region being explored (the requested one, or wider)."""
-    covered: list[Region] = field(default_factory=list)
-    servers: dict[int, Key] = field(default_factory=dict)
-    lookups: int = 0
-    lookup_id: int | None = None
-    no_fresh: int = 0
-    individual: dict[int, Key] = field(default_factory=dict)
-    """Per-key lookups in flight (lookup id → key)."""
-    closest_of: dict[Key, tuple[Key, ...]] = field(default_factory=dict)
-    parts: list[Region] = field(default_factory=list)
-    sends: deque[tuple[Key, tuple[Key, ...]]] = field(default_factory=deque)
-    retries: list[tuple[float, Key, tuple[Key, ...]]] = field(default_factory=list)
-    in_flight: dict[int, tuple[Key, tuple[Key, ...]]] = field(default_factory=dict)
-    peer_ok: dict[Key, bool] = field(default_factory=dict)
-    send_failures: dict[Key, int] = field(default_factory=dict)
-    """Batches to each server that failed and were offered again."""
-    holders: int = 0
-    """Records taken (key × server)."""
 
 
 @dataclass(slots=True)
@@ -280,17 +139,9 @@ class Sweep:
         self.self_key = self_key
         self._rng = rng or random.Random()
         self._started = now
-        self._cycle_start: float | None = None
-        self._regions: dict[Region, _Entry] = {}
-        self._lengths: Counter[int] = Counter()
-        self._ancestors: Counter[Region] = Counter()
-        """For each prefix, how many scheduled regions lie strictly under it."""
-        self._heap: list[tuple[float, int, Region]] = []
-        self._seq = 0
-        self._burst: dict[Region, int] = {}
-        """How many new keys wait in each region (the driver keeps them, pending)."""
-        self._burst_at: dict[Region, float] = {}
-        """When each region's waiting new keys are due for their first announcement."""
+        cfg = self.config
+        self._sched = Schedule(self_key.value, cfg.reprovide_interval, cfg.max_prefix_len)
+        self._bursts = BurstQueue()
         self._unassigned: list[tuple[tuple[Key, ...], bool, bool]] = []
         """Keys not new (no burst) that arrived before the network size was known."""
         self._scan_wanted = False
@@ -302,7 +153,7 @@ class Sweep:
         self._calibrating: set[int] = set()
         self._calibrate_after: float | None = None
         self._netsize = NetworkSizeEstimator()
-        self._jobs: dict[int, _Job] = {}
+        self._jobs: dict[int, Job] = {}
         self._busy: set[Region] = set()
         self._lookups: dict[int, int] = {}
         """Lookup id → job id (calibration lookups are in ``_calibrating``)."""
@@ -345,9 +196,8 @@ class Sweep:
                 elif job is not None:
                     self._finish(job, now, failed=True)
             case SweepReprovideNow():
-                for region, entry in self._regions.items():
-                    entry.due = now
-                    self._push(region, now)
+                for region in self._sched.entries:
+                    self._sched.set_due(region, now)
             case SweepLookupDone(lookup_id=lid, closest=closest, ok=ok):
                 self._on_lookup(lid, closest, ok, now)
             case SweepLookupSeen(target=target, closest=closest):
@@ -371,11 +221,8 @@ class Sweep:
         if placing and not self._calibrating:
             due = earliest(due, self._calibrate_after)
         if len(self._jobs) < self.config.max_regions:
-            waiting = [at for r, at in self._burst_at.items() if r not in self._busy]
-            if waiting:
-                due = earliest(due, min(waiting))
-            if self._heap:
-                due = earliest(due, self._heap[0][0])  # _step leaves a valid top
+            due = earliest(due, self._bursts.next_at(self._busy))
+            due = earliest(due, self._sched.top())  # _step leaves a valid top
         return due
 
     # -- views -------------------------------------------------------------------------------
@@ -383,20 +230,19 @@ class Sweep:
     @property
     def regions(self) -> int:
         """Regions in the schedule."""
-        return len(self._regions)
+        return len(self._sched)
 
     @property
     def idle(self) -> bool:
         """Nothing scheduled, queued or running."""
         return not (
-            self._regions or self._burst or self._unassigned or self._jobs
+            self._sched.entries or self._bursts or self._unassigned or self._jobs
             or self._scan_wanted or self._scanning
         )
 
     def schedule(self) -> list[tuple[Region, float, float | None]]:
         """Each scheduled region with its due time and last full reprovide, in due order."""
-        rows = [(r, e.due, e.last_done) for r, e in self._regions.items()]
-        return sorted(rows, key=lambda row: row[1])
+        return self._sched.rows()
 
     def network_size(self) -> float | None:
         """The estimated number of DHT servers."""
@@ -409,24 +255,25 @@ class Sweep:
         size = self._netsize.estimate()
         nxt: tuple[Region, float] | None = None
         overdue = 0
-        for region, entry in self._regions.items():
+        for region, entry in self._sched.entries.items():
             if entry.due <= now and region not in self._busy:
                 overdue += 1
             if nxt is None or entry.due < nxt[1]:
                 nxt = (region, entry.due)
         progress = 0.0
-        if self._cycle_start is not None:
-            progress = ((now - self._cycle_start) % cfg.reprovide_interval) / cfg.reprovide_interval
+        start = self._sched.cycle_start
+        if start is not None:
+            progress = ((now - start) % cfg.reprovide_interval) / cfg.reprovide_interval
         c, t = self._cycle, self._total
         return SweepStats(
-            regions=len(self._regions),
-            burst_keys=sum(self._burst.values())
+            regions=len(self._sched),
+            burst_keys=self._bursts.keys()
             + sum(len(keys) for keys, _, _ in self._unassigned)
             + self._unscanned,
-            burst_regions=len(self._burst),
+            burst_regions=len(self._bursts),
             overdue_regions=overdue,
             active_regions=len(self._jobs),
-            cycle_start=self._cycle_start,
+            cycle_start=start,
             cycle_progress=progress,
             interval=cfg.reprovide_interval,
             prefix_length=(
@@ -470,24 +317,21 @@ class Sweep:
             if self._calibrate_after is None or at < self._calibrate_after:
                 self._calibrate_after = at
             return
-        added: list[tuple[Region, float | None, float]] = []
+        added: list[ScheduleRow] = []
         new: Counter[Region] = Counter()
+        sched = self._sched
         for key in keys:
-            region = self._region_of(key.value)
+            region = sched.region_of(key.value)
             if region is None:
-                region = self._new_region(key.value, length)
-                self._schedule(region, None, now, now, burst or announced)
+                region = sched.new_region(key.value, length)
+                sched.add(region, None, now, now, burst or announced)
                 added.append((region, None, now))
             if burst:
                 new[region] += 1
         for region, n in new.items():
-            self._queue_burst(region, n, now + self.config.burst_delay)
+            self._bursts.add(region, n, now + self.config.burst_delay)
         if added:
             self._changed(added, ())
-
-    def _queue_burst(self, region: Region, count: int, at: float) -> None:
-        self._burst[region] = self._burst.get(region, 0) + count
-        self._burst_at[region] = max(self._burst_at.get(region, at), at)
 
     def _want_scan(self, at: float, count: int) -> None:
         """Read every pending key from the store at ``at`` or once the size is known."""
@@ -497,23 +341,15 @@ class Sweep:
             self._calibrate_after = at
 
     def _restore(self, event: SweepRestore, now: float) -> None:
+        self._sched.restore(event.cycle_start, event.regions, now)
         if event.cycle_start is not None:
-            self._cycle_start = event.cycle_start
             self._cycle_index = self._index(now)
-        for region, last_done, added in event.regions:
-            if region in self._regions or self._region_of(region.lo) is not None:
-                continue
-            self._schedule(region, last_done, added, now, burst=True)
         if event.pending:
             self._want_scan(now, event.pending)
 
     def _clear(self) -> None:
-        self._regions.clear()
-        self._lengths.clear()
-        self._ancestors.clear()
-        self._heap.clear()
-        self._burst.clear()
-        self._burst_at.clear()
+        self._sched.clear()
+        self._bursts.clear()
         self._unassigned.clear()
         self._scan_wanted = self._scanning = False
         self._unscanned = 0
@@ -534,74 +370,9 @@ class Sweep:
             return None
         return prefix_length(size, self.config.replication, self.config.max_prefix_len)
 
-    def _region_of(self, value: int) -> Region | None:
-        for length in self._lengths:
-            region = Region.of(value, length)
-            if region in self._regions:
-                return region
-        return None
-
-    def _new_region(self, value: int, length: int) -> Region:
-        """A region of ``length`` bits holding ``value``, longer if shorter would overlap."""
-        region = Region.of(value, length)
-        while self._ancestors.get(region, 0) and region.length < KEY_BITS:
-            region = Region.of(value, region.length + 1)
-        return region
-
-    def _slot(self, region: Region, after: float) -> float:
-        cfg = self.config
-        assert self._cycle_start is not None
-        order = self.self_key.value
-        offset = slot_offset(region, order, cfg.reprovide_interval, cfg.max_prefix_len)
-        return next_slot(offset, self._cycle_start, cfg.reprovide_interval, after)
-
-    def _schedule(
-        self, region: Region, last_done: float | None, added: float, now: float, burst: bool
-    ) -> None:
-        if self._cycle_start is None:
-            self._cycle_start = now
-            self._cycle_index = 0
-        half = self.config.reprovide_interval / 2
-        if last_done is not None:
-            due = self._slot(region, last_done + half)
-        elif burst:
-            due = self._slot(region, added + half)
-        else:
-            due = self._slot(region, now)
-        self._regions[region] = _Entry(due, last_done, added)
-        self._lengths[region.length] += 1
-        parent = region
-        while parent.length > 0:
-            parent = parent.parent()
-            self._ancestors[parent] += 1
-        self._push(region, due)
-
-    def _unschedule(self, region: Region) -> None:
-        if self._regions.pop(region, None) is None:
-            return
-        self._lengths[region.length] -= 1
-        if not self._lengths[region.length]:
-            del self._lengths[region.length]
-        parent = region
-        while parent.length > 0:
-            parent = parent.parent()
-            self._ancestors[parent] -= 1
-            if not self._ancestors[parent]:
-                del self._ancestors[parent]
-
-    def _push(self, region: Region, due: float) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, region))
-
-    def _valid(self, at: float, region: Region) -> bool:
-        entry = self._regions.get(region)
-        return entry is not None and entry.due == at
-
-    def _changed(
-        self, added: list[tuple[Region, float | None, float]], removed: tuple[Region, ...]
-    ) -> None:
-        assert self._cycle_start is not None
-        self._out.append(SweepScheduleChanged(self._cycle_start, tuple(added), removed))
+    def _changed(self, added: list[ScheduleRow], removed: tuple[Region, ...]) -> None:
+        assert self._sched.cycle_start is not None
+        self._out.append(SweepScheduleChanged(self._sched.cycle_start, tuple(added), removed))
 
     # -- stepping ----------------------------------------------------------------------------
 
@@ -614,57 +385,30 @@ class Sweep:
                 self._pump(job, now)
         while len(self._jobs) < self.config.max_regions and self._start_next(now):
             pass
-        self._clean_heap(now)
+        self._sched.clean(now, self._busy, self.config.retry_interval)
         if self._out:
             return self._out.popleft()
         return SweepWaiting()
 
-    def _clean_heap(self, now: float) -> None:
-        """Drop stale entries from the heap's top; push a busy due region back a little."""
-        while self._heap:
-            at, _, region = self._heap[0]
-            if not self._valid(at, region):
-                heapq.heappop(self._heap)
-            elif at <= now and region in self._busy:
-                heapq.heappop(self._heap)
-                self._regions[region].due = now + self.config.retry_interval
-                self._push(region, now + self.config.retry_interval)
-            else:
-                return
-
     def _start_next(self, now: float) -> bool:
-        ready = [r for r, at in self._burst_at.items() if at <= now and r not in self._busy]
-        if ready:
-            region = max(ready, key=lambda r: self._burst[r])
-            count = self._burst.pop(region)
-            del self._burst_at[region]
-            self._start_job(region, True, now, count)
+        burst = self._bursts.take(now, self._busy)
+        if burst is not None:
+            self._start_job(burst[0], True, now, burst[1])
             return True
-        while self._heap:
-            at, _, region = self._heap[0]
-            if not self._valid(at, region):
-                heapq.heappop(self._heap)
-                continue
-            if at > now:
-                return False
-            heapq.heappop(self._heap)
-            if region in self._busy:
-                # Being announced right now (a burst): its turn comes after that.
-                self._regions[region].due = now + self.config.retry_interval
-                self._push(region, now + self.config.retry_interval)
-                continue
-            self._start_job(region, False, now)
-            return True
-        return False
+        region = self._sched.pop_due(now, self._busy, self.config.retry_interval)
+        if region is None:
+            return False
+        self._start_job(region, False, now)
+        return True
 
     def _start_job(self, region: Region, burst: bool, now: float, expected: int = 0) -> None:
         jid = self._id()
-        job = _Job(jid, region, burst, _Phase.LOAD, target=region, expected=expected)
+        job = Job(jid, region, burst, Phase.LOAD, target=region, expected=expected)
         self._jobs[jid] = job
         self._busy.add(region)
         self._load(job, region)
 
-    def _load(self, job: _Job, region: Region, start: int | None = None) -> None:
+    def _load(self, job: Job, region: Region, start: int | None = None) -> None:
         """Ask for a page of ``region``'s keys (a burst: its pending ones) from ``start`` on."""
         rid = self._id()
         self._loads[rid] = job.id
@@ -672,16 +416,7 @@ class Sweep:
         first = region.lo if start is None else start
         self._out.append(SweepLoadKeys(rid, region, first, self.config.page_keys, job.burst))
 
-    def _page(self, job: _Job, keys: list[Key]) -> None:
-        job.keys = keys
-        after = keys[-1].value + 1 if keys else 0
-        job.more = len(keys) >= self.config.page_keys and after < 1 << KEY_BITS
-        job.cursor = after
-        job.key_count += len(keys)
-        if job.burst:
-            self._keys_total += len(keys)
-
-    def _job_of(self, jid: int | None) -> _Job | None:
+    def _job_of(self, jid: int | None) -> Job | None:
         return None if jid is None else self._jobs.get(jid)
 
     def _id(self) -> int:
@@ -745,7 +480,7 @@ class Sweep:
         self._total.lookups += 1
         self._out.append(SweepLookup(lid, target))
 
-    def _target_in(self, region: Region, job: _Job | None) -> Key:
+    def _target_in(self, region: Region, job: Job | None) -> Key:
         """A lookup target under ``region``: one of our keys there if any, else made up."""
         if job is not None and job.keys:
             i = bisect.bisect_left(job.keys, region.lo, key=lambda k: k.value)
@@ -806,8 +541,8 @@ class Sweep:
         else:
             self._netsize.add_lookup(target, [c.value for c in closest])
 
-    def _begin_lookups(self, job: _Job, now: float) -> None:
-        job.phase = _Phase.LOOKUP
+    def _begin_lookups(self, job: Job, now: float) -> None:
+        job.phase = Phase.LOOKUP
         if len(job.keys) <= self.config.individual_threshold and not job.more:
             for key in job.keys:
                 lid = self._id()
@@ -820,7 +555,7 @@ class Sweep:
             return
         self._explore(job, now)
 
-    def _explore(self, job: _Job, now: float) -> None:
+    def _explore(self, job: Job, now: float) -> None:
         cfg = self.config
         while True:
             todo = gaps(job.target, job.covered)
@@ -840,10 +575,11 @@ class Sweep:
         self._lookups[lid] = job.id
         self._lookup(lid, self._target_in(todo[0], job))
 
-    def _explored(self, job: _Job, now: float) -> None:
+    def _explored(self, job: Job, now: float) -> None:
         k = self.config.replication
         wide = job.target
-        if not job.burst and wide != job.region and self._recent_within(wide, job.region, now):
+        recent = self._sched.recent_within(wide, job.region, now)
+        if not job.burst and wide != job.region and recent:
             # The exploration went wide to find servers, but the wider region holds keys
             # announced less than half an interval ago: announce only this region's keys
             # (to their closest servers among all found) and keep the schedule as it is.
@@ -851,29 +587,29 @@ class Sweep:
             job.parts = []
             self._plan_sends(job, now)
             return
-        job.parts = _split(wide, sorted(v for v in job.servers if wide.contains(v)), k)
+        job.parts = split(wide, sorted(v for v in job.servers if wide.contains(v)), k)
         if not job.burst and wide != job.region:
-            job.phase = _Phase.RELOAD
+            job.phase = Phase.RELOAD
             self._load(job, wide)
             return
         self._plan_sends(job, now)
 
-    def _on_keys(self, job: _Job, keys: list[Key], now: float) -> None:
+    def _on_keys(self, job: Job, keys: list[Key], now: float) -> None:
         keys.sort(key=lambda k: k.value)
-        if job.phase is _Phase.LOAD:
+        if job.phase is Phase.LOAD:
             if not keys:
                 if not job.burst:  # nothing left there: out of the schedule
-                    self._unschedule(job.region)
+                    self._sched.remove(job.region)
                     self._changed([], (job.region,))
                 self._drop(job)  # a burst: its keys were announced meanwhile
                 return
             self._page(job, keys)
             self._begin_lookups(job, now)
-        elif job.phase is _Phase.RELOAD:
+        elif job.phase is Phase.RELOAD:
             job.key_count = 0  # the wider region's pages replace the first one
             self._page(job, keys)
             self._plan_sends(job, now)
-        elif job.phase is _Phase.PAGE:
+        elif job.phase is Phase.PAGE:
             self._page(job, keys)
             if not keys:
                 self._finish(job, now, failed=False)
@@ -882,51 +618,25 @@ class Sweep:
 
     # -- sends -------------------------------------------------------------------------------
 
-    def _plan_sends(self, job: _Job, now: float) -> None:
-        job.phase = _Phase.SEND
-        k = self.config.replication
-        servers = [s for v, s in job.servers.items() if job.target.contains(v)]
-        if len(servers) < k:
-            servers = list(job.servers.values())  # a small network: everyone we found
-        parts = job.parts or [job.target]
-        for part in parts:
-            lo = bisect.bisect_left(job.keys, part.lo, key=lambda key: key.value)
-            hi = bisect.bisect_left(job.keys, part.hi, key=lambda key: key.value)
-            if lo < hi:
-                job.filled.add(part)
-            mine = [s for s in servers if part.contains(s.value)]
-            if len(mine) < k:
-                mine = servers
-            self._queue(job, allocate(job.keys[lo:hi], mine, k))
+    def _page(self, job: Job, keys: list[Key]) -> None:
+        set_page(job, keys, self.config.page_keys)
+        if job.burst:
+            self._keys_total += len(keys)
+
+    def _plan_sends(self, job: Job, now: float) -> None:
+        queue_page(job, self.config.replication, self.config.batch_size)
         self._pump(job, now)
 
-    def _plan_individual(self, job: _Job, now: float) -> None:
+    def _plan_individual(self, job: Job, now: float) -> None:
         if not job.closest_of:
             self._finish(job, now, failed=True, soon=True)  # no lookup found anyone
             return
-        job.phase = _Phase.SEND
-        job.filled.add(job.target)
-        per_peer: dict[Key, list[Key]] = {}
-        for key, closest in job.closest_of.items():
-            for node in closest:
-                per_peer.setdefault(node, []).append(key)
-        self._queue(job, per_peer)
+        queue_individual(job, self.config.batch_size)
         self._pump(job, now)
 
-    def _queue(self, job: _Job, per_peer: dict[Key, list[Key]]) -> None:
-        size = self.config.batch_size
-        for peer, keys in per_peer.items():
-            job.peer_ok.setdefault(peer, True)
-            for i in range(0, len(keys), size):
-                job.sends.append((peer, tuple(keys[i : i + size])))
-
-    def _pump(self, job: _Job, now: float) -> None:
+    def _pump(self, job: Job, now: float) -> None:
         cfg = self.config
-        if job.retries:
-            ready = [r for r in job.retries if r[0] <= now]
-            if ready:
-                job.retries = [r for r in job.retries if r[0] > now]
-                job.sends.extend((peer, keys) for _, peer, keys in ready)
+        take_retries(job, now)
         while job.sends and len(job.in_flight) < cfg.max_sends:
             peer, keys = job.sends.popleft()
             sid = self._id()
@@ -937,13 +647,13 @@ class Sweep:
             limit = cfg.send_timeout + cfg.send_timeout_per_key * len(keys)
             trace = Trace(NO_TRACE.span_context, now + limit)
             self._out.append(SweepSend(sid, peer, keys, trace=trace))
-        if not job.sends and not job.in_flight and not job.retries:
+        if idle(job):
             self._page_done(job, now)
 
-    def _page_done(self, job: _Job, now: float) -> None:
+    def _page_done(self, job: Job, now: float) -> None:
         """A page went out: read the next one, or end the region (a failed page ends it)."""
-        total, reachable = self._reach(job)
-        if not job.more or not self._reached(job):
+        total, reachable = reach(job)
+        if not job.more or not reached(job, self.config.min_reachable_ratio):
             self._finish(job, now, failed=False)
             return
         if job.burst:
@@ -953,46 +663,26 @@ class Sweep:
                     None, tuple(job.keys),
                 )
             )
-        job.phase = _Phase.PAGE
+        job.phase = Phase.PAGE
         self._load(job, job.source, job.cursor)
 
-    def _reach(self, job: _Job) -> tuple[int, int]:
-        """Servers the region's batches went to, and those that took all of theirs."""
-        return len(job.peer_ok), sum(1 for ok in job.peer_ok.values() if ok)
-
-    def _reached(self, job: _Job) -> bool:
-        total, reachable = self._reach(job)
-        need = max(1, math.ceil(self.config.min_reachable_ratio * total))
-        return total > 0 and reachable >= need
-
-    def _on_send(self, job: _Job, sid: int, ok: bool, dropped: bool, now: float) -> None:
-        entry = job.in_flight.pop(sid, None)
-        if entry is None:
+    def _on_send(self, job: Job, sid: int, ok: bool, dropped: bool, now: float) -> None:
+        delivered = settle(job, sid, ok, dropped, now, self.config)
+        if delivered is None:
             return
-        peer, keys = entry
-        if dropped:
-            job.retries.append((now + self.config.drop_retry_delay, peer, keys))
-        elif ok:
-            job.holders += len(keys)
-            self._cycle.messages += len(keys)
-            self._total.messages += len(keys)
-        elif job.send_failures.get(peer, 0) < self.config.send_retries:
-            # One failure is often the moment (a busy peer, a reset): offer it again.
-            job.send_failures[peer] = job.send_failures.get(peer, 0) + 1
-            job.retries.append((now + self.config.send_retry_delay, peer, keys))
-        else:
-            job.peer_ok[peer] = False
+        self._cycle.messages += delivered
+        self._total.messages += delivered
         self._pump(job, now)
 
     # -- the end of a region -----------------------------------------------------------------
 
-    def _finish(self, job: _Job, now: float, *, failed: bool, soon: bool = False) -> None:
+    def _finish(self, job: Job, now: float, *, failed: bool, soon: bool = False) -> None:
         """End ``job``: reschedule its region, or retry it (after ``calibration_retry`` when
         ``soon``: its lookup found nobody to ask, else after ``retry_interval``)."""
         cfg = self.config
         retry = cfg.calibration_retry if soon else cfg.retry_interval
-        total, reachable = self._reach(job)
-        ok = not failed and self._reached(job)
+        total, reachable = reach(job)
+        ok = not failed and reached(job, cfg.min_reachable_ratio)
         if not job.key_count:
             ok = not failed
         self._drop(job)
@@ -1006,7 +696,7 @@ class Sweep:
         if job.burst:
             if not ok:
                 left = len(job.keys) + (max(0, job.expected - job.key_count) if job.more else 0)
-                self._queue_burst(job.region, max(1, left), now + retry)
+                self._bursts.add(job.region, max(1, left), now + retry)
             self._out.append(
                 SweepRegionDone(
                     job.target, now, ok, True, len(job.keys) if ok else 0, total, reachable,
@@ -1020,11 +710,9 @@ class Sweep:
             self._cycle.keys_reprovided += job.key_count
             next_due = self._reschedule(job, now)
         else:
-            entry = self._regions.get(job.region)
             next_due = now + retry
-            if entry is not None:
-                entry.due = next_due
-                self._push(job.region, next_due)
+            if job.region in self._sched.entries:
+                self._sched.set_due(job.region, next_due)
         self._out.append(
             SweepRegionDone(
                 job.target, now, ok, False, job.key_count if ok else 0, total, reachable,
@@ -1032,44 +720,14 @@ class Sweep:
             )
         )
 
-    def _reschedule(self, job: _Job, now: float) -> float | None:
+    def _reschedule(self, job: Job, now: float) -> float | None:
         """Put the parts of the explored region in the schedule in place of what they cover."""
-        wide = job.target
-        removed: list[Region] = []
-        for region in list(self._covered_by(wide)):
-            self._unschedule(region)
-            removed.append(region)
-        parts = job.parts or [wide]
-        added: list[tuple[Region, float | None, float]] = []
-        first: float | None = None
-        for part in parts:
-            if part not in job.filled:
-                continue  # no keys there: nothing to schedule
-            self._schedule(part, now, now, now, burst=True)
-            added.append((part, now, now))
-            first = earliest(first, self._regions[part].due)
-        removed = [r for r in removed if r not in {p for p, _, _ in added}]
-        self._changed(added, tuple(removed))
+        parts = job.parts or [job.target]
+        added, removed, first = self._sched.reschedule(job.target, parts, job.filled, now)
+        self._changed(added, removed)
         return first
 
-    def _recent_within(self, wide: Region, own: Region, now: float) -> bool:
-        """Whether ``wide`` covers another scheduled region done less than half an interval
-        ago (merging with it would announce its keys again long before they are due)."""
-        half = self.config.reprovide_interval / 2
-        for region in self._covered_by(wide):
-            if own.covers(region):
-                continue
-            last = self._regions[region].last_done
-            if last is not None and now - last < half:
-                return True
-        return False
-
-    def _covered_by(self, wide: Region) -> list[Region]:
-        if self._ancestors.get(wide, 0):
-            return [r for r in self._regions if wide.covers(r)]
-        return [wide] if wide in self._regions else []
-
-    def _drop(self, job: _Job) -> None:
+    def _drop(self, job: Job) -> None:
         self._jobs.pop(job.id, None)
         self._busy.discard(job.region)
         if job.lookup_id is not None:
@@ -1078,27 +736,16 @@ class Sweep:
     # -- cycles ------------------------------------------------------------------------------
 
     def _index(self, now: float) -> int:
-        if self._cycle_start is None:
+        start = self._sched.cycle_start
+        if start is None:
             return 0
-        return int((now - self._cycle_start) // self.config.reprovide_interval)
+        return int((now - start) // self.config.reprovide_interval)
 
     def _roll_cycle(self, now: float) -> None:
         index = self._index(now)
         if index != self._cycle_index:
             self._cycle_index = index
             self._cycle = _Counters()
-
-
-def _split(region: Region, servers: list[int], k: int) -> list[Region]:
-    """``region`` cut in halves, recursively, while both halves hold ``k`` servers or more."""
-    if len(servers) < 2 * k or region.length >= KEY_BITS:
-        return [region]
-    half = region.child(1).lo
-    i = bisect.bisect_left(servers, half)
-    left, right = servers[:i], servers[i:]
-    if len(left) < k or len(right) < k:
-        return [region]
-    return _split(region.child(0), left, k) + _split(region.child(1), right, k)
 
 
 __all__ = ["REPROVIDE_INTERVAL", "Sweep", "SweepConfig"]
