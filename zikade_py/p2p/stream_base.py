@@ -70,6 +70,15 @@ class StreamSession(Protocol[T_contra]):
 S = TypeVar("S", bound="StreamSession[Any]")
 
 
+def fresh_event(event: asyncio.Event | None) -> asyncio.Event:
+    """``event`` cleared for one more wait, or a new event where there was none yet: a
+    stream makes its events only once something waits (most never wait)."""
+    if event is None:
+        return asyncio.Event()
+    event.clear()
+    return event
+
+
 class StreamBase(Generic[S]):
     """The transport-independent half of a muxed stream (the host's ``MuxedStream``)."""
 
@@ -254,12 +263,8 @@ class StreamBase(Generic[S]):
         self._finish()
 
     async def _wait_readable(self) -> None:
-        """Sleep until :meth:`_wake_readers` (the event exists only once someone waited)."""
-        event = self._readable
-        if event is None:
-            event = self._readable = asyncio.Event()
-        else:
-            event.clear()
+        """Sleep until :meth:`_wake_readers`."""
+        event = self._readable = fresh_event(self._readable)
         await event.wait()
 
     def _wake_readers(self) -> None:
@@ -270,6 +275,7 @@ class StreamBase(Generic[S]):
     def _finish(self) -> None:
         """Both FINs or a reset: the session forgets the stream, ``on_end`` fires."""
         self._session._remove_stream(self)
+        # _ended, inlined: this runs once for nearly every stream
         callback, self._on_end = self._on_end, None
         if callback is not None:
             callback()

@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import Protocol
 
-from zikade_py.p2p.stream_base import MemoryBudget, StreamBase
+from zikade_py.p2p.stream_base import MemoryBudget, StreamBase, fresh_event
 from zikade_py.p2p.yamux_errors import YamuxProtocolError
 from zikade_py.p2p.yamux_frame import HEADER_SIZE, Flag, FrameType, encode_header
 
@@ -104,11 +104,7 @@ class YamuxStream(StreamBase[SessionLink]):
             while offset < len(view):
                 self._check_writable()
                 if self._send_window <= 0:
-                    writable = self._writable
-                    if writable is None:
-                        writable = self._writable = asyncio.Event()
-                    else:
-                        writable.clear()
+                    writable = self._writable = fresh_event(self._writable)
                     await writable.wait()
                     continue
                 n = min(len(view) - offset, self._send_window, MAX_DATA_PAYLOAD)
