@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -16,9 +17,11 @@ from multiformats import CID, multihash
 
 from zikade_py.core.sweep import SweepConfig
 from zikade_py.dht import Node, NodeConfig
+from zikade_py.dht.keys import content_multihash
 from zikade_py.dht.pb.dht_pb2 import Message
 from zikade_py.dht.reprovide import SweepReprovider
 from zikade_py.dht.reprovide_send import BatchSender
+from zikade_py.dht.stores.memory import MemoryProviderStore
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import PeerID
 
@@ -83,6 +86,35 @@ async def test_provide_many_goes_out_in_batches_and_is_found_by_others() -> None
             finder = others[i % len(others)]
             found = [p.peer_id async for p in finder.find_providers(cid, count=1, timeout=10)]
             assert a.peer_id in found
+
+
+async def test_a_settled_sweep_means_its_servers_hold_the_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ADD_PROVIDER has no answer, and a server stores a batch's records one after the other.
+    A batch counts as sent once the server has read it all (it closes its side), so when
+    ``provide stat`` shows the sweep settled the records are there: before, it settled when
+    the last write left, and a find-providers right after (tests/cli/test_provide.py, on a
+    loaded machine) missed records the server was still storing."""
+    real = MemoryProviderStore.add_async
+
+    async def slow(self: MemoryProviderStore, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.01)  # a busy disk: each record waits for its commit
+        await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryProviderStore, "add_async", slow)
+    async with start_network(1, config=provider_config) as net:
+        provider, server = net.nodes[0], net.bootstrap
+        mine = cids(60, "settled")
+        await provider.provide_many(mine)
+        await wait_settled(provider)
+        now = time.time()
+        missing = [
+            c for c in mine
+            if provider.peer_id not in {p.peer_id for p in server.providers.get(
+                content_multihash(c), now)}
+        ]  # fmt: skip
+        assert not missing, f"{len(missing)} of {len(mine)} records not stored when settled"
 
 
 async def test_reprovide_now_and_clear() -> None:

@@ -11,6 +11,15 @@ read several requests per inbound stream.
 The messages are written in slices of :data:`WRITE_KEYS` so yamux frames stay
 large and a batch of thousands of keys costs a few writes. The whole batch runs
 under the event's deadline; a failure resets the stream.
+
+A batch is done when the server has closed its side of the stream too, not
+when our last write left: servers (ours, go's, js's) close once they have read
+every message, and ours stores each record before reading the next. Without
+that wait the sweep reported a region announced (``provide stat`` settled)
+while its servers were still storing the records, and a find-providers right
+after missed them on a loaded machine. A server that does not close before the
+deadline had every message written to it: the batch still counts, the stream
+is reset.
 """
 
 from __future__ import annotations
@@ -38,6 +47,10 @@ from zikade_py.p2p.peer_id import PeerID
 
 WRITE_KEYS: Final = 256
 """ADD_PROVIDER messages joined into one write."""
+
+MAX_TRAILING: Final = 64 * 1024
+"""Bytes a server may send back on a batch stream (nothing is expected) before we stop
+waiting for its end."""
 
 
 class BatchSender:
@@ -99,6 +112,7 @@ class BatchSender:
             return
         me = self._self_info()
         stream: Stream | None = None
+        start = self._clock()
         try:
             async with asyncio.timeout(budget):
                 try:
@@ -134,6 +148,25 @@ class BatchSender:
         except BaseException:
             await _reset(stream)
             raise
+        await _await_end(stream, budget - (self._clock() - start))
+
+
+async def _await_end(stream: Stream, budget: float) -> None:
+    """Until the server closes (or resets) its side: it has read every message."""
+    seen = 0
+    try:
+        async with asyncio.timeout(max(budget, 0.0)):
+            while chunk := await stream.read():
+                seen += len(chunk)
+                if seen > MAX_TRAILING:
+                    break
+            else:
+                return  # its end: the batch is taken
+    except TimeoutError:
+        pass
+    except Exception:  # a reset after our last write: it read what it wanted
+        return
+    await _reset(stream)
 
 
 async def _reset(stream: Stream | None) -> None:
