@@ -97,7 +97,6 @@ from zikade_py.core.routing.explore import (
 )
 from zikade_py.core.routing.include import (
     Include,
-    IncludeAddCandidates,
     IncludeCancelCheck,
     IncludeCheckDropped,
     IncludeCheckFailure,
@@ -141,6 +140,10 @@ class RoutingMachine(Enum):
     INCLUDE = "include"
     PROBE = "probe"
     EXPLORE = "explore"
+
+    # Members are singletons: identity hashing (in C) is exact, and Enum's own __hash__
+    # is a Python call on the path of every routing request.
+    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,10 +465,11 @@ class RoutingBehaviour:
         return min(self.table.cpl(node) for node in closest) + 1
 
     def _candidates(self, nodes: Iterable[Key]) -> None:
-        # Most answers name no node with a free seat: those cost no include advance.
+        # Most answers name no node with a free seat: those cost no include advance. The
+        # table is asked once: the include queue takes the filtered batch as it is.
         batch = self.table.seatable(nodes)
-        if batch:
-            self._include.push(IncludeAddCandidates(tuple(batch)))
+        if batch and self.include.offer(batch):
+            self._include.push(self._include.poll)
 
     def _heard_from(self, node: Key, closer_count: int, now: float) -> None:
         table = self.table

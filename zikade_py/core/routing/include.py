@@ -9,7 +9,8 @@ Rules of the machine (read top to bottom as a table):
   bucket's replacement cache is fed by nodes that answer our requests, which
   proved themselves already), and so are candidates already queued, being
   checked or waiting to retry. A full queue drops the candidate (counted in
-  :attr:`IncludeStats.dropped`).
+  :attr:`IncludeStats.dropped`). :meth:`Include.offer` does the same for nodes
+  the caller filtered through the table already, without an advance.
 * A check is a FIND_NODE for the candidate's own key, sent to the candidate,
   at most ``concurrency`` at a time, each with a deadline of
   ``now + check_timeout`` (zikade had none, ZIKADE.md §10). A candidate whose
@@ -34,6 +35,7 @@ Rules of the machine (read top to bottom as a table):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -271,13 +273,20 @@ class Include:
         self._expire(now)
         return self._next(now, event.trace)
 
-    def _on_candidates(self, nodes: tuple[Key, ...], trace: Trace) -> None:
-        # The simulator's hottest path (every node named in every answer): one table
-        # call sorts out the nodes that are seated already or have no seat.
-        seatable = self.table.seatable(nodes)
+    def offer(self, seatable: Iterable[Key], trace: Trace = NO_TRACE) -> bool:
+        """Queue candidates that the table would seat now, without an advance.
+
+        :class:`IncludeAddCandidates` without its table filter: the routing
+        behaviour runs :meth:`~zikade_py.core.routing_table.RoutingTable.seatable`
+        over every answer anyway (to skip the include machine when nothing in it
+        could take a seat), and asking the table twice was the simulator's
+        largest single cost. ``True`` when a candidate was queued: the machine
+        must then be advanced (with :class:`IncludePoll`) to start its check.
+        Queueing only adds waiting work, so nothing else is due because of it.
+        """
         queue, checks, drops, stats = self._queue, self._checks, self._drops, self._stats
-        stats.ignored += len(nodes) - len(seatable)
         capacity = self.config.queue_capacity
+        queued = False
         for node in seatable:
             value = node.value
             if value in queue or value in checks or value in drops:
@@ -287,6 +296,14 @@ class Include:
             else:
                 queue[value] = (node, trace)
                 stats.queued += 1
+                queued = True
+        return queued
+
+    def _on_candidates(self, nodes: tuple[Key, ...], trace: Trace) -> None:
+        # One table call sorts out the nodes that are seated already or have no seat.
+        seatable = self.table.seatable(nodes)
+        self._stats.ignored += len(nodes) - len(seatable)
+        self.offer(seatable, trace)
 
     def _worth_checking(self, node: Key) -> bool:
         # Only a free seat is worth a check. Checking candidates for a full bucket's
