@@ -157,13 +157,20 @@ class _Owner(Enum):
     __hash__ = object.__hash__
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class _Request:
+    """A request in flight: who asked (mutable on purpose, it is made for every request
+    and never shared; a frozen dataclass costs three times as much to build)."""
+
     owner: _Owner
     query_id: QueryID
     node: Key
     machine: RoutingMachine | None = None
     """For routing requests: which routing machine asked."""
+
+
+_ROUTING_QUERY_IDS: dict[RoutingMachine, QueryID] = {m: m.value for m in RoutingMachine}
+"""The query id of each routing machine's requests (``.value`` is a Python-level property)."""
 
 
 class Coordinator:
@@ -385,28 +392,36 @@ class Coordinator:
     # -- requests ----------------------------------------------------------------------------
 
     def _send(
-        self, req: _Request, target: Key | None, message: object, trace: Trace
+        self,
+        owner: _Owner,
+        query_id: QueryID,
+        node: Key,
+        target: Key | None,
+        message: object,
+        trace: Trace,
+        machine: RoutingMachine | None = None,
     ) -> bool:
         """Emit a request; ``False`` when admission refused it."""
-        key = (req.owner, req.query_id, req.node.value)
-        if key in self._request_ids or not self._admission.admit(req.node):
+        key = (owner, query_id, node.value)
+        if key in self._request_ids or not self._admission.admit(node):
             return False
         rid = self._next_request_id
         self._next_request_id += 1
-        self._requests[rid] = req
+        self._requests[rid] = _Request(owner, query_id, node, machine)
         self._request_ids[key] = rid
         if target is not None:
-            self._outbox.append(SendFindNode(rid, req.node, target, req.query_id, trace=trace))
+            self._outbox.append(SendFindNode(rid, node, target, query_id, trace=trace))
         else:
-            self._outbox.append(SendMessage(rid, req.node, message, req.query_id, trace=trace))
+            self._outbox.append(SendMessage(rid, node, message, query_id, trace=trace))
         return True
 
-    def _cancel(self, req: _Request, trace: Trace) -> None:
-        rid = self._request_ids.get((req.owner, req.query_id, req.node.value))
+    def _cancel(self, owner: _Owner, query_id: QueryID, node: Key, trace: Trace) -> None:
+        key = (owner, query_id, node.value)
+        rid = self._request_ids.pop(key, None)
         if rid is None:
             return
         del self._requests[rid]
-        self._forget(req)
+        self._admission.release(node)
         self._outbox.append(CancelRequest(rid, trace=trace))
 
     def _forget(self, req: _Request) -> None:
@@ -438,17 +453,17 @@ class Coordinator:
         """Carry out one wish of the pool; the event to advance it with next, if any."""
         match state:
             case PoolFindCloser(query_id=qid, node=node, target=target):
-                if self._send(_Request(_Owner.QUERY, qid, node), target, None, state.trace):
+                if self._send(_Owner.QUERY, qid, node, target, None, state.trace):
                     return PoolPoll()
                 return PoolNodeDropped(qid, node, trace=state.trace)
             case PoolSendMessage(query_id=qid, node=node, message=message, store=store):
                 owner = _Owner.STORE if store else _Owner.QUERY
-                if self._send(_Request(owner, qid, node), None, message, state.trace):
+                if self._send(owner, qid, node, None, message, state.trace):
                     return PoolPoll()
                 return PoolNodeDropped(qid, node, store, trace=state.trace)
             case PoolCancelRequest(query_id=qid, node=node, store=store):
                 owner = _Owner.STORE if store else _Owner.QUERY
-                self._cancel(_Request(owner, qid, node), state.trace)
+                self._cancel(owner, qid, node, state.trace)
                 return PoolPoll()
             case PoolBroadcastStored():
                 self._outbox.append(
@@ -500,12 +515,12 @@ class Coordinator:
                 return
             match out:
                 case RoutingRequest(machine=machine, node=node, target=target):
-                    req = _Request(_Owner.ROUTING, machine.value, node, machine)
-                    if not self._send(req, target, None, out.trace):
+                    qid = _ROUTING_QUERY_IDS[machine]
+                    if not self._send(_Owner.ROUTING, qid, node, target, None, out.trace, machine):
                         # A local refusal says nothing about the node: a drop, not a failure.
                         self._routing.on_dropped(machine, node, now)
                 case RoutingCancel(machine=machine, node=node):
-                    self._cancel(_Request(_Owner.ROUTING, machine.value, node, machine), out.trace)
+                    self._cancel(_Owner.ROUTING, _ROUTING_QUERY_IDS[machine], node, out.trace)
                 case _:
                     self._outbox.append(out)
 
@@ -526,8 +541,7 @@ class Coordinator:
                     self._drive_pool(add, now)
                 case SweepSend(send_id=sid, to=to, keys=keys):
                     qid = f"sweep-send-{sid}"
-                    req = _Request(_Owner.SWEEP, qid, to)
-                    if self._send(req, None, ProvideBatch(keys), state.trace):
+                    if self._send(_Owner.SWEEP, qid, to, None, ProvideBatch(keys), state.trace):
                         self._sweep_ids[qid] = sid
                     else:
                         self._sweep_inbox.append(SweepSendDone(sid, False, dropped=True))
