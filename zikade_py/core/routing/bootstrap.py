@@ -68,26 +68,22 @@ class BootstrapStart(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapFindCloserResponse(Event):
-    """``node`` answered FIND_NODE with ``closer`` nodes."""
+class BootstrapFindCloserResponse(QueryNodeResponse):
+    """``node`` answered the FIND_NODE with ``closer_nodes``.
 
-    node: Key
-    closer: tuple[Key, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class BootstrapFindCloserFailure(Event):
-    """The FIND_NODE to ``node`` failed."""
-
-    node: Key
-    error: str = ""
+    A query event itself, so the walk's query takes it as it is (one object less
+    on the path of every answer).
+    """
 
 
 @dataclass(frozen=True, slots=True)
-class BootstrapFindCloserDropped(Event):
+class BootstrapFindCloserFailure(QueryNodeFailure):
+    """The FIND_NODE to ``node`` failed (a query event, passed on as it is)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapFindCloserDropped(QueryNodeDropped):
     """Our own admission control refused the FIND_NODE to ``node``: ask it again later."""
-
-    node: Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,12 +190,12 @@ class Bootstrap:
                 if self._query is None:
                     self._start(seeds, event.trace, now)
                 qev = QueryPoll(trace=event.trace)
-            case BootstrapFindCloserResponse(node=node, closer=closer):
-                qev = QueryNodeResponse(node, closer, trace=event.trace)
-            case BootstrapFindCloserFailure(node=node, error=error):
-                qev = QueryNodeFailure(node, error, trace=event.trace)
-            case BootstrapFindCloserDropped(node=node):
-                qev = QueryNodeDropped(node, trace=event.trace)
+            case (
+                BootstrapFindCloserResponse()
+                | BootstrapFindCloserFailure()
+                | BootstrapFindCloserDropped()
+            ):
+                qev = event
             case BootstrapPoll():
                 qev = QueryPoll(trace=event.trace)
             case BootstrapStop():

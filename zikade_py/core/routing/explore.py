@@ -235,26 +235,22 @@ class ExplorePoll(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class ExploreFindCloserResponse(Event):
-    """``node`` answered the walk's FIND_NODE with ``closer`` nodes."""
+class ExploreFindCloserResponse(QueryNodeResponse):
+    """``node`` answered the walk's FIND_NODE with ``closer_nodes``.
 
-    node: Key
-    closer: tuple[Key, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ExploreFindCloserFailure(Event):
-    """The walk's FIND_NODE to ``node`` failed."""
-
-    node: Key
-    error: str = ""
+    A query event itself, so the walk's query takes it as it is (one object less
+    on the path of every answer).
+    """
 
 
 @dataclass(frozen=True, slots=True)
-class ExploreFindCloserDropped(Event):
+class ExploreFindCloserFailure(QueryNodeFailure):
+    """The walk's FIND_NODE to ``node`` failed (a query event, passed on as it is)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExploreFindCloserDropped(QueryNodeDropped):
     """Our own admission control refused the walk's FIND_NODE to ``node``: ask it again later."""
-
-    node: Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,12 +371,12 @@ class Explore:
         match event:
             case ExplorePoll():
                 qev = QueryPoll(trace=event.trace)
-            case ExploreFindCloserResponse(node=node, closer=closer):
-                qev = QueryNodeResponse(node, closer, trace=event.trace)
-            case ExploreFindCloserFailure(node=node, error=error):
-                qev = QueryNodeFailure(node, error, trace=event.trace)
-            case ExploreFindCloserDropped(node=node):
-                qev = QueryNodeDropped(node, trace=event.trace)
+            case (
+                ExploreFindCloserResponse()
+                | ExploreFindCloserFailure()
+                | ExploreFindCloserDropped()
+            ):
+                qev = event
             case ExploreCovered(from_cpl=from_cpl):
                 self._covered(from_cpl, now)
                 qev = QueryPoll(trace=event.trace)
