@@ -270,6 +270,17 @@ def test_candidates_are_checked_before_they_enter_the_table() -> None:
     assert any(isinstance(o, RoutingUpdated) and o.node == k(9) for o in out)
 
 
+def test_a_candidate_we_await_an_answer_from_is_admitted_by_that_answer_not_a_check() -> None:
+    c = coordinator()
+    c.notify(StartFindCloserQuery("q", TARGET, seeds=(k(7),)), 0.0)
+    lookup = sends(drain(c, 0.0))[0]
+    c.notify(AddCandidates((k(7),)), 0.5)  # named by someone while our request is out
+    assert sends(drain(c, 0.5)) == []  # no include check: the lookup's answer will do
+    c.notify(RequestSucceeded(lookup.request_id, (k(10),)), 1.0)
+    drain(c, 1.0)
+    assert k(7) in c.routing_table
+
+
 def test_bootstrap_timeout_is_reported_not_crashed() -> None:
     c = coordinator()
     c.notify(StartBootstrap((k(1), k(2))), 0.0)

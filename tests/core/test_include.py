@@ -235,6 +235,20 @@ def test_table_change_while_queued_skips_the_check() -> None:
     assert inc.checking() == [] and inc.queued() == []
 
 
+def test_candidate_we_await_an_answer_from_gets_no_check() -> None:
+    # A request of ours to the candidate is in flight (a walk's, a lookup's): its answer
+    # is filed by the behaviour's one admission rule, so a check would be a second
+    # FIND_NODE to the same node for the same verdict.
+    table = RoutingTable(SELF)
+    busy, free = node(0), node(1)
+    inc = Include(table, asked=lambda n: n == busy)
+    states = [inc.advance(candidate(busy), 0.0)] + drain(inc, 0.0)
+    assert not any(isinstance(s, IncludeConnectivityCheck) for s in states)
+    assert inc.stats.answering == 1 and inc.stats.checks == 0 and inc.queued() == []
+    state = inc.advance(candidate(free), 0.0)
+    assert isinstance(state, IncludeConnectivityCheck) and state.node == free
+
+
 def test_config_validation() -> None:
     for bad in (
         {"queue_capacity": 0}, {"concurrency": 0}, {"check_timeout": 0.0},

@@ -193,10 +193,11 @@ class Coordinator:
         )
         self._rng = rng or random.Random()
         self._pool = QueryPool(self_key, self.config.pool, self.config.broadcast)
+        self._admission = admission = Admission(self.config.network)
         self._routing = RoutingBehaviour(
-            self_key, self.routing_table, self.config.routing, rng=self._rng, now=now
+            self_key, self.routing_table, self.config.routing, rng=self._rng, now=now,
+            asked=lambda node: admission.in_flight_to(node) > 0,
         )
-        self._admission = Admission(self.config.network)
         self._requests: dict[RequestID, _Request] = {}
         self._request_ids: dict[tuple[_Owner, QueryID, int], RequestID] = {}
         """Request ids by owner, query and node (the node's int value: hashed in C)."""

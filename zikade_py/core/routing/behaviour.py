@@ -251,7 +251,9 @@ class RoutingBehaviour:
         *,
         rng: random.Random | None = None,
         now: float = 0.0,
+        asked: Callable[[Key], bool] | None = None,
     ) -> None:
+        """``asked(node)``: whether a request of ours to ``node`` is in flight (see ``Include``)."""
         cfg = self.config = config or RoutingConfig()
         cfg.validate()
         self.self_key = self_key
@@ -261,7 +263,7 @@ class RoutingBehaviour:
         """The latest time an input or poll brought; what :meth:`next_due` answers with
         while events wait (they are due at once)."""
         self.bootstrap = Bootstrap(self_key, cfg.bootstrap, query_id=RoutingMachine.BOOTSTRAP.value)
-        self.include = Include(table, cfg.include)
+        self.include = Include(table, cfg.include, asked=asked)
         self.probe = Probe(table, cfg.probe)
         make_target = preimage_targets if cfg.explore_preimages else digest_targets
         self.explore = Explore(

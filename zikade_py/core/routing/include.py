@@ -14,7 +14,10 @@ Rules of the machine (read top to bottom as a table):
 * A check is a FIND_NODE for the candidate's own key, sent to the candidate,
   at most ``concurrency`` at a time, each with a deadline of
   ``now + check_timeout`` (zikade had none, ZIKADE.md §10). A candidate whose
-  seat was taken while it waited is skipped.
+  seat was taken while it waited is skipped, and so is one that a request of
+  ours (a walk's, a lookup's) is waiting on already (``asked``): that answer
+  admits it by the same rule a check would (counted in
+  :attr:`IncludeStats.answering`); one check less per such node.
 * The machine never writes the table. An answer to a check ends the check;
   whether the node gets a seat is the routing behaviour's one admission rule
   (:meth:`~zikade_py.core.routing_table.RoutingTable.proves_useful`), applied
@@ -35,7 +38,7 @@ Rules of the machine (read top to bottom as a table):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -94,6 +97,8 @@ class IncludeStats:
     """Checks refused by our admission control and queued again."""
     abandoned: int = 0
     """Candidates forgotten after ``max_drop_retries`` refusals."""
+    answering: int = 0
+    """Candidates not checked because a request of ours to them was in flight."""
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -204,11 +209,22 @@ IncludeState = (
 class Include:
     """Connectivity-checks candidates so that the ones that answer can enter the table."""
 
-    def __init__(self, table: RoutingTable, config: IncludeConfig | None = None) -> None:
-        """``table`` is only read (free seats); the routing behaviour writes it."""
+    def __init__(
+        self,
+        table: RoutingTable,
+        config: IncludeConfig | None = None,
+        *,
+        asked: Callable[[Key], bool] | None = None,
+    ) -> None:
+        """``table`` is only read (free seats); the routing behaviour writes it.
+
+        ``asked(node)`` tells whether a request of ours to ``node`` is in flight
+        (any machine's or query's): such a candidate needs no check of its own.
+        """
         self.config = config or IncludeConfig()
         self.config.validate()
         self.table = table
+        self._asked = asked
         # Candidates are keyed by their key's int value: membership tests run for every
         # node named in every answer, and an int hashes in C (a Key calls Python).
         self._queue: dict[int, tuple[Key, Trace]] = {}
@@ -354,6 +370,12 @@ class Include:
             if not self._worth_checking(node):  # the table changed while it waited
                 self._drops.pop(value, None)
                 self._stats.ignored += 1
+                continue
+            if self._asked is not None and self._asked(node):
+                # Its answer to that request is filed by the one admission rule: it is
+                # the check. (Measured at 2,000 nodes: 6 of ~100 checks per joining node.)
+                self._drops.pop(value, None)
+                self._stats.answering += 1
                 continue
             deadline = now + cfg.check_timeout
             check_trace = Trace(queued_trace.span_context, deadline)
