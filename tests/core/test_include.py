@@ -249,6 +249,37 @@ def test_candidate_we_await_an_answer_from_gets_no_check() -> None:
     assert isinstance(state, IncludeConnectivityCheck) and state.node == free
 
 
+def test_a_candidate_waits_while_checks_in_flight_could_take_its_buckets_last_seats() -> None:
+    # Bucket 0 has one free seat (k=2, one seated) and a check for it is in flight: a
+    # second check now would, if the first succeeds, only feed the replacement cache.
+    table = RoutingTable(SELF, bucket_size=2)
+    table.add(node(0), 0.0)
+    inc = Include(table)
+    first, second, other = node(1), node(2), node(3, cpl=1)
+    check = inc.advance(candidate(first), 0.0)
+    assert isinstance(check, IncludeConnectivityCheck) and check.node == first
+    assert isinstance(inc.advance(candidate(second), 0.0), IncludeWaitingWithCapacity)
+    assert inc.stats.parked == 1 and inc.queued() == [second]
+    # Another bucket's candidate is not held up.
+    state = inc.advance(candidate(other), 0.0)
+    assert isinstance(state, IncludeConnectivityCheck) and state.node == other
+    # The first check fails: its seat is free again, the parked candidate is checked.
+    state = inc.advance(IncludeCheckFailure(first), 1.0)
+    assert isinstance(state, IncludeConnectivityCheck) and state.node == second
+
+
+def test_a_parked_candidate_is_dropped_once_the_check_in_flight_took_the_seat() -> None:
+    table = RoutingTable(SELF, bucket_size=2)
+    table.add(node(0), 0.0)
+    inc = Include(table)
+    first, second = node(1), node(2)
+    inc.advance(candidate(first), 0.0)
+    inc.advance(candidate(second), 0.0)
+    table.add(first, 1.0)  # the behaviour admitted it on its answer
+    assert isinstance(inc.advance(IncludeCheckSuccess(first, 3), 1.0), IncludeIdle)
+    assert inc.stats.checks == 1 and inc.queued() == []
+
+
 def test_config_validation() -> None:
     for bad in (
         {"queue_capacity": 0}, {"concurrency": 0}, {"check_timeout": 0.0},

@@ -18,6 +18,11 @@ Rules of the machine (read top to bottom as a table):
   ours (a walk's, a lookup's) is waiting on already (``asked``): that answer
   admits it by the same rule a check would (counted in
   :attr:`IncludeStats.answering`); one check less per such node.
+* Seats are reserved: a candidate whose bucket's free seats are all spoken for
+  by checks in flight for that bucket waits aside (counted in
+  :attr:`IncludeStats.parked`) until one of them ends, then goes back to the
+  head of the queue. Checking it at once would, if those checks succeed, only
+  feed the replacement cache (7 of ~100 checks per joining node at 2,000 nodes).
 * The machine never writes the table. An answer to a check ends the check;
   whether the node gets a seat is the routing behaviour's one admission rule
   (:meth:`~zikade_py.core.routing_table.RoutingTable.proves_useful`), applied
@@ -99,6 +104,8 @@ class IncludeStats:
     """Candidates forgotten after ``max_drop_retries`` refusals."""
     answering: int = 0
     """Candidates not checked because a request of ours to them was in flight."""
+    parked: int = 0
+    """Checks put off because the checks in flight could fill the bucket's free seats."""
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -229,6 +236,8 @@ class Include:
         # node named in every answer, and an int hashes in C (a Key calls Python).
         self._queue: dict[int, tuple[Key, Trace]] = {}
         self._checks: dict[int, tuple[Key, Trace]] = {}
+        self._parked: dict[int, tuple[Key, Trace]] = {}
+        """Candidates whose bucket's free seats the checks in flight may all take."""
         self._retry: deque[tuple[float, Key, Trace]] = deque()
         """Dropped checks waiting out ``drop_retry_delay`` (in due order: the delay is fixed)."""
         self._drops: dict[int, int] = {}
@@ -245,7 +254,7 @@ class Include:
 
     def queued(self) -> list[Key]:
         """Candidates waiting for a check, oldest first (retries not yet due excluded)."""
-        return [node for node, _ in self._queue.values()]
+        return [node for node, _ in (*self._parked.values(), *self._queue.values())]
 
     def checking(self) -> list[Key]:
         """Candidates whose check is in flight."""
@@ -264,6 +273,7 @@ class Include:
 
     def advance(self, event: IncludeEvent, now: float) -> IncludeState:
         """Apply ``event`` at ``now`` and return what the queue wants next."""
+        checking = len(self._checks)
         match event:
             case IncludePoll():
                 pass
@@ -287,6 +297,10 @@ class Include:
             case _:
                 assert_never(event)
         self._expire(now)
+        if self._parked and len(self._checks) < checking:
+            # A check ended: its seat is taken or free again; the parked go first.
+            self._queue = {**self._parked, **self._queue}
+            self._parked = {}
         return self._next(now, event.trace)
 
     def offer(self, seatable: Iterable[Key], trace: Trace = NO_TRACE) -> bool:
@@ -301,11 +315,12 @@ class Include:
         Queueing only adds waiting work, so nothing else is due because of it.
         """
         queue, checks, drops, stats = self._queue, self._checks, self._drops, self._stats
+        parked = self._parked
         capacity = self.config.queue_capacity
         queued = False
         for node in seatable:
             value = node.value
-            if value in queue or value in checks or value in drops:
+            if value in queue or value in checks or value in drops or value in parked:
                 stats.ignored += 1
             elif len(queue) >= capacity:
                 stats.dropped += 1
@@ -327,6 +342,16 @@ class Include:
         # (every node named in an answer got one back); the cache is filled for free
         # by nodes that answer our own requests instead.
         return self.table.would_add(node) is AddResult.ADDED
+
+    def _seats_spoken_for(self, node: Key) -> bool:
+        """Whether the checks in flight for ``node``'s bucket could fill all its free seats."""
+        checks = self._checks
+        if not checks:
+            return False
+        table = self.table
+        cpl = table.cpl(node)
+        pending = sum(1 for other, _ in checks.values() if table.cpl(other) == cpl)
+        return pending > 0 and len(table.bucket(cpl)) + pending >= table.bucket_size
 
     def _on_dropped(self, node: Key, trace: Trace, now: float) -> None:
         drops = self._drops.get(node.value, 0) + 1
@@ -376,6 +401,10 @@ class Include:
                 # the check. (Measured at 2,000 nodes: 6 of ~100 checks per joining node.)
                 self._drops.pop(value, None)
                 self._stats.answering += 1
+                continue
+            if self._seats_spoken_for(node):
+                self._parked[value] = (node, queued_trace)
+                self._stats.parked += 1
                 continue
             deadline = now + cfg.check_timeout
             check_trace = Trace(queued_trace.span_context, deadline)
