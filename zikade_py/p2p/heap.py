@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -77,9 +76,8 @@ class HeapTrimmer:
         self._trimmed_at = float("-inf")
         self._libc: ctypes.CDLL | None = None
         if sys.platform.startswith("linux"):
-            name = ctypes.util.find_library("c") or "libc.so.6"
-            try:
-                libc = ctypes.CDLL(name)
+            try:  # the C library is loaded already (find_library would run ldconfig)
+                libc = ctypes.CDLL(None)
                 libc.mallinfo2.restype = _MallInfo2
                 libc.malloc_trim.argtypes = [ctypes.c_size_t]
                 libc.malloc_trim.restype = ctypes.c_int
