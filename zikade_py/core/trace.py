@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext
 
+from zikade_py.core.frozen_init import speed_up_init
+
 
 @dataclass(frozen=True, slots=True)
 class Trace:
@@ -33,6 +35,8 @@ class Trace:
             return Trace(self.span_context, deadline)
         return self
 
+
+speed_up_init(Trace)
 
 NO_TRACE = Trace()
 """A fresh trace: invalid span context, no deadline (for side-effect events)."""
