@@ -111,7 +111,8 @@ class HostConfig:
     then is reset (a stream the peer never closes would keep its connection busy)."""
     trim_grace: float = 2.0
     """A connection this young is not trimmed to make room for another (it has had no
-    chance to open its first stream yet)."""
+    chance to open its first stream yet), unless its IP group is crowded and the newcomer's
+    is less so (a flood arriving faster than this would shut every newcomer out)."""
     max_unacked_inbound: int = 256
     """Inbound streams waiting un-ACKed while the connection's stream slots are full
     (go-yamux's accept backlog); further ones are reset."""
