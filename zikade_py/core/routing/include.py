@@ -236,8 +236,12 @@ class Include:
         # node named in every answer, and an int hashes in C (a Key calls Python).
         self._queue: dict[int, tuple[Key, Trace]] = {}
         self._checks: dict[int, tuple[Key, Trace]] = {}
-        self._parked: dict[int, tuple[Key, Trace]] = {}
-        """Candidates whose bucket's free seats the checks in flight may all take."""
+        self._checking: dict[int, int] = {}
+        """Checks in flight by bucket (CPL)."""
+        self._parked: dict[int, dict[int, tuple[Key, Trace]]] = {}
+        """By bucket: candidates whose free seats the checks in flight may all take."""
+        self._parked_at: dict[int, int] = {}
+        """The bucket of every parked candidate (by key value)."""
         self._retry: deque[tuple[float, Key, Trace]] = deque()
         """Dropped checks waiting out ``drop_retry_delay`` (in due order: the delay is fixed)."""
         self._drops: dict[int, int] = {}
@@ -254,7 +258,8 @@ class Include:
 
     def queued(self) -> list[Key]:
         """Candidates waiting for a check, oldest first (retries not yet due excluded)."""
-        return [node for node, _ in (*self._parked.values(), *self._queue.values())]
+        parked = [node for bucket in self._parked.values() for node, _ in bucket.values()]
+        return parked + [node for node, _ in self._queue.values()]
 
     def checking(self) -> list[Key]:
         """Candidates whose check is in flight."""
@@ -273,34 +278,29 @@ class Include:
 
     def advance(self, event: IncludeEvent, now: float) -> IncludeState:
         """Apply ``event`` at ``now`` and return what the queue wants next."""
-        checking = len(self._checks)
         match event:
             case IncludePoll():
                 pass
             case IncludeAddCandidates(nodes=nodes):
                 self._on_candidates(nodes, event.trace)
             case IncludeCheckSuccess(node=node, closer_count=count):
-                if self._checks.pop(node.value, None) is not None:
+                if self._end_check(node.value) is not None:
                     self._drops.pop(node.value, None)
                     if self.table.proves_useful(count):
                         self._stats.answered += 1
                     else:
                         self._stats.failures += 1
             case IncludeCheckFailure(node=node):
-                if self._checks.pop(node.value, None) is not None:
+                if self._end_check(node.value) is not None:
                     self._drops.pop(node.value, None)
                     self._stats.failures += 1
             case IncludeCheckDropped(node=node):
-                check = self._checks.pop(node.value, None)
+                check = self._end_check(node.value)
                 if check is not None:
                     self._on_dropped(node, check[1], now)
             case _:
                 assert_never(event)
         self._expire(now)
-        if self._parked and len(self._checks) < checking:
-            # A check ended: its seat is taken or free again; the parked go first.
-            self._queue = {**self._parked, **self._queue}
-            self._parked = {}
         return self._next(now, event.trace)
 
     def offer(self, seatable: Iterable[Key], trace: Trace = NO_TRACE) -> bool:
@@ -315,7 +315,7 @@ class Include:
         Queueing only adds waiting work, so nothing else is due because of it.
         """
         queue, checks, drops, stats = self._queue, self._checks, self._drops, self._stats
-        parked = self._parked
+        parked = self._parked_at
         capacity = self.config.queue_capacity
         queued = False
         for node in seatable:
@@ -343,15 +343,35 @@ class Include:
         # by nodes that answer our own requests instead.
         return self.table.would_add(node) is AddResult.ADDED
 
-    def _seats_spoken_for(self, node: Key) -> bool:
-        """Whether the checks in flight for ``node``'s bucket could fill all its free seats."""
-        checks = self._checks
-        if not checks:
+    def _seats_spoken_for(self, cpl: int) -> bool:
+        """Whether the checks in flight for bucket ``cpl`` could fill all its free seats."""
+        pending = self._checking.get(cpl)
+        if pending is None:
             return False
         table = self.table
-        cpl = table.cpl(node)
-        pending = sum(1 for other, _ in checks.values() if table.cpl(other) == cpl)
-        return pending > 0 and len(table.bucket(cpl)) + pending >= table.bucket_size
+        return len(table.bucket(cpl)) + pending >= table.bucket_size
+
+    def _end_check(self, value: int) -> tuple[Key, Trace] | None:
+        """End the check of the candidate with key ``value``; ``None`` if none was in flight.
+
+        The candidates parked for its bucket go back to the head of the queue: the
+        seat is taken or free again.
+        """
+        check = self._checks.pop(value, None)
+        if check is None:
+            return None
+        cpl = self.table.cpl(check[0])
+        left = self._checking[cpl] - 1
+        if left:
+            self._checking[cpl] = left
+        else:
+            del self._checking[cpl]
+        parked = self._parked.pop(cpl, None)
+        if parked:
+            for parked_value in parked:
+                del self._parked_at[parked_value]
+            self._queue = {**parked, **self._queue}
+        return check
 
     def _on_dropped(self, node: Key, trace: Trace, now: float) -> None:
         drops = self._drops.get(node.value, 0) + 1
@@ -374,7 +394,9 @@ class Include:
         else:
             expired = []
         for value in expired:
-            node, trace = checks.pop(value)
+            check = self._end_check(value)
+            assert check is not None
+            node, trace = check
             self._drops.pop(value, None)
             self._stats.failures += 1
             self._stats.timeouts += 1
@@ -402,10 +424,13 @@ class Include:
                 self._drops.pop(value, None)
                 self._stats.answering += 1
                 continue
-            if self._seats_spoken_for(node):
-                self._parked[value] = (node, queued_trace)
+            cpl = self.table.cpl(node)
+            if self._seats_spoken_for(cpl):
+                self._parked.setdefault(cpl, {})[value] = (node, queued_trace)
+                self._parked_at[value] = cpl
                 self._stats.parked += 1
                 continue
+            self._checking[cpl] = self._checking.get(cpl, 0) + 1
             deadline = now + cfg.check_timeout
             check_trace = Trace(queued_trace.span_context, deadline)
             self._checks[value] = (node, check_trace)
