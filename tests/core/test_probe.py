@@ -74,6 +74,17 @@ def test_first_check_is_due_one_interval_after_add() -> None:
     assert probe.next_due() == INTERVAL + 10.0
 
 
+def test_direct_add_schedules_like_the_add_event() -> None:
+    a, b, outside = node(1), node(2, cpl=1), node(3)
+    probe = make(a)
+    probe.table.add(b, 5.0)
+    probe.add(b, 5.0)
+    probe.add(outside, 5.0)  # not in the table: ignored, as ProbeAdd ignores it
+    probe.add(a, 7.0)  # tracked already: its schedule stays
+    assert probe.scheduled(b) == 5.0 + INTERVAL and probe.scheduled(outside) is None
+    assert probe.scheduled(a) == INTERVAL and probe.next_due() == INTERVAL
+
+
 def test_add_ignores_nodes_not_in_the_table() -> None:
     probe = make()
     assert isinstance(probe.advance(ProbeAdd(node(1)), 0.0), ProbeIdle)

@@ -3,7 +3,8 @@
 Rules of the machine (read top to bottom as a table):
 
 * Every node in the table has a next check due ``check_interval`` after it last
-  proved alive: :class:`ProbeAdd` schedules it (only if it is in the table); an
+  proved alive: :class:`ProbeAdd` schedules it (only if it is in the table;
+  :meth:`Probe.add` is the same without an advance, for verified adds); an
   unverified add (a replacement promoted from the cache, which may have gone
   stale while it waited) is due at once. A successful check or
   :class:`ProbeNotifyConnectivity` (any useful answer from it; or
@@ -236,6 +237,17 @@ class Probe:
         request from a seated node. Same effect as advancing with the event.
         """
         if node not in self._checks and self.table.contains(node):
+            self._schedule(node, now + self.config.check_interval)
+
+    def add(self, node: Key, now: float) -> None:
+        """``node`` entered the table verified: :class:`ProbeAdd` without an advance.
+
+        Its first check is ``check_interval`` away, so adding it never creates
+        work now (only :meth:`next_due` may move earlier, which the caller reads);
+        the routing behaviour applies it this way for every node an answer seats.
+        Same effect as advancing with ``ProbeAdd(node)``.
+        """
+        if node not in self._due and node not in self._checks and self.table.contains(node):
             self._schedule(node, now + self.config.check_interval)
 
     def scheduled(self, node: Key) -> float | None:
