@@ -217,6 +217,24 @@ def test_a_dropped_store_is_retried_after_a_back_off_not_counted_as_an_error() -
     assert end.contacted == (k(2), k(1)) and end.errors == ()
 
 
+def test_a_retry_due_while_stores_are_at_capacity_is_not_named_by_next_due() -> None:
+    # A dropped store's retry time passes while store_concurrency requests are in flight:
+    # a poll then sends nothing, so next_due must not name that past time (the driver
+    # would re-arm its timer in the past forever); the answer that frees a slot sends it.
+    cfg = BroadcastConfig(
+        num_replicas=3, store_concurrency=2, query=QueryConfig(drop_retry_delay=0.1)
+    )
+    b = Static("p", SELF, TARGET, "PUT", [k(1), k(2), k(3)], cfg)
+    settle(b, 0.0)
+    states = settle(b, 0.0, b.advance(BcastStoreDropped(k(1)), 0.0))
+    assert [s.node for s in states if isinstance(s, BcastStoreRecord)] == [k(3)]
+    assert isinstance(b.advance(BcastPoll(), 0.2), BcastWaiting)
+    due = b.next_due()
+    assert due is not None and due > 0.2
+    state = stored(b, k(2), 0.3)
+    assert isinstance(state, BcastStoreRecord) and state.node == k(1)
+
+
 def test_a_dropped_lookup_request_is_retried() -> None:
     cfg = BroadcastConfig(num_replicas=1, query=QueryConfig(drop_retry_delay=0.1))
     b = FollowUp("p", SELF, TARGET, "PUT", [k(1)], cfg)

@@ -299,7 +299,8 @@ class Broadcast:
             due = earliest(due, self._query.next_due())
         for store in self._waiting.values():
             due = earliest(due, store.deadline)
-        if self._stop_reason is None:
+        if self._stop_reason is None and len(self._waiting) < self.config.store_concurrency:
+            # At capacity a due retry waits for a free slot, which an answer brings.
             for store in self._todo.values():
                 due = earliest(due, store.retry_at)
         return due
