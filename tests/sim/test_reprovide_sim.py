@@ -25,6 +25,7 @@ def test_sweep_needs_a_few_percent_of_the_classic_lookups_and_both_are_found() -
     sweep = cycle("sweep", keys)
     classic = cycle("classic", keys)
     assert classic["reprovide_lookups"] == keys
+    assert sweep["stuck_timers"] == 0 and classic["stuck_timers"] == 0
     assert isinstance(sweep["reprovide_lookups"], int)
     # 200 nodes make 4 regions: ~20 lookups whatever the number of keys (at 10,000 nodes
     # and 100,000 keys it is under 1 %: README, Benchmarks).
