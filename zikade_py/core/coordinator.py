@@ -206,6 +206,10 @@ class Coordinator:
         self._outbox: deque[CoordinatorOutput] = deque()
         self._now = now
         """The latest time the driver gave us: when queued work is due."""
+        self._idle_due: float | None = None
+        self._idle_known = False
+        """Set by a poll that found nothing due: ``_idle_due`` is then what :meth:`next_due`
+        computes, until the next input or poll (a driver asks right after that poll)."""
         self._sweep: Sweep | None = None
         self._sweep_inbox: deque[SweepEvent] = deque()
         """Answers for the sweep, fed to it by the next poll (never re-entrantly)."""
@@ -220,11 +224,13 @@ class Coordinator:
     def notify(self, event: CoordinatorInput, now: float) -> None:
         """Queue an input; it is handled by the next :meth:`poll`."""
         self._now = max(self._now, now)
+        self._idle_known = False
         self._inbox.append(event)
 
     def poll(self, now: float) -> CoordinatorOutput | None:
         """The next output, or ``None`` when idle until new input or :meth:`next_due`."""
         self._now = max(self._now, now)
+        self._idle_known = False
         for _ in range(1_000_000):
             if self._outbox:
                 return self._outbox.popleft()
@@ -242,6 +248,8 @@ class Coordinator:
         """
         if self._inbox or self._outbox or self._sweep_inbox:
             return self._now
+        if self._idle_known:
+            return self._idle_due
         sweep = self._sweep.next_due() if self._sweep is not None else None
         return earliest(self._pool.next_due(), self._routing.next_due(), sweep)
 
@@ -562,16 +570,24 @@ class Coordinator:
 
     def _advance_due(self, now: float) -> bool:
         """Advance machines whose due time has come; ``True`` if that produced output."""
+        driven = False
+        sdue: float | None = None
         if self._sweep is not None:
             sdue = self._sweep.next_due()
             if self._sweep_inbox or (sdue is not None and sdue <= now):
                 self._drive_sweep(now)
+                driven = True
         due = self._pool.next_due()
         if due is not None and due <= now:
             self._drive_pool(PoolPoll(), now)
+            driven = True
         rdue = self._routing.next_due()
         if rdue is not None and rdue <= now:
             self._drain_routing(now)
+            driven = True
+        if not driven:  # nothing changed: these are the due times next_due would compute
+            self._idle_due = earliest(due, rdue, sdue)
+            self._idle_known = True
         return bool(self._outbox)
 
 
