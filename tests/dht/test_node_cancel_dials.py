@@ -125,7 +125,7 @@ async def test_200_cancelled_lookups_leave_no_dial_socket_or_task_behind() -> No
             return (
                 dial_tasks() == 0
                 and all(c.num_streams == 0 for h in hosts for c in h.connmgr.connections())
-                and "Host._handle_stream" not in task_kinds()
+                and "HostStreams._handle_stream" not in task_kinds()
                 and all(h.closed == h.accepted for h in tcp_holes)
             )
 
