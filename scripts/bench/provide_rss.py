@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Peak memory of a daemon that is handed many CIDs at once (``zikade provide --from-file``).
+"""Peak memory of a node that is handed a million CIDs at once (the sweep's burst).
 
 Prints one JSON document. ``--nodes`` servers of ours run in this process on
-127.0.0.1; one ``zikade daemon`` child (``--reprovide sweep``) runs under
-``/usr/bin/time -v``. The daemon is handed ``--cids`` CIDs from a file and
-announces them (sweep: a burst); when its ``provide stat`` shows nothing queued,
-running or pending, it is stopped (SIGTERM) and its peak RSS, user and system
-CPU seconds are read from ``time``'s report. With fewer than ``k`` servers the
+127.0.0.1. The provider is a child process under ``/usr/bin/time -v``: a node
+with a repo (SQLite, ``reprovide="sweep"``) that reads ``--cids`` CIDs from a
+file and hands them to ``Node.provide_many`` 20,000 at a time (as the daemon's
+RPC API does per request), then waits until its ``provide_stat`` shows every
+key announced and nothing queued or running. Its peak RSS, user and system
+CPU seconds come from ``time``'s report. With fewer than ``k`` servers the
 whole keyspace is one region: the burst is as large as a burst gets.
 
-The servers keep at most 50,000 of the daemon's records each (the store's
+(Through ``zikade provide --from-file`` the figure would be the same plus the
+CID parsing: the CLI and the daemon each decode every CID with
+``multiformats``, ~1 ms apiece here, which makes a million take tens of minutes;
+the child reads the base32 CIDs of the file by hand.)
+
+The servers keep at most 50,000 of the provider's records each (the store's
 per-peer limit), so their memory stays small; they still read every record.
 
 Run from the repo: ``.venv/bin/python scripts/bench/provide_rss.py [--cids 1000000] [--nodes 3]``.
@@ -24,50 +30,32 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from multiformats import CID, multihash
 
 from zikade_py.dht import Node, NodeConfig
 from zikade_py.p2p.host import HostConfig
 
-BIN = Path(sys.executable).parent
-ZIKADE = str(BIN / "zikade")
+CHUNK = 20_000
+"""CIDs per ``provide_many`` call (the CLI's request size)."""
+
+HOST = HostConfig(inbound_per_ip_rate=10_000.0, inbound_per_ip_burst=10_000)
 SERVER = NodeConfig(
     mode="server",
     listen_addrs=["/ip4/127.0.0.1/tcp/0"],
     bootstrap=[],
-    host=HostConfig(inbound_per_ip_rate=10_000.0, inbound_per_ip_burst=10_000),
+    host=HOST,
     republish=False,
 )
 
 
-def env() -> dict[str, str]:
-    """This environment without OpenTelemetry exporters."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-
-
-def zikade(repo: Path, *args: str, timeout: float = 3600.0) -> str:
-    """Run ``zikade ARGS`` on ``repo``; its stdout (raises on failure)."""
-    e = env()
-    e["ZIKADE_PATH"] = str(repo)
-    proc = subprocess.run(
-        [ZIKADE, *args], capture_output=True, env=e, timeout=timeout, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"zikade {' '.join(args)}: {proc.stderr.decode(errors='replace')}")
-    return proc.stdout.decode()
-
-
 def write_cids(path: Path, n: int) -> None:
-    """``n`` distinct CIDs (v1, raw, sha2-256, base32), one per line, written without
-    holding them all (spelled out by hand: ``multiformats`` takes ~1 ms per CID here)."""
+    """``n`` distinct CIDs (v1, raw, sha2-256, base32), one per line."""
     with path.open("w") as f:
         for i in range(n):
             digest = hashlib.sha256(f"rss-{i}".encode()).digest()
@@ -75,19 +63,57 @@ def write_cids(path: Path, n: int) -> None:
             f.write(f"b{text.lower()}\n")
 
 
-def child_of(pid: int) -> int:
-    """The one child process of ``pid`` (the daemon under ``time``)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids = (task / "children").read_text().split()
-        if kids:
-            return int(kids[0])
-    raise RuntimeError("time has no child")
+def multihashes(path: Path) -> Iterator[list[bytes]]:
+    """The file's CIDs as multihashes, ``CHUNK`` at a time (base32 read by hand)."""
+    chunk: list[bytes] = []
+    with path.open() as f:
+        for line in f:
+            text = line.strip()[1:].upper()
+            raw = base64.b32decode(text + "=" * (-len(text) % 8))
+            chunk.append(raw[2:])  # after the CID version and codec (0x01 0x55)
+            if len(chunk) == CHUNK:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+async def provider(repo: Path, boot: str, listing: Path, n: int) -> None:
+    """The measured child: provide the file's CIDs, wait until all are announced."""
+    config = NodeConfig(
+        mode="server", repo=str(repo), listen_addrs=["/ip4/127.0.0.1/tcp/0"],
+        bootstrap=[boot], host=HOST, reprovide="sweep",
+    )  # fmt: skip
+    async with Node(config) as node:
+        await node.bootstrap()
+        t0 = time.perf_counter()
+        for chunk in multihashes(listing):
+            await node.provide_many(chunk)
+        handed = time.perf_counter() - t0
+        while True:
+            doc = await node.provide_stat()
+            if (
+                doc.get("keys") == n
+                and doc.get("burst_keys") == 0
+                and doc.get("active_regions") == 0
+                and int(str(doc.get("messages_total") or 0)) >= n
+            ):
+                break
+            await asyncio.sleep(1.0)
+        out = {
+            "handed_wall_s": round(handed, 1),
+            "announced_wall_s": round(time.perf_counter() - t0, 1),
+            "messages": doc.get("messages_total"),
+            "streams": doc.get("streams_total"),
+        }
+        print(json.dumps(out), flush=True)
 
 
 def time_report(text: str) -> dict[str, float]:
     """Peak RSS (MB) and CPU seconds from ``/usr/bin/time -v`` output."""
+
     def field(name: str) -> float:
-        m = re.search(rf"{re.escape(name)}: ([0-9.:]+)", text)
+        m = re.search(rf"{re.escape(name)}: ([0-9.]+)", text)
         if m is None:
             raise RuntimeError(f"no {name!r} in time's report: {text[-2000:]}")
         return float(m.group(1))
@@ -106,74 +132,40 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for node in servers[1:]:
         await node.bootstrap([boot])
     tmp = Path(tempfile.mkdtemp(prefix="zikade-bench-provide-rss-"))
-    repo = tmp / "repo"
     listing = tmp / "cids.txt"
     write_cids(listing, args.cids)
-    first = listing.open().readline().strip()
-    want = CID("base32", 1, "raw", multihash.digest(b"rss-0", "sha2-256"))
-    assert first == str(want), (first, str(want))
-    zikade(repo, "init", "--repo", str(repo), "--no-bootstrap")
     report = tmp / "time.txt"
-    proc = subprocess.Popen(
-        ["/usr/bin/time", "-v", "-o", str(report), ZIKADE, "daemon", "--repo", str(repo),
-         "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--bootstrap", boot,
-         "--mode", "server", "--reprovide", "sweep"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env(),
-    )  # fmt: skip
-    assert proc.stdout is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    cmd = ["/usr/bin/time", "-v", "-o", str(report), sys.executable, __file__, "--child",
+           str(tmp / "repo"), boot, str(listing), "--cids", str(args.cids)]  # fmt: skip
     try:
-        while True:
-            line = await asyncio.to_thread(proc.stdout.readline)
-            if not line:
-                raise RuntimeError("the daemon exited")
-            if line.startswith("Daemon is ready"):
-                asyncio.get_running_loop().run_in_executor(None, proc.stdout.read)
-                break
-        t0 = time.perf_counter()
-        await asyncio.to_thread(
-            zikade, repo, "provide", "--from-file", str(listing), "--timeout", "3600"
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=subprocess.PIPE, env=env
         )
-        handed = time.perf_counter() - t0
-        deadline = time.monotonic() + args.timeout
-        while True:
-            doc = json.loads(await asyncio.to_thread(zikade, repo, "provide", "stat", "--json"))
-            if (
-                doc.get("keys") == args.cids
-                and doc.get("burst_keys") == 0
-                and doc.get("active_regions") == 0
-                and int(doc.get("messages_total") or 0) >= args.cids
-            ):
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the burst did not finish: {doc}")
-            await asyncio.sleep(2.0)
-        announced = time.perf_counter() - t0
-        os.kill(child_of(proc.pid), signal.SIGTERM)
-        await asyncio.to_thread(proc.wait, 120)
-        out: dict[str, Any] = {
-            "cids": args.cids,
-            "servers": args.nodes,
-            "handed_wall_s": round(handed, 1),
-            "announced_wall_s": round(announced, 1),
-            "messages": doc.get("messages_total"),
-            "streams": doc.get("streams_total"),
-        }
+        stdout, _ = await asyncio.wait_for(proc.communicate(), args.timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the provider failed: {report.read_text()[-2000:]}")
+        out: dict[str, Any] = {"cids": args.cids, "servers": args.nodes}
+        out.update(json.loads(stdout.decode().strip().splitlines()[-1]))
         out.update(time_report(report.read_text()))
         return out
     finally:
-        if proc.poll() is None:
-            proc.kill()
         await asyncio.gather(*(n.close() for n in servers), return_exceptions=True)
 
 
-async def main() -> None:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cids", type=int, default=1_000_000)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--child", nargs=3, metavar=("REPO", "BOOT", "FILE"), help=argparse.SUPPRESS)
     args = p.parse_args()
-    print(json.dumps(await run(args)))
+    if args.child:
+        repo, boot, listing = args.child
+        asyncio.run(provider(Path(repo), boot, Path(listing), args.cids))
+        return
+    print(json.dumps(asyncio.run(run(args))))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
