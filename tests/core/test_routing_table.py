@@ -163,6 +163,10 @@ def test_nearest_equals_brute_force(
     targets = [Key.from_int(target_value), me, *table.nodes()[:3]]
     for target in targets:
         assert table.nearest(target, n) == brute_force(table, target, n)
+        # Leaving a node out (a server never names the asker): in the table or not.
+        for left_out in [*table.nodes()[:2], *brute_force(table, target, n)[-1:], me]:
+            expected = [k for k in brute_force(table, target, n + 1) if k != left_out][:n]
+            assert table.nearest(target, n, left_out) == expected
 
 
 def test_nearest_on_a_large_table_matches_brute_force() -> None:
@@ -199,6 +203,30 @@ def test_nearest_of_our_own_key_follows_every_change_of_the_table() -> None:
     table.remove(deep)  # `third` is promoted into the freed seat
     assert table.nearest(SELF, 3) == brute_force(table, SELF, 3)
     assert third in table.nearest(SELF, 3) and deep not in table.nearest(SELF, 3)
+
+
+def test_nearest_of_our_own_key_survives_only_changes_that_cannot_reach_it() -> None:
+    # The kept answer is dropped only when a change reaches the buckets it came from;
+    # random adds and removals in shallow and deep buckets, checked after each one.
+    rng = random.Random(11)
+    table = RoutingTable(SELF, bucket_size=4, replacement_capacity=2)
+    present: list[Key] = []
+    for step in range(1500):
+        if present and rng.random() < 0.4:
+            table.remove(present.pop(rng.randrange(len(present))))
+        else:
+            key = at_cpl(min(int(rng.expovariate(0.4)), 255), 10_000 + step)
+            if table.add(key, float(step)) is AddResult.ADDED:
+                present.append(key)
+            else:
+                table.offer_replacement(key, float(step))
+        present.extend(table.take_promoted())
+        # n, and n - 1 leaving the asker out, share one kept answer (of n nodes)
+        n = 6
+        assert table.nearest(SELF, n) == brute_force(table, SELF, n)
+        asker = rng.choice(present) if present else SELF
+        expected = [k for k in brute_force(table, SELF, n) if k != asker][: n - 1]
+        assert table.nearest(SELF, n - 1, asker) == expected
 
 
 def groups(mapping: dict[Key, str | None]) -> GroupDiversityFilter:

@@ -24,6 +24,7 @@ Rules of the table (read top to bottom as a table):
   core knowing what an IP address is.
 * :meth:`nearest` walks buckets in XOR order from the target and sorts only the
   buckets it takes nodes from (see its docstring for why that order is exact).
+  It can leave one node out (a server never names the asker back to it).
 """
 
 from __future__ import annotations
@@ -155,6 +156,22 @@ class _Entry:
         self.last_seen = now
 
 
+class _OwnNearest:
+    """The table's nodes closest to its own key, kept between changes (see ``nearest``)."""
+
+    __slots__ = ("cut", "distances", "keys", "n")
+
+    def __init__(self, n: int, keys: list[Key], distances: list[int]) -> None:
+        self.n = n
+        """How many were asked for."""
+        self.keys = keys
+        self.distances = distances
+        """Each key's distance to our own key: ascending, one per key."""
+        self.cut = KEY_BITS - distances[-1].bit_length() if distances else 0
+        """The shallowest bucket the keys come from: a change in a shallower one cannot
+        reach them (nodes of deeper buckets are all closer to us)."""
+
+
 class RoutingTable:
     """k-buckets around ``self_key``; the node's view of the network.
 
@@ -180,14 +197,16 @@ class RoutingTable:
         self.node_filter = node_filter
         self._self_value = self_key.value
         # Buckets map a key's integer value to its entry: nearest() sorts plain ints.
-        self._buckets: dict[int, dict[int, _Entry]] = {}
+        self._buckets: list[dict[int, _Entry]] = []
+        """Bucket ``cpl`` at index ``cpl``, up to the deepest non-empty one (shallower
+        empty buckets are empty dicts): the hot paths index a list, no dict lookup."""
         self._nonempty: list[int] = []
         self._replacements: dict[int, dict[Key, float]] = {}
         self._promoted: list[Key] = []
         self._size = 0
-        self._own_nearest: tuple[int, list[Key]] = (0, [])
-        """:meth:`nearest` of our own key (n, result), kept until the table changes: every
-        probe and include check a peer sends us asks FIND_NODE for our own key."""
+        self._own_nearest: _OwnNearest | None = None
+        """:meth:`nearest` of our own key, kept while no change reaches the buckets it
+        took from: every probe and include check a peer sends us asks for our own key."""
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -203,23 +222,23 @@ class RoutingTable:
 
     def contains(self, node: Key) -> bool:
         """Whether ``node`` is in the table (replacement candidates are not)."""
-        bucket = self._buckets.get(self.cpl(node))
-        return bucket is not None and node.value in bucket
+        buckets = self._buckets
+        value = node.value
+        cpl = KEY_BITS - (self._self_value ^ value).bit_length()
+        return cpl < len(buckets) and value in buckets[cpl]
 
     def nodes(self) -> list[Key]:
         """Every node, bucket by bucket from CPL 0, oldest first within a bucket."""
-        return [e.key for i in self._nonempty for e in self._buckets[i].values()]
+        return [e.key for bucket in self._buckets for e in bucket.values()]
 
     def bucket(self, cpl: int) -> list[Key]:
         """The nodes of bucket ``cpl``, oldest first."""
-        bucket = self._buckets.get(cpl)
+        bucket = self._bucket_at(cpl)
         return [e.key for e in bucket.values()] if bucket is not None else []
 
     def bucket_sizes(self) -> list[int]:
         """Sizes of buckets 0 up to the last non-empty one (``[]`` for an empty table)."""
-        if not self._nonempty:
-            return []
-        return [len(self._buckets.get(i, ())) for i in range(self._nonempty[-1] + 1)]
+        return [len(bucket) for bucket in self._buckets]
 
     def deepest_bucket(self) -> int | None:
         """The highest non-empty bucket index; ``None`` for an empty table."""
@@ -241,7 +260,7 @@ class RoutingTable:
 
     def is_full(self, cpl: int) -> bool:
         """Whether bucket ``cpl`` holds ``bucket_size`` nodes (no free seat to fill)."""
-        bucket = self._buckets.get(cpl)
+        bucket = self._bucket_at(cpl)
         return bucket is not None and len(bucket) >= self.bucket_size
 
     def proves_useful(self, closer_count: int) -> bool:
@@ -264,7 +283,9 @@ class RoutingTable:
         own = self._self_value
         if value == own:
             return AddResult.SELF
-        bucket = self._buckets.get(KEY_BITS - (own ^ value).bit_length())
+        buckets = self._buckets
+        cpl = KEY_BITS - (own ^ value).bit_length()
+        bucket = buckets[cpl] if cpl < len(buckets) else None
         if bucket is not None and value in bucket:
             return AddResult.ALREADY_PRESENT
         if self.node_filter is not None and not self.node_filter.allow(self, node):
@@ -281,14 +302,16 @@ class RoutingTable:
         """
         own = self._self_value
         buckets = self._buckets
+        depth = len(buckets)
         size = self.bucket_size
         node_filter = self.node_filter
+        bits = KEY_BITS
         out: list[Key] = []
         for node in nodes:
             value = node.value
-            bucket = buckets.get(KEY_BITS - (own ^ value).bit_length())
+            cpl = bits - (own ^ value).bit_length()
             # A full bucket is the common case and the cheapest test (no int hash).
-            if bucket is not None and (len(bucket) >= size or value in bucket):
+            if cpl < depth and (len(bucket := buckets[cpl]) >= size or value in bucket):
                 continue
             if value != own and (node_filter is None or node_filter.allow(self, node)):
                 out.append(node)
@@ -306,8 +329,8 @@ class RoutingTable:
         cache = self._replacements.get(self.cpl(node))
         return cache is None or node in cache or len(cache) < self.replacement_capacity
 
-    def nearest(self, target: Key, n: int) -> list[Key]:
-        """The ``n`` nodes closest to ``target``, closest first.
+    def nearest(self, target: Key, n: int, exclude: Key | None = None) -> list[Key]:
+        """The ``n`` nodes closest to ``target``, closest first, never ``exclude``.
 
         Why the bucket order is exact: let ``d = target XOR self``. A node of
         bucket ``i`` agrees with ``self`` above bit ``i`` and differs at bit
@@ -318,21 +341,37 @@ class RoutingTable:
         with ``d_i = 1`` by ascending ``i``, then buckets with ``d_i = 0`` by
         descending ``i``. Only the buckets whose nodes are returned are sorted.
         The answer for our own key (what every peer's probe and include check
-        asks) is kept until the table changes.
+        asks) is kept until a change reaches the buckets it was taken from.
+        ``exclude`` is how a server leaves the asking node out of its answer.
         """
         if n <= 0 or self._size == 0:
             return []
         t = target.value
         d = t ^ self._self_value
+        m = n if exclude is None else n + 1
         if d == 0:
-            cached_n, cached = self._own_nearest
-            if cached_n != n:
-                cached = self._nearest(t, d, n)
-                self._own_nearest = (n, cached)
-            return list(cached)
-        return self._nearest(t, d, n)
+            own = self._own_nearest
+            if own is None or own.n != m:
+                taken, distances = self._nearest(t, d, m)
+                keys = [taken[x ^ t].key for x in distances]
+                own = self._own_nearest = _OwnNearest(m, keys, distances)
+            keys, distances = own.keys, own.distances
+            if exclude is not None:
+                i = bisect.bisect_left(distances, exclude.value ^ t)
+                if i < len(distances) and distances[i] == exclude.value ^ t:
+                    return keys[:i] + keys[i + 1 :]
+            return keys[:n]
+        taken, distances = self._nearest(t, d, m)
+        if exclude is not None:
+            x = exclude.value ^ t
+            i = bisect.bisect_left(distances, x)
+            if i < len(distances) and distances[i] == x:
+                del distances[i]
+            del distances[n:]
+        return [taken[x ^ t].key for x in distances]
 
-    def _nearest(self, t: int, d: int, n: int) -> list[Key]:
+    def _nearest(self, t: int, d: int, n: int) -> tuple[dict[int, _Entry], list[int]]:
+        """The entries of the buckets holding the ``n`` closest, and their sorted distances."""
         top = KEY_BITS - 1
         buckets = self._buckets
         nonempty = self._nonempty
@@ -354,7 +393,7 @@ class RoutingTable:
         # Sort plain ints (distance XOR target gives the value back): no key function.
         distances = sorted([value ^ t for value in taken])
         del distances[n:]
-        return [taken[x ^ t].key for x in distances]
+        return taken, distances
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -380,7 +419,7 @@ class RoutingTable:
         if self.replacement_capacity == 0 or node == self.self_key:
             return False
         cpl = self.cpl(node)
-        bucket = self._buckets.get(cpl)
+        bucket = self._bucket_at(cpl)
         if bucket is None or len(bucket) < self.bucket_size or node.value in bucket:
             return False
         cache = self._replacements.setdefault(cpl, {})
@@ -408,18 +447,20 @@ class RoutingTable:
         cache = self._replacements.get(cpl)
         if cache is not None:
             cache.pop(node, None)
-        bucket = self._buckets.get(cpl)
+        bucket = self._bucket_at(cpl)
         if bucket is None or node.value not in bucket:
             return False
         del bucket[node.value]
         self._size -= 1
-        self._own_nearest = (0, [])
+        self._changed(cpl)
         if self.node_filter is not None:
             self.node_filter.on_remove(self, node)
         self._promote(cpl)
         if not bucket:
-            del self._buckets[cpl]
             self._nonempty.remove(cpl)
+            buckets = self._buckets
+            while buckets and not buckets[-1]:
+                buckets.pop()
         if cache is not None and not cache:
             del self._replacements[cpl]
         return True
@@ -435,18 +476,31 @@ class RoutingTable:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _bucket_at(self, cpl: int) -> dict[int, _Entry] | None:
+        buckets = self._buckets
+        return buckets[cpl] if cpl < len(buckets) else None
+
     def _entry(self, node: Key) -> _Entry | None:
-        bucket = self._buckets.get(self.cpl(node))
-        return bucket.get(node.value) if bucket is not None else None
+        buckets = self._buckets
+        cpl = KEY_BITS - (self._self_value ^ node.value).bit_length()
+        return buckets[cpl].get(node.value) if cpl < len(buckets) else None
+
+    def _changed(self, cpl: int) -> None:
+        """Bucket ``cpl`` gained or lost a node: forget our own nearest if it could change."""
+        own = self._own_nearest
+        if own is not None and (cpl >= own.cut or len(own.keys) < own.n):
+            self._own_nearest = None
 
     def _insert(self, node: Key, cpl: int, now: float) -> None:
-        bucket = self._buckets.get(cpl)
-        if bucket is None:
-            bucket = self._buckets[cpl] = {}
+        buckets = self._buckets
+        while len(buckets) <= cpl:
+            buckets.append({})
+        bucket = buckets[cpl]
+        if not bucket:
             bisect.insort(self._nonempty, cpl)
         bucket[node.value] = _Entry(node, now)
         self._size += 1
-        self._own_nearest = (0, [])
+        self._changed(cpl)
         cache = self._replacements.get(cpl)
         if cache is not None:
             cache.pop(node, None)
