@@ -14,6 +14,8 @@ type and reads its fields by name.
 from __future__ import annotations
 
 import heapq
+import itertools
+from collections.abc import Callable
 
 from zikade_py.sim.events import SimEvent
 
@@ -24,19 +26,20 @@ Entry = tuple[float, int, SimEvent]
 class VirtualClock:
     """The current virtual time and the heap of everything scheduled after it."""
 
-    __slots__ = ("_seq", "heap", "now")
+    __slots__ = ("heap", "next_seq", "now")
 
     def __init__(self, start: float = 0.0) -> None:
         self.now = start
         """Virtual seconds; advanced only by :meth:`pop`."""
         self.heap: list[Entry] = []
         """The pending entries; hot loops may read ``heap[0]`` and pop with :meth:`pop`."""
-        self._seq = 0
+        self.next_seq: Callable[[], int] = itertools.count(1).__next__
+        """The next tie-breaking number. A hot loop that knows ``at >= now`` may push
+        ``(at, next_seq(), record)`` onto :attr:`heap` itself, sparing the call."""
 
     def schedule(self, at: float, record: SimEvent) -> None:
         """Handle ``record`` at time ``at`` (clamped to now: the past cannot be scheduled)."""
-        self._seq += 1
-        heapq.heappush(self.heap, (at if at > self.now else self.now, self._seq, record))
+        heapq.heappush(self.heap, (at if at > self.now else self.now, self.next_seq(), record))
 
     def peek(self) -> float | None:
         """Time of the earliest entry, ``None`` when nothing is scheduled."""

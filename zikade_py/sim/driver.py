@@ -23,8 +23,8 @@ class RoutingTableView(Protocol):
         """Put ``node`` in the table if its bucket has room (prefill)."""
         ...
 
-    def nearest(self, target: Key, n: int) -> list[Key]:
-        """The ``n`` entries closest to ``target`` (what a server answers FIND_NODE with)."""
+    def nearest(self, target: Key, n: int, exclude: Key | None = None) -> list[Key]:
+        """The ``n`` entries closest to ``target`` but ``exclude`` (a FIND_NODE answer)."""
         ...
 
     def __len__(self) -> int: ...

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from heapq import heappush
 
 from zikade_py.core.coordinator_events import (
     BootstrapFinished,
@@ -172,6 +173,7 @@ class SimNode:
         "pending",
         "providers",
         "responsive",
+        "running",
         "slow_delay",
         "timer_at",
         "timer_token",
@@ -192,6 +194,9 @@ class SimNode:
         """Answers requests; an unresponsive node is frozen entirely."""
         self.dialable = True
         """Others can connect to it; an undialable node is gone for everyone."""
+        self.running = False
+        """Reacts to anything: online, reachable, not silenced (kept by
+        :meth:`update_running`, read for every message)."""
         self.joined = False
         """Its bootstrap finished (or its table was prefilled)."""
         self.online_since = 0.0
@@ -205,10 +210,9 @@ class SimNode:
         """What a server hears when this node asks it something (events are immutable,
         so one instance serves every request instead of one allocation each)."""
 
-    @property
-    def running(self) -> bool:
-        """Whether the node reacts to anything (online, reachable, not silenced)."""
-        return self.alive and self.responsive and self.dialable
+    def update_running(self) -> None:
+        """Recompute :attr:`running` after ``alive``, ``responsive`` or ``dialable`` changed."""
+        self.running = self.alive and self.responsive and self.dialable
 
 
 class Simulation:
@@ -239,6 +243,9 @@ class Simulation:
         self.ops = Operations(self)
         self._joined = 0
         self._joining = True
+        self._lossy = config.network.loss > 0.0
+        """Whether messages can be lost at all (else the loss draw is skipped: it draws
+        nothing from the RNG when there is no loss, so the run is the same)."""
         net = config.network
         self._slow = set(self.network.pick_fraction(list(range(config.nodes)), net.slow))
         later = list(range(min(config.bootstrap_nodes, config.nodes), config.nodes))
@@ -285,6 +292,7 @@ class Simulation:
 
     def _go_online(self, node: SimNode, now: float) -> None:
         node.alive = True
+        node.update_running()
         node.online_since = now
         if not node.client:
             self.live.add(node.key.value, node.index)
@@ -393,20 +401,20 @@ class Simulation:
             at = min(now + network.config.dial_timeout, deadline)
             clock.schedule(at, Fail(src, request_id, _DIAL_TIMEOUT, to))
             return
-        sent = network.send_at(src, dst, now)
+        sent = now if network.instant_send else network.send_at(src, dst, now)
         if isinstance(message, (AddProvider, ProvideBatch)):
             # written and closed without an answer: done for the sender once it left
             if sent >= deadline:
                 clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
                 return
             clock.schedule(sent, Answer(src, dst, request_id, ()))
-            if network.lost():
+            if self._lossy and network.lost():
                 counters.lost += 1
             else:
                 arrive = Arrive(src, dst, request_id, message, deadline)
                 clock.schedule(sent + network.delay(src, dst), arrive)
             return
-        if network.lost():
+        if self._lossy and network.lost():
             counters.lost += 1
             clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
             return
@@ -414,23 +422,26 @@ class Simulation:
         if at >= deadline:
             clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
         else:
-            clock.schedule(at, Arrive(src, dst, request_id, message, deadline))
+            # clock.schedule written out (one call less for every request)
+            latest = clock.now
+            record = Arrive(src, dst, request_id, message, deadline)
+            heappush(clock.heap, (at if at > latest else latest, clock.next_seq(), record))
 
     def _on_arrive(self, ev: Arrive, now: float) -> None:
-        server = self.nodes[ev.dst]
+        dst = ev.dst
+        server = self.nodes[dst]
         src, request_id, deadline = ev.src, ev.request_id, ev.deadline
         clock = self.clock
         message = ev.message
-        add = isinstance(message, (AddProvider, ProvideBatch))
         if not server.running:
             # it went dark or left while the request was on its way
-            if not add:
+            if not isinstance(message, (AddProvider, ProvideBatch)):
                 clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
             return
         sender = self.nodes[src]
         response: object = None
         target: Key | None = None
-        if isinstance(message, Key):
+        if isinstance(message, Key):  # FIND_NODE, by far the most frequent
             target = message
         elif isinstance(message, AddProvider):
             store = server.providers
@@ -452,24 +463,19 @@ class Simulation:
             self.drain(server, now)
         if target is None:
             return
-        k = self.config.k
-        closer = server.coord.routing_table.nearest(target, k + 1)
-        sender_value = sender.key.value
-        for i, c in enumerate(closer):
-            if c.value == sender_value:
-                del closer[i]
-                break
-        if len(closer) > k:
-            del closer[k:]
-        if self.network.lost():
+        closer = server.coord.routing_table.nearest(target, self.config.k, sender.key)
+        network = self.network
+        if self._lossy and network.lost():
             self.counters.lost += 1
             clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
             return
-        at = now + self.network.delay(src, ev.dst) + server.slow_delay
+        at = now + network.delay(src, dst) + server.slow_delay
         if at > deadline:
             clock.schedule(deadline, Fail(src, request_id, _TIMEOUT))
         else:
-            clock.schedule(at, Answer(src, ev.dst, request_id, tuple(closer), response))
+            latest = clock.now  # clock.schedule written out, as in _send
+            record = Answer(src, dst, request_id, tuple(closer), response)
+            heappush(clock.heap, (at if at > latest else latest, clock.next_seq(), record))
 
     def _on_answer(self, ev: Answer, now: float) -> None:
         node = self.nodes[ev.src]
@@ -605,6 +611,7 @@ class Simulation:
     def _depart(self, index: int, now: float) -> None:
         node = self.nodes[index]
         node.alive = False
+        node.update_running()
         node.pending.clear()
         self.network.disconnect(index)
         self._drop_member(index)
@@ -617,12 +624,14 @@ class Simulation:
         for index in self.network.pick_fraction(list(self.members), net.unresponsive):
             node = self.nodes[index]
             node.responsive = False
+            node.update_running()
             node.pending.clear()
             self._drop_member(index)
         servers = [i for i in self.members if not self.nodes[i].client]
         for index in self.network.pick_fraction(servers, net.undialable):
             node = self.nodes[index]
             node.dialable = False
+            node.update_running()
             node.pending.clear()
             self.network.disconnect(index)
             self._drop_member(index)
