@@ -242,7 +242,7 @@ def test_candidate_we_await_an_answer_from_gets_no_check() -> None:
     table = RoutingTable(SELF)
     busy, free = node(0), node(1)
     inc = Include(table, asked=lambda n: n == busy)
-    states = [inc.advance(candidate(busy), 0.0)] + drain(inc, 0.0)
+    states = [inc.advance(candidate(busy), 0.0), *drain(inc, 0.0)]
     assert not any(isinstance(s, IncludeConnectivityCheck) for s in states)
     assert inc.stats.answering == 1 and inc.stats.checks == 0 and inc.queued() == []
     state = inc.advance(candidate(free), 0.0)
