@@ -45,3 +45,36 @@ async def test_a_closed_connection_leaves_no_yamux_session_in_a_cycle() -> None:
     finally:
         gc.garbage.clear()
         gc.set_debug(flags)
+
+
+async def test_a_closed_connection_leaves_no_quic_session_in_a_cycle() -> None:
+    from zikade_py.p2p.multiaddr import Multiaddr
+    from zikade_py.p2p.quic.session import QuicSession
+
+    quic = Multiaddr.parse("/ip4/127.0.0.1/udp/0/quic-v1")
+    gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(flags | gc.DEBUG_SAVEALL)
+    try:
+        target = Host(PrivateKey.generate(), HostConfig(keepalive_interval=30.0, **FAST))
+        await target.start([quic])
+        try:
+            for _ in range(3):
+                client = Host(PrivateKey.generate(), HostConfig(**FAST))
+                await client.start([])
+                try:
+                    conn = await client.connect(target.peer_id, target.listen_addrs, timeout=10)
+                    assert conn.transport == "quic"
+                    assert await client.ping(target.peer_id, timeout=10)
+                finally:
+                    await client.close()
+                await until(lambda: not len(target.connmgr))
+        finally:
+            await target.close()
+        del client, conn
+        gc.collect()
+        cycles = [o for o in gc.garbage if isinstance(o, QuicSession)]
+        assert cycles == []
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(flags)

@@ -376,6 +376,10 @@ class QuicSession(SessionBase[QuicStream]):
             self._timer = None
         if self._keepalive is not None and self._keepalive is not asyncio.current_task():
             self._keepalive.cancel()
+        # Neither the cancelled task (its traceback holds this session) nor the routing
+        # hook (a closure over self) may keep the ended session in a reference cycle.
+        self._keepalive = None
+        self.quic.cid_issued = None
         if not self._ready.done():
             exc = reason if isinstance(reason, HandshakeError) else HandshakeError(str(reason))
             if isinstance(reason, CertificateError):
