@@ -23,7 +23,7 @@ from .conftest import start_network
 
 pytestmark = pytest.mark.timeout(180)
 
-INTERVAL = 20.0
+INTERVAL = 30.0
 KEYS = 200
 MARGIN = 2.5
 """Regions due within this long after the restart are neither overdue nor clearly later."""
