@@ -14,6 +14,7 @@ from typing import Protocol
 
 from zikade_py.core.coordinator_events import CoordinatorInput, CoordinatorOutput
 from zikade_py.core.key import Key
+from zikade_py.core.routing_table import AddResult
 
 
 class RoutingTableView(Protocol):
@@ -25,6 +26,10 @@ class RoutingTableView(Protocol):
 
     def nearest(self, target: Key, n: int, exclude: Key | None = None) -> list[Key]:
         """The ``n`` entries closest to ``target`` but ``exclude`` (a FIND_NODE answer)."""
+        ...
+
+    def would_add(self, node: Key) -> AddResult:
+        """What adding ``node`` would do now, changing nothing."""
         ...
 
     def __len__(self) -> int: ...
