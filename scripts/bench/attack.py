@@ -22,8 +22,19 @@ to :data:`SCENARIOS`):
   answers are read must stay ≤ 50 ms. ``unbounded_parse_ms`` is what parsing such an
   answer whole (the old way) costs on this machine, for comparison.
 
+``--rounds N`` repeats every selected scenario N times against the same node (one node,
+the same legitimate peers, a fresh attacker each round) and reports RSS, descriptors,
+asyncio tasks and CPython's pymalloc arenas after each round under ``rounds``; the
+scenario's top-level fields stay those of round 1. ``verdict`` says whether the node came
+back: descriptors and tasks after every round equal to the baseline (round 1's
+``before``) exactly, and RSS after the last round at most ``--rss-tolerance-mb`` above
+RSS after the first (memory that does not grow with repeated attacks; the first round's
+rise over the baseline is a high-water mark of allocator arenas, reported as
+``rss_after_over_baseline``).
+
 Usage: ``.venv/bin/python scripts/bench/attack.py [--scenario NAME ...] [--settle 30]
-[--records 10000] [--entries 87381] [--quick] [--no-js]``. ``--quick`` = 1,000
+[--records 10000] [--entries 87381] [--rounds 1] [--rss-tolerance-mb 2] [--quick]
+[--no-js]``. ``--quick`` = 1,000
 records, 20,000 entries, 2 s settle: a smoke run. Every loop is bounded by these
 numbers and every call by a timeout.
 """
@@ -37,6 +48,7 @@ import gc
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -184,6 +196,45 @@ async def settle_and_measure(settle: float) -> dict[str, int]:
     await asyncio.sleep(settle)
     gc.collect()
     return resources()
+
+
+def pymalloc_arenas() -> int | None:
+    """Arenas (1 MiB each) CPython's small-object allocator holds now, from
+    ``sys._debugmallocstats()`` (~0.5 ms): an arena is returned to the OS only when every
+    object in it is freed, so a few long-lived objects keep RSS above a baseline without
+    any leak. None when pymalloc is not in use."""
+    with tempfile.TemporaryFile() as out:  # a file, not a pipe: no full pipe can block us
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    found = re.search(r"# arenas allocated current\s*=\s*([\d,]+)", text)
+    return int(found.group(1).replace(",", "")) if found else None
+
+
+def measure() -> dict[str, int]:
+    """:func:`resources` plus the pymalloc arena count (before and after a round)."""
+    now = resources()
+    arenas = pymalloc_arenas()
+    if arenas is not None:
+        now["pymalloc_arenas"] = arenas
+    return now
+
+
+async def settled(settle: float) -> dict[str, int]:
+    """Resources ``settle`` s after an attack (via :func:`settle_and_measure`, which
+    ``attack_memory.py`` replaces), with the arena count."""
+    after = await settle_and_measure(settle)
+    arenas = pymalloc_arenas()
+    if arenas is not None:
+        after["pymalloc_arenas"] = arenas
+    return after
 
 
 # ------------------------------------------------------------------------------ children
@@ -343,6 +394,10 @@ class Legit:
             if len(self.errors) < 5:
                 self.errors.append(f"{op.__name__}: {type(exc).__name__}: {exc}")
 
+    def reset(self) -> None:
+        """New counts for the next round."""
+        self.tries, self.ok, self.errors = 0, 0, []
+
     def summary(self) -> dict[str, Any]:
         return {
             "tries": self.tries,
@@ -419,9 +474,9 @@ async def legit_round(target: Node, legit: Legit, i: int) -> None:
         await legit.attempt(js_ping)
 
 
-async def keep_using(target: Node, legit: Legit, stop: asyncio.Event) -> None:
-    i = 0
-    while not stop.is_set() and i < 10_000:
+async def keep_using(target: Node, legit: Legit, stop: asyncio.Event, first: int = 0) -> None:
+    i = first
+    while not stop.is_set() and i < first + 10_000:
         await legit_round(target, legit, i)
         i += 1
         await asyncio.sleep(0.05)
@@ -439,6 +494,82 @@ class Options:
     cap_values: int
     use_js: bool
     quick: bool = False
+    rounds: int = 1
+    rss_tolerance: int = 2 * 1024 * 1024
+
+
+def round_summary(number: int, result: dict[str, Any]) -> dict[str, Any]:
+    """What one round adds under ``rounds``: legitimate success, loop lag, resources, and
+    the scenario's own pass/fail fields."""
+    out: dict[str, Any] = {"round": number}
+    for key in ("legit", "loop_lag", "resources", "checks", "stored"):
+        if key in result:
+            out[key] = result[key]
+    out.update({k: v for k, v in result.items() if isinstance(v, bool)})
+    return out
+
+
+def verdict(results: list[dict[str, Any]], tolerance: int) -> dict[str, Any]:
+    """Back to baseline after repeated attacks? Descriptors and tasks exactly; RSS may
+    keep a high-water mark after the first round but must not grow from round to round."""
+    base = results[0]["resources"]["before"]
+    afters = [r["resources"]["after"] for r in results]
+    fds = all(a["fds"] == base["fds"] for a in afters)
+    tasks = all(a["tasks"] == base["tasks"] for a in afters)
+    growth = afters[-1]["rss"] - afters[0]["rss"]
+    rss_flat = growth <= tolerance if len(afters) > 1 else None  # one round shows nothing
+    out: dict[str, Any] = {
+        "rounds": len(results),
+        "baseline": base,
+        "fds_after": [a["fds"] for a in afters],
+        "tasks_after": [a["tasks"] for a in afters],
+        "rss_after": [a["rss"] for a in afters],
+        "fds_back": fds,
+        "tasks_back": tasks,
+        "rss_after_over_baseline": afters[0]["rss"] - base["rss"],
+        "rss_growth_over_rounds": growth,
+        "rss_tolerance": tolerance,
+        "rss_flat": rss_flat,
+    }
+    if all("pymalloc_arenas" in a for a in afters) and "pymalloc_arenas" in base:
+        out["pymalloc_arenas_after"] = [a["pymalloc_arenas"] for a in afters]
+        out["pymalloc_arenas_growth_over_rounds"] = (
+            afters[-1]["pymalloc_arenas"] - afters[0]["pymalloc_arenas"]
+        )
+    success = [r["legit"]["success"] for r in results if r.get("legit", {}).get("success")
+               is not None]
+    out["legit_success_min"] = min(success) if success else None
+    out["ok"] = fds and tasks and rss_flat is not False
+    return out
+
+
+async def quiesce(steady: float = 1.0, limit: float = 15.0) -> None:
+    """Wait until this process's task and descriptor counts have not moved for ``steady``
+    seconds (at most ``limit``): right after start-up, bootstrap and identify tasks are
+    still finishing, and a baseline taken then is higher than the node at rest."""
+    last, since = None, time.monotonic()
+    deadline = since + limit
+    while time.monotonic() < deadline:
+        now = resources()
+        counts = (now["fds"], now["tasks"])
+        if counts != last:
+            last, since = counts, time.monotonic()
+        elif time.monotonic() - since >= steady:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def repeat_rounds(
+    opts: Options, one_round: Callable[[int], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """``opts.rounds`` rounds against the same node: round 1's result with ``rounds`` (one
+    summary per round) and ``verdict`` added."""
+    await quiesce()
+    results = [await one_round(i) for i in range(max(1, opts.rounds))]
+    first = results[0]
+    first["rounds"] = [round_summary(i + 1, r) for i, r in enumerate(results)]
+    first["verdict"] = verdict(results, opts.rss_tolerance)
+    return first
 
 
 async def scenario_store_flood(opts: Options) -> dict[str, Any]:
@@ -450,46 +581,53 @@ async def scenario_store_flood(opts: Options) -> dict[str, Any]:
         config = NodeConfig(mode="server", listen_addrs=[LOOPBACK], host=HOST, republish=False,
                             repo=repo, store_limits=limits)
         async with Node(config) as target, legit_peers(target, opts.use_js) as legit:
-            before = resources()
-            tasks_before, conns_before = task_names(), len(target.host.connmgr)
-            probe, sampler = LagProbe(), Sampler()
-            probe.start()
-            sampler.start()
-            stop = asyncio.Event()
-            using = asyncio.create_task(keep_using(target, legit, stop))
-            attacker = await run_child(
-                "flood", str(target.multiaddrs[0]), str(opts.records), "16"
-            )
-            stop.set()
-            await using
-            during, lag = await sampler.stop(), await probe.stop()
-            flooder = PeerID.from_string(attacker["peer"]) if "peer" in attacker else None
-            stored = {
-                "attacker_providers": (
-                    target.providers.sender_usage(flooder).records if flooder else None
-                ),
-                "attacker_values": target.values.sender_usage(flooder).records if flooder else None,
-                "providers_total": target.providers.usage().records,
-                "values_total": target.values.usage().records,
-            }
-            server = target.server
-            refused = dict(server.stats.refused) if server is not None else {}
-            after = await settle_and_measure(opts.settle)
-            return {
-                "configured": {"providers_per_peer": opts.cap_providers,
-                               "values_per_peer": opts.cap_values},
-                "attacker": attacker,
-                "stored": stored,
-                "refused": refused,
-                "capped": stored["attacker_providers"] == opts.cap_providers
-                and stored["attacker_values"] == opts.cap_values,
-                "legit": legit.summary(),
-                "loop_lag": lag,
-                "resources": {"before": before, "during_peak": during, "after": after},
-                "node": {"connections_before": conns_before,
-                         "connections_after": len(target.host.connmgr),
-                         "more_tasks_after": more_tasks(tasks_before, task_names())},
-            }
+
+            async def one_round(number: int) -> dict[str, Any]:
+                legit.reset()
+                before = measure()
+                tasks_before, conns_before = task_names(), len(target.host.connmgr)
+                probe, sampler = LagProbe(), Sampler()
+                probe.start()
+                sampler.start()
+                stop = asyncio.Event()
+                using = asyncio.create_task(keep_using(target, legit, stop, number * 10_000))
+                attacker = await run_child(
+                    "flood", str(target.multiaddrs[0]), str(opts.records), "16"
+                )
+                stop.set()
+                await using
+                during, lag = await sampler.stop(), await probe.stop()
+                flooder = PeerID.from_string(attacker["peer"]) if "peer" in attacker else None
+                stored = {
+                    "attacker_providers": (
+                        target.providers.sender_usage(flooder).records if flooder else None
+                    ),
+                    "attacker_values": (
+                        target.values.sender_usage(flooder).records if flooder else None
+                    ),
+                    "providers_total": target.providers.usage().records,
+                    "values_total": target.values.usage().records,
+                }
+                server = target.server
+                refused = dict(server.stats.refused) if server is not None else {}
+                after = await settled(opts.settle)
+                return {
+                    "configured": {"providers_per_peer": opts.cap_providers,
+                                   "values_per_peer": opts.cap_values},
+                    "attacker": attacker,
+                    "stored": stored,
+                    "refused": refused,
+                    "capped": stored["attacker_providers"] == opts.cap_providers
+                    and stored["attacker_values"] == opts.cap_values,
+                    "legit": legit.summary(),
+                    "loop_lag": lag,
+                    "resources": {"before": before, "during_peak": during, "after": after},
+                    "node": {"connections_before": conns_before,
+                             "connections_after": len(target.host.connmgr),
+                             "more_tasks_after": more_tasks(tasks_before, task_names())},
+                }
+
+            return await repeat_rounds(opts, one_round)
 
 
 async def scenario_huge_find_node_answer(opts: Options) -> dict[str, Any]:
@@ -504,49 +642,55 @@ async def scenario_huge_find_node_answer(opts: Options) -> dict[str, Any]:
     del msg, body
     gc.collect()
     config = NodeConfig(mode="server", listen_addrs=[LOOPBACK], host=HOST, republish=False)
-    async with (
-        child_process("huge-answer", str(opts.entries)) as (words, proc),
-        Node(config) as target,
-        legit_peers(target, opts.use_js) as legit,
-    ):
+    async with Node(config) as target, legit_peers(target, opts.use_js) as legit:
         legit.js_provides = False
-        hostile_addr = Multiaddr.parse(words[0])
-        hostile = hostile_addr.peer_id()
-        assert hostile is not None
-        await target.host.connect(hostile, [hostile_addr.without_peer_id()], timeout=OP_TIMEOUT)
-        known = len(target.host.peerstore)
-        before = resources()
-        probe, sampler = LagProbe(), Sampler()
-        probe.start()
-        sampler.start()
-        stop = asyncio.Event()
-        using = asyncio.create_task(keep_using(target, legit, stop))
-        answers, parsed = 0, 0
-        for i in range(10):
-            found = await target.router.get_closer_nodes(
-                hostile, b"target %d" % i, deadline=time.monotonic() + 30
-            )
-            answers += 1
-            parsed = max(parsed, len(found))
-        stop.set()
-        await using
-        during, lag = await sampler.stop(), await probe.stop()
-        peerstore_growth = len(target.host.peerstore) - known
-        assert proc.stdin is not None
-        proc.stdin.close()
-        after = await settle_and_measure(opts.settle)
-        return {
-            "entries_per_answer": opts.entries,
-            "answer_bytes": int(words[1]),
-            "answers": answers,
-            "closer_peers_kept": parsed,
-            "peerstore_growth": peerstore_growth,
-            "loop_lag": lag,
-            "lag_ok": lag["max_ms"] <= 50.0,
-            "unbounded_parse_ms": round(unbounded_ms, 1),
-            "legit": legit.summary(),
-            "resources": {"before": before, "during_peak": during, "after": after},
-        }
+
+        async def one_round(number: int) -> dict[str, Any]:
+            # a fresh hostile server each round, gone before the settled measurement
+            legit.reset()
+            before = measure()
+            async with child_process("huge-answer", str(opts.entries)) as (words, proc):
+                hostile_addr = Multiaddr.parse(words[0])
+                hostile = hostile_addr.peer_id()
+                assert hostile is not None
+                await target.host.connect(
+                    hostile, [hostile_addr.without_peer_id()], timeout=OP_TIMEOUT
+                )
+                known = len(target.host.peerstore)
+                probe, sampler = LagProbe(), Sampler()
+                probe.start()
+                sampler.start()
+                stop = asyncio.Event()
+                using = asyncio.create_task(keep_using(target, legit, stop, number * 10_000))
+                answers, parsed = 0, 0
+                for i in range(10):
+                    found = await target.router.get_closer_nodes(
+                        hostile, b"target %d" % i, deadline=time.monotonic() + 30
+                    )
+                    answers += 1
+                    parsed = max(parsed, len(found))
+                stop.set()
+                await using
+                during, lag = await sampler.stop(), await probe.stop()
+                peerstore_growth = len(target.host.peerstore) - known
+                assert proc.stdin is not None
+                proc.stdin.close()
+                answer_bytes = int(words[1])
+            after = await settled(opts.settle)
+            return {
+                "entries_per_answer": opts.entries,
+                "answer_bytes": answer_bytes,
+                "answers": answers,
+                "closer_peers_kept": parsed,
+                "peerstore_growth": peerstore_growth,
+                "loop_lag": lag,
+                "lag_ok": lag["max_ms"] <= 50.0,
+                "unbounded_parse_ms": round(unbounded_ms, 1),
+                "legit": legit.summary(),
+                "resources": {"before": before, "during_peak": during, "after": after},
+            }
+
+        return await repeat_rounds(opts, one_round)
 
 
 # ------------------------------------------------------------------------------ host (1a-1c)
@@ -695,40 +839,58 @@ async def keep_using_host(target: Node, legit: Legit, stop: asyncio.Event) -> No
 async def host_attack(
     opts: Options, child: tuple[str, ...], extra: Callable[[Node], Awaitable[dict[str, Any]]]
     | None = None, config: NodeConfig | None = None,
+    judge: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one host attack: the node, legitimate peers using it throughout, the attacker
-    child; resources before, peak during, and ``settle`` s after."""
+    """Run a host attack ``opts.rounds`` times: the node, legitimate peers using it
+    throughout, the attacker child; resources before, peak during, and ``settle`` s after
+    each round. ``judge`` adds the scenario's pass/fail fields to each round's result."""
     config = config or NodeConfig(
         mode="server", listen_addrs=[LOOPBACK], host=HOST_TARGET, republish=False
     )
     async with Node(config) as target, legit_peers(target, opts.use_js) as legit:
-        gc.collect()
-        before = resources()
-        probe, sampler = LagProbe(), Sampler()
-        probe.start()
-        sampler.start()
-        stop = asyncio.Event()
-        using = asyncio.create_task(keep_using_host(target, legit, stop))
-        target_addr = str(target.multiaddrs[0])
-        attacker_task = asyncio.create_task(run_child(child[0], target_addr, *child[1:]))
-        checks = await extra(target) if extra is not None else {}
-        attacker = await attacker_task
-        stop.set()
-        await using
-        during, lag = await sampler.stop(), await probe.stop()
-        rc_during = target.host.resources.stats()
-        after = await settle_and_measure(opts.settle)
-        return {
-            "attacker": attacker,
-            "checks": checks,
-            "legit": legit.summary(),
-            "loop_lag": lag,
-            "node": {"connections_after": len(target.host.connmgr),
-                     "resources_at_end_of_attack": rc_during,
-                     "resources_after": target.host.resources.stats()},
-            "resources": {"before": before, "during_peak": during, "after": after,
-                          "rss_growth_peak": during.get("rss", 0) - before["rss"]},
-        }
+
+        async def one_round(number: int) -> dict[str, Any]:
+            result = await host_round(opts, target, legit, child, extra)
+            if judge is not None:
+                judge(result)
+            return result
+
+        return await repeat_rounds(opts, one_round)
+
+
+async def host_round(
+    opts: Options, target: Node, legit: Legit, child: tuple[str, ...],
+    extra: Callable[[Node], Awaitable[dict[str, Any]]] | None,
+) -> dict[str, Any]:
+    """One round of a host attack against ``target``."""
+    legit.reset()
+    gc.collect()
+    before = measure()
+    probe, sampler = LagProbe(), Sampler()
+    probe.start()
+    sampler.start()
+    stop = asyncio.Event()
+    using = asyncio.create_task(keep_using_host(target, legit, stop))
+    target_addr = str(target.multiaddrs[0])
+    attacker_task = asyncio.create_task(run_child(child[0], target_addr, *child[1:]))
+    checks = await extra(target) if extra is not None else {}
+    attacker = await attacker_task
+    stop.set()
+    await using
+    during, lag = await sampler.stop(), await probe.stop()
+    rc_during = target.host.resources.stats()
+    after = await settled(opts.settle)
+    return {
+        "attacker": attacker,
+        "checks": checks,
+        "legit": legit.summary(),
+        "loop_lag": lag,
+        "node": {"connections_after": len(target.host.connmgr),
+                 "resources_at_end_of_attack": rc_during,
+                 "resources_after": target.host.resources.stats()},
+        "resources": {"before": before, "during_peak": during, "after": after,
+                      "rss_growth_peak": during.get("rss", 0) - before["rss"]},
+    }
 
 
 async def scenario_handshake_flood(opts: Options) -> dict[str, Any]:
@@ -736,9 +898,12 @@ async def scenario_handshake_flood(opts: Options) -> dict[str, Any]:
     find_peer / ping (and newcomers dialing in) keep >= 99 % success."""
     silent, garbage = (100, 20) if opts.quick else (1000, 200)
     seconds = 10.0 if opts.quick else 30.0
-    result = await host_attack(opts, ("sockets", str(silent), str(garbage), str(seconds)))
-    result["success_ok"] = (result["legit"]["success"] or 0) >= 0.99
-    return result
+    def judge(result: dict[str, Any]) -> None:
+        result["success_ok"] = (result["legit"]["success"] or 0) >= 0.99
+
+    return await host_attack(
+        opts, ("sockets", str(silent), str(garbage), str(seconds)), judge=judge
+    )
 
 
 async def scenario_unfinished_streams(opts: Options) -> dict[str, Any]:
@@ -766,11 +931,12 @@ async def scenario_unfinished_streams(opts: Options) -> dict[str, Any]:
         return {"outbound_dials": tries, "outbound_ok": ok,
                 "connections": len(target.host.connmgr), "connections_with_streams": busy}
 
+    def judge(result: dict[str, Any]) -> None:
+        checks = result["checks"]
+        result["dials_ok"] = checks.get("outbound_ok") == checks.get("outbound_dials")
+
     child = ("holders", str(n), str(sources), "0", str(hold))
-    result = await host_attack(opts, child, dials)
-    checks = result["checks"]
-    result["dials_ok"] = checks.get("outbound_ok") == checks.get("outbound_dials")
-    return result
+    return await host_attack(opts, child, dials, judge=judge)
 
 
 async def scenario_buffer_flood(opts: Options) -> dict[str, Any]:
@@ -786,12 +952,13 @@ async def scenario_buffer_flood(opts: Options) -> dict[str, Any]:
             await asyncio.sleep(0.1)
         return {"buffered_bytes_peak": peak}
 
-    result = await host_attack(
-        opts, ("holders", str(n), str(sources), str(junk), "15"), accounted
+    def judge(result: dict[str, Any]) -> None:
+        result["host_memory_budget"] = budget
+        result["under_budget"] = result["resources"]["rss_growth_peak"] < budget
+
+    return await host_attack(
+        opts, ("holders", str(n), str(sources), str(junk), "15"), accounted, judge=judge
     )
-    result["host_memory_budget"] = budget
-    result["under_budget"] = result["resources"]["rss_growth_peak"] < budget
-    return result
 
 
 SCENARIOS: dict[str, Callable[[Options], Awaitable[dict[str, Any]]]] = {
@@ -820,6 +987,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     opts = Options(
         records=args.records, entries=args.entries, settle=args.settle,
         cap_providers=args.cap_providers, cap_values=args.cap_values, use_js=use_js,
+        rounds=max(1, args.rounds), rss_tolerance=int(args.rss_tolerance_mb * 1024 * 1024),
     )
     if args.quick:
         opts = replace(opts, records=min(opts.records, 1000), entries=min(opts.entries, 20_000),
@@ -868,6 +1036,10 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=87_381)
     parser.add_argument("--cap-providers", type=int, default=1000)
     parser.add_argument("--cap-values", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat each selected scenario N times against the same node")
+    parser.add_argument("--rss-tolerance-mb", type=float, default=2.0,
+                        help="allowed RSS growth between the first and last round's after")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-js", action="store_true")
     args = parser.parse_args()
