@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from multiformats import CID
 
+from zikade_py.blocks.cid_text import text_multihash
 from zikade_py.p2p.multiaddr import Multiaddr
 from zikade_py.p2p.peer_id import InvalidPeerIDError, PeerID
 
@@ -27,6 +28,8 @@ def content_multihash(cid: str | bytes | CID) -> bytes:
     Raises ``ValueError`` for something that is not a CID.
     """
     try:
+        if isinstance(cid, str):
+            return text_multihash(cid)  # fast for the common forms (millions are provided)
         parsed = cid if isinstance(cid, CID) else CID.decode(cid)
     except Exception as exc:  # multiformats raises several unrelated error types
         raise ValueError(f"not a CID: {cid!r}: {exc}") from None

@@ -41,7 +41,12 @@ class ProvideAPI(NodeCore):
 
     async def provide_many(self, cids: Iterable[str | bytes | CID]) -> int:
         """Provide every CID of ``cids`` from now on; how many were new."""
-        mhs = list(dict.fromkeys(keyfmt.content_multihash(c) for c in cids))
+        return await self.provide_multihashes(keyfmt.content_multihash(c) for c in cids)
+
+    async def provide_multihashes(self, multihashes: Iterable[bytes]) -> int:
+        """:meth:`provide_many` of CIDs already decoded to their multihashes (the RPC
+        API decodes each line once, to name a bad one); how many were new."""
+        mhs = list(dict.fromkeys(multihashes))
         me = self.self_info()
         if not me.addrs:
             raise ValueError("cannot provide without a listen address (peers would drop it)")
