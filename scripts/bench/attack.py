@@ -26,11 +26,12 @@ to :data:`SCENARIOS`):
 the same legitimate peers, a fresh attacker each round) and reports RSS, descriptors,
 asyncio tasks and CPython's pymalloc arenas after each round under ``rounds``; the
 scenario's top-level fields stay those of round 1. ``verdict`` says whether the node came
-back: descriptors and tasks after every round equal to the baseline (round 1's
-``before``) exactly, and RSS after the last round at most ``--rss-tolerance-mb`` above
-RSS after the first (memory that does not grow with repeated attacks; the first round's
-rise over the baseline is a high-water mark of allocator arenas, reported as
-``rss_after_over_baseline``).
+back: descriptors and tasks after every round equal to the baseline exactly (round 1's
+``before``, taken once the legitimate peers have been idle for ``--settle`` s: the state
+every ``after`` is measured in), and RSS after the last round at most
+``--rss-tolerance-mb`` above RSS after the first (memory that does not grow with
+repeated attacks; the first round's rise over the baseline is a high-water mark of
+allocator arenas, reported as ``rss_after_over_baseline``).
 
 Usage: ``.venv/bin/python scripts/bench/attack.py [--scenario NAME ...] [--settle 30]
 [--records 10000] [--entries 87381] [--rounds 1] [--rss-tolerance-mb 2] [--quick]
@@ -509,7 +510,7 @@ def round_summary(number: int, result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def verdict(results: list[dict[str, Any]], tolerance: int) -> dict[str, Any]:
+def verdict(results: list[dict[str, Any]], tolerance: int, settle: float) -> dict[str, Any]:
     """Back to baseline after repeated attacks? Descriptors and tasks exactly; RSS may
     keep a high-water mark after the first round but must not grow from round to round."""
     base = results[0]["resources"]["before"]
@@ -521,6 +522,7 @@ def verdict(results: list[dict[str, Any]], tolerance: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "rounds": len(results),
         "baseline": base,
+        "baseline_after_idle_seconds": settle,
         "fds_after": [a["fds"] for a in afters],
         "tasks_after": [a["tasks"] for a in afters],
         "rss_after": [a["rss"] for a in afters],
@@ -564,11 +566,14 @@ async def repeat_rounds(
 ) -> dict[str, Any]:
     """``opts.rounds`` rounds against the same node: round 1's result with ``rounds`` (one
     summary per round) and ``verdict`` added."""
+    # The baseline in the state each "after" is measured in: legitimate peers idle for
+    # ``settle`` s (an idle connection of theirs is trimmed meanwhile), then steady counts.
+    await asyncio.sleep(opts.settle)
     await quiesce()
     results = [await one_round(i) for i in range(max(1, opts.rounds))]
     first = results[0]
     first["rounds"] = [round_summary(i + 1, r) for i, r in enumerate(results)]
-    first["verdict"] = verdict(results, opts.rss_tolerance)
+    first["verdict"] = verdict(results, opts.rss_tolerance, opts.settle)
     return first
 
 
@@ -866,6 +871,7 @@ async def host_round(
     legit.reset()
     gc.collect()
     before = measure()
+    conns_before = len(target.host.connmgr)
     probe, sampler = LagProbe(), Sampler()
     probe.start()
     sampler.start()
@@ -885,7 +891,8 @@ async def host_round(
         "checks": checks,
         "legit": legit.summary(),
         "loop_lag": lag,
-        "node": {"connections_after": len(target.host.connmgr),
+        "node": {"connections_before": conns_before,
+                 "connections_after": len(target.host.connmgr),
                  "resources_at_end_of_attack": rc_during,
                  "resources_after": target.host.resources.stats()},
         "resources": {"before": before, "during_peak": during, "after": after,
