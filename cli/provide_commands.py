@@ -7,9 +7,11 @@ Kubo 0.39's shapes (``ipfs provide once|stat|clear``), without breaking
   it (the routing command, unchanged; ``once`` is the default subcommand);
 * ``zikade provide [once] --from-file FILE`` (or ``-`` for stdin) — many CIDs,
   one per line: the daemon stores them and its reprovider announces them in
-  bursts (the sweep groups them by keyspace region); sent in chunks of
-  :data:`CHUNK_LINES` lines, prints nothing on success (``--json``: the
-  counts, ``-v``: a line on stderr);
+  bursts (the sweep groups them by keyspace region); read and sent in chunks
+  of :data:`CHUNK_LINES` lines as they come (the daemon decodes each CID
+  once; a bad line stops it all with one error that names the line and says
+  which lines before it were provided), prints nothing on success
+  (``--json``: the counts, ``-v``: a line on stderr);
 * ``zikade provide stat [--json]`` — keys, regions, cycle progress, last and
   next region, lookups and messages this cycle, failures, estimated network
   size (on the daemon; without one, what the repo holds);
@@ -20,7 +22,9 @@ Kubo 0.39's shapes (``ipfs provide once|stat|clear``), without breaking
 from __future__ import annotations
 
 import datetime
+import itertools
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import click
@@ -44,6 +48,12 @@ from .routing_commands import EPHEMERAL_NOTE, provide_cids
 
 CHUNK_LINES = 20_000
 """CID lines per request (the RPC API takes bodies of up to 4 MiB)."""
+
+CHUNK_BYTES = 3 * 1024 * 1024
+"""Bytes of CIDs after which a request is sent even with fewer lines (under 4 MiB)."""
+
+READ_LIMIT = 4096
+"""Longest line read at once (a CID line is at most 512 characters)."""
 
 SUBCOMMANDS = ("once", "stat", "clear", "reprovide")
 
@@ -78,8 +88,7 @@ def provide_command() -> None:
     "--from-file",
     "from_file",
     type=click.File("rb"),
-    help="Read CIDs from FILE, one per line ('-': stdin); the reprovider announces them "
-    "in bursts.",
+    help="Read CIDs from FILE, one per line ('-': stdin); the reprovider announces them in bursts.",
 )
 @click.option(
     "--ephemeral",
@@ -107,47 +116,84 @@ def once_command(
             fail("expected at least one CID (or --from-file FILE, or - for stdin)")
         provide_cids(rest, ephemeral, opts)
         return
-    parts: list[bytes] = []
+    sources: list[Iterable[bytes]] = []
     if from_file is not None:
-        parts.append(from_file.read())
+        sources.append(_lines(from_file))
     if stdin:
-        parts.append(sys.stdin.buffer.read())
+        sources.append(_lines(sys.stdin.buffer))
     if rest:
-        parts.append("\n".join(rest).encode())
-    _provide_many(b"\n".join(parts), ephemeral, opts)
+        sources.append(c.encode() for c in rest)
+    _provide_many(itertools.chain.from_iterable(sources), ephemeral, opts)
 
 
-def _provide_many(body: bytes, ephemeral: bool, opts: QueryOptions) -> None:
-    from zikade_py.http.provide_ops import parse_cid_lines
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of ``stream`` one at a time, none longer than :data:`READ_LIMIT` (a
+    longer one comes in pieces and is refused as too long)."""
+    while line := stream.readline(READ_LIMIT):
+        yield line
+
+
+def pieces(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """``(first line number, body)`` of the requests that carry ``lines``:
+    at most :data:`CHUNK_LINES` CID lines and about :data:`CHUNK_BYTES` bytes each, read
+    as they are needed (a list of millions is never held at once).
+
+    Only a line too long for a CID is refused here (:class:`ArgumentError` naming it);
+    the daemon decodes every line once and names a bad one the same way.
+    """
+    from zikade_py.http.errors import ArgumentError
+    from zikade_py.http.provide_ops import MAX_LINE, bad_line
+
+    body: list[bytes] = []
+    first, size, count = 1, 0, 0
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if len(text) > MAX_LINE or (len(line) >= READ_LIMIT and not line.endswith(b"\n")):
+            raise ArgumentError(bad_line(number, "too long for a CID", first))
+        body.append(text)
+        if text and not text.startswith(b"#"):
+            count += 1
+            size += len(text) + 1
+        if count >= CHUNK_LINES or size >= CHUNK_BYTES:
+            yield first, b"\n".join(body)
+            body, first, size, count = [], number + 1, 0, 0
+    if count:
+        yield first, b"\n".join(body)
+
+
+def _provide_many(lines: Iterable[bytes], ephemeral: bool, opts: QueryOptions) -> None:
+    from zikade_py.http.provide_ops import FIRST_LINE
 
     repo = require_repo(opts.repo)
-    with one_line_errors():
-        lines = parse_cid_lines(body)
-    if not lines:
-        fail("no CIDs to provide")
     totals = {"Keys": 0, "New": 0}
 
     def add(doc: JSONObj) -> None:
         totals["Keys"] += int(doc.get("Keys", 0))
         totals["New"] += int(doc.get("New", 0))
 
-    options = timeout_options(opts.timeout)
-    chunks = [lines[i : i + CHUNK_LINES] for i in range(0, len(lines), CHUNK_LINES)]
-    for number, chunk in enumerate(chunks):
-        chunk_body = "\n".join(chunk).encode()
-        if via_daemon(
-            repo, "provide", "provide/add", [], options, add,
-            body=chunk_body, timeout=opts.timeout + 5.0, trace=opts.trace,
-        ):  # fmt: skip
-            continue
-        if number == 0 and not ephemeral:
-            fail(
-                "provide needs a running daemon: an ephemeral node would announce an address "
-                "that dies with it (start 'zikade daemon', or pass --ephemeral to do it anyway)"
-            )
-        if number == 0:
-            click.echo(EPHEMERAL_NOTE, err=True)
-        run_local("provide", "provide/add", [], options, add, opts, repo=repo, body=chunk_body)
+    local = False
+    with one_line_errors():
+        for number, (first, body) in enumerate(pieces(lines)):
+            options = timeout_options(opts.timeout, **{FIRST_LINE: str(first)})
+            if not local and via_daemon(
+                repo, "provide", "provide/add", [], options, add,
+                body=body, timeout=opts.timeout + 5.0, trace=opts.trace,
+            ):  # fmt: skip
+                continue
+            if number > 0 and not local:
+                fail(f"the daemon went away: lines 1-{first - 1} were provided, nothing after")
+            if not ephemeral:
+                fail(
+                    "provide needs a running daemon: an ephemeral node would announce an "
+                    "address that dies with it (start 'zikade daemon', or pass --ephemeral "
+                    "to do it anyway)"
+                )
+            if not local:
+                click.echo(EPHEMERAL_NOTE, err=True)
+            local = True
+            run_local("provide", "provide/add", [], options, add, opts, repo=repo, body=body)
+    if not totals["Keys"]:
+        fail("no CIDs to provide")
     if opts.as_json:
         print_json(totals)
     if opts.verbose:
@@ -262,4 +308,4 @@ def render_stat(doc: JSONObj) -> list[tuple[str, str]]:
     return rows
 
 
-__all__ = ["CHUNK_LINES", "ProvideGroup", "provide_command", "render_stat"]
+__all__ = ["CHUNK_BYTES", "CHUNK_LINES", "ProvideGroup", "pieces", "provide_command", "render_stat"]

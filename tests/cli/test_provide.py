@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import signal
 import time
@@ -156,3 +158,28 @@ def test_a_daemon_killed_mid_cycle_keeps_keys_and_schedule(daemons: Daemons) -> 
     assert after["next_region_at"] == pytest.approx(before["next_region_at"], abs=1.0)
     # Nothing was due: the restarted daemon announced nothing again (no burst either).
     assert after["streams_total"] == 0 and after["burst_keys"] == 0
+
+
+def test_a_bad_line_after_the_first_request_names_what_was_provided(
+    trio: tuple[DaemonChild, ...], tmp_path: Path
+) -> None:
+    """The list is sent in requests of CHUNK_LINES CIDs as it is read: those before the
+    bad line's request are provided, nothing from there on."""
+    from zikade_cli.provide_commands import CHUNK_LINES
+
+    provider = trio[2]
+    before = stat(provider.repo)["keys"]
+    assert isinstance(before, int)
+    listing = tmp_path / "long.txt"
+    good = [
+        "b" + base64.b32encode(b"\x01\x55\x12\x20" + hashlib.sha256(b"long-%d" % i).digest())
+        .decode().rstrip("=").lower()
+        for i in range(CHUNK_LINES + 10)
+    ]  # fmt: skip
+    listing.write_text("\n".join([*good, "bafybroken", *cids(3, "after")]) + "\n")
+    bad = zikade("provide", "--from-file", str(listing), repo=provider.repo)
+    bad.one_error(
+        f"line {CHUNK_LINES + 11}: invalid CID 'bafybroken'",
+        f"lines 1-{CHUNK_LINES} were provided, nothing from line {CHUNK_LINES + 1} on",
+    )
+    assert stat(provider.repo)["keys"] == before + CHUNK_LINES
