@@ -503,7 +503,7 @@ def round_summary(number: int, result: dict[str, Any]) -> dict[str, Any]:
     """What one round adds under ``rounds``: legitimate success, loop lag, resources, and
     the scenario's own pass/fail fields."""
     out: dict[str, Any] = {"round": number}
-    for key in ("legit", "loop_lag", "resources", "checks", "stored"):
+    for key in ("legit", "loop_lag", "resources", "checks", "stored", "node"):
         if key in result:
             out[key] = result[key]
     out.update({k: v for k, v in result.items() if isinstance(v, bool)})
@@ -863,6 +863,15 @@ async def host_attack(
         return await repeat_rounds(opts, one_round)
 
 
+def legit_connected(target: Node, legit: Legit) -> dict[str, int]:
+    """Connections the node holds to each legitimate peer (ours runs in this process, so
+    one of its connections to the node is two descriptors and both ends' tasks here)."""
+    out = {"ours": len(target.host.connmgr.connections(legit.ours.peer_id))}
+    if legit.js is not None:
+        out["js"] = len(target.host.connmgr.connections(PeerID.from_string(legit.js.peer_id)))
+    return out
+
+
 async def host_round(
     opts: Options, target: Node, legit: Legit, child: tuple[str, ...],
     extra: Callable[[Node], Awaitable[dict[str, Any]]] | None,
@@ -872,6 +881,7 @@ async def host_round(
     gc.collect()
     before = measure()
     conns_before = len(target.host.connmgr)
+    legit_before = legit_connected(target, legit)
     probe, sampler = LagProbe(), Sampler()
     probe.start()
     sampler.start()
@@ -893,6 +903,8 @@ async def host_round(
         "loop_lag": lag,
         "node": {"connections_before": conns_before,
                  "connections_after": len(target.host.connmgr),
+                 "legit_connected_before": legit_before,
+                 "legit_connected_after": legit_connected(target, legit),
                  "resources_at_end_of_attack": rc_during,
                  "resources_after": target.host.resources.stats()},
         "resources": {"before": before, "during_peak": during, "after": after,
