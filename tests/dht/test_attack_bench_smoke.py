@@ -40,5 +40,8 @@ def test_attack_benchmark_prints_one_key_per_scenario() -> None:
     assert answer["closer_peers_kept"] == MAX_CLOSER_PEERS and answer["answers"] == 10
     for scenario in (flood, answer):
         assert set(scenario["resources"]) == {"before", "during_peak", "after"}
-        assert set(scenario["resources"]["after"]) == {"rss", "fds", "tasks"}
+        assert set(scenario["resources"]["after"]) == {"rss", "fds", "tasks", "pymalloc_arenas"}
+        verdict = scenario["verdict"]
+        assert verdict["rounds"] == 1 and len(verdict["fds_after"]) == 1
+        assert verdict["fds_back"] is (verdict["fds_after"][0] == verdict["baseline"]["fds"])
         assert scenario["loop_lag"]["samples"] > 0
