@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from zikade_py.blocks.cid_text import text_multihash
 from zikade_py.dht import Node, NodeConfig
 from zikade_py.p2p.host import HostConfig
 
@@ -64,13 +65,11 @@ def write_cids(path: Path, n: int) -> None:
 
 
 def multihashes(path: Path) -> Iterator[list[bytes]]:
-    """The file's CIDs as multihashes, ``CHUNK`` at a time (base32 read by hand)."""
+    """The file's CIDs as multihashes, ``CHUNK`` at a time (parsed as the daemon does)."""
     chunk: list[bytes] = []
     with path.open() as f:
         for line in f:
-            text = line.strip()[1:].upper()
-            raw = base64.b32decode(text + "=" * (-len(text) % 8))
-            chunk.append(raw[2:])  # after the CID version and codec (0x01 0x55)
+            chunk.append(text_multihash(line.strip()))
             if len(chunk) == CHUNK:
                 yield chunk
                 chunk = []
