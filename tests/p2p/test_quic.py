@@ -589,11 +589,8 @@ async def test_every_connection_id_we_announce_is_routed_before_it_leaves(pair: 
     assert unrouted == []
 
 
-async def test_writes_made_in_one_step_share_a_datagram(pair: Pair) -> None:
-    """A task's writes without an await between them (multistream header, protocol,
-    message, FIN) leave together: one datagram, not one each (and one ACK each back)."""
-    client, server = await pair.dial(None)
-    await asyncio.sleep(0.05)  # the handshake's last ACKs are out
+def record_datagrams(pair: Pair) -> list[int]:
+    """The sizes of the datagrams ``pair.b`` sends from now on (a live list)."""
     sent: list[int] = []
     send = pair.b.sendto
 
@@ -602,6 +599,15 @@ async def test_writes_made_in_one_step_share_a_datagram(pair: Pair) -> None:
         send(data, addr)
 
     pair.b.sendto = sendto  # type: ignore[method-assign]
+    return sent
+
+
+async def test_writes_made_in_one_step_share_a_datagram(pair: Pair) -> None:
+    """A task's writes without an await between them (multistream header, protocol,
+    message, FIN) leave together: one datagram, not one each (and one ACK each back)."""
+    client, server = await pair.dial(None)
+    await asyncio.sleep(0.05)  # the handshake's last ACKs are out
+    sent = record_datagrams(pair)
     stream = await client.open_stream()
     for part in (b"/multistream/1.0.0\n", b"/ipfs/id/1.0.0\n", b"hello"):
         await stream.write(part)
@@ -621,14 +627,7 @@ async def test_bytes_written_just_before_close_still_leave(pair: Pair) -> None:
     client, _server = await pair.dial(None)
     stream = await client.open_stream()
     await asyncio.sleep(0.05)  # the handshake's last ACKs are out
-    sent: list[int] = []
-    send = pair.b.sendto
-
-    def sendto(data: bytes, addr: tuple[str, int]) -> None:
-        sent.append(len(data))
-        send(data, addr)
-
-    pair.b.sendto = sendto  # type: ignore[method-assign]
+    sent = record_datagrams(pair)
     await stream.write(b"last words" * 10)
     await client.close()
     assert len(sent) == 2 and sent[0] > 100  # the stream's bytes, then the close
