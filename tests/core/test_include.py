@@ -280,6 +280,20 @@ def test_a_parked_candidate_is_dropped_once_the_check_in_flight_took_the_seat() 
     assert inc.stats.checks == 1 and inc.queued() == []
 
 
+def test_parked_candidates_count_against_the_queue_capacity() -> None:
+    # A remote peer can name any number of candidates for one bucket while a check for
+    # its last seat is in flight (a silent node: up to check_timeout): parked ones are
+    # queued ones, so together they stay within queue_capacity.
+    table = RoutingTable(SELF, bucket_size=2)
+    table.add(node(0), 0.0)
+    inc = Include(table, IncludeConfig(queue_capacity=4))
+    inc.advance(candidate(node(1)), 0.0)  # the check in flight
+    for i in range(2, 50):
+        inc.advance(candidate(node(i)), 0.0)
+    assert len(inc.queued()) == 4 and inc.stats.parked == 4
+    assert inc.stats.dropped == 48 - 4
+
+
 def test_config_validation() -> None:
     for bad in (
         {"queue_capacity": 0}, {"concurrency": 0}, {"check_timeout": 0.0},

@@ -322,7 +322,7 @@ class Include:
             value = node.value
             if value in queue or value in checks or value in drops or value in parked:
                 stats.ignored += 1
-            elif len(queue) >= capacity:
+            elif len(queue) + len(parked) >= capacity:  # parked ones are queued ones
                 stats.dropped += 1
             else:
                 queue[value] = (node, trace)
@@ -439,7 +439,7 @@ class Include:
             return IncludeConnectivityCheck(node, node, trace=check_trace)
         untraced = trace is NO_TRACE
         if len(self._checks) >= cfg.concurrency:
-            if len(self._queue) >= cfg.queue_capacity:
+            if len(self._queue) + len(self._parked_at) >= cfg.queue_capacity:
                 return _FULL if untraced else IncludeWaitingFull(trace=trace)
             return _AT_CAPACITY if untraced else IncludeWaitingAtCapacity(trace=trace)
         if self._checks or self._retry:
